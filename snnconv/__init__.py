@@ -1,0 +1,2 @@
+"""snnconv: ANN-to-SNN conversion toolchain."""
+__version__ = "0.1.0"

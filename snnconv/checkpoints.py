@@ -1,0 +1,66 @@
+"""Checkpoint files and the local model cache.
+
+A checkpoint is a plain dict (model name, dataset, state_dict, metrics) so it loads with
+``torch.load(weights_only=True)``: no pickled code ever runs from a checkpoint file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from snnconv.errors import SnnconvError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "assets"
+
+
+def cache_dir() -> Path:
+    """``$SNNCONV_CACHE_DIR`` or ``~/.cache/snnconv/models``."""
+    return Path(os.environ.get("SNNCONV_CACHE_DIR", Path.home() / ".cache" / "snnconv" / "models"))
+
+
+def cached_checkpoint(model: str, dataset: str) -> Path:
+    return cache_dir() / f"{model}-{dataset}.pt"
+
+
+def bundled_checkpoint(model: str, dataset: str) -> Path | None:
+    p = BUNDLED_DIR / f"{model}-{dataset}.pt"
+    return p if p.is_file() else None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint with ``weights_only=True``; a bare state_dict is wrapped as ``{'state_dict': ...}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SnnconvError(f"checkpoint {path} not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt/unsafe files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise SnnconvError(f"cannot load checkpoint {path}: {first}") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        return obj
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"state_dict": obj}
+    raise SnnconvError(f"checkpoint {path} holds no state_dict")
+
+
+def apply_state_dict(model: nn.Module, ckpt: dict, source: str) -> None:
+    """Load weights into ``model``, turning a shape/key mismatch into one line."""
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise SnnconvError(f"checkpoint {source} does not match the architecture: {detail[:300]}") from None
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write atomically (temp file + rename) so an interrupted save never leaves a corrupt file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)

@@ -1,0 +1,11 @@
+"""The intermediate representation: typed nodes and the graph that wires them."""
+from snnconv.ir.activations import Clip
+from snnconv.ir.graph import Graph
+from snnconv.ir.layers import BatchNorm, Conv2d, Linear
+from snnconv.ir.neurons import SpikingNeuron
+from snnconv.ir.node import NODE_TYPES, Node
+from snnconv.ir.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from snnconv.ir.structure import Add, Concat, Flatten, Identity, Input, Reshape, Scale
+
+__all__ = ["Graph", "Node", "NODE_TYPES", "Input", "Conv2d", "Linear", "BatchNorm", "Clip", "SpikingNeuron",
+           "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Add", "Concat", "Flatten", "Reshape", "Identity", "Scale"]

@@ -1,0 +1,115 @@
+"""Pass framework: a pass has a name, a config dataclass and ``run(graph, context) -> graph``.
+
+Passes are registered by name so a pipeline is just an ordered list in the config, e.g.::
+
+    passes:
+      - fold_batchnorm
+      - {name: threshold_balance, method: percentile, percentile: 99.99}
+
+Every pass reports what it changed through ``context.log`` and the pipeline keeps a record of
+it for the run report.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable
+
+import torch
+
+from snnconv.errors import SnnconvError
+from snnconv.ir import Graph
+
+log = logging.getLogger("snnconv")
+
+PASSES: dict[str, type["Pass"]] = {}
+
+
+def register_pass(cls):
+    PASSES[cls.name] = cls
+    return cls
+
+
+@dataclass
+class PassContext:
+    """What passes may use besides the graph: calibration batches and a change log."""
+
+    calibration: Iterable[torch.Tensor] | Callable[[], Iterable[torch.Tensor]] | None = None
+    records: list[dict] = field(default_factory=list)
+
+    def calibration_batches(self) -> Iterable[torch.Tensor]:
+        if self.calibration is None:
+            raise SnnconvError("this pass needs calibration data (give --dataset or a calibration loader)")
+        return self.calibration() if callable(self.calibration) else self.calibration
+
+    def log(self, pass_name: str, message: str, **details: Any) -> None:
+        log.info("[%s] %s", pass_name, message)
+        self.records.append({"pass": pass_name, "message": message, **details})
+
+
+class Pass:
+    """Base class. Subclasses set ``name``, ``Config`` (a dataclass) and implement :meth:`run`."""
+
+    name: ClassVar[str] = "pass"
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: "Pass.Config | None" = None, **kwargs):
+        self.config = config if config is not None else build_config(self.Config, kwargs, self.name)
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def build_config(cls, values: dict, where: str):
+    """Instantiate a config dataclass, naming unknown keys and wrong types in the error."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise SnnconvError(f"{where}: unknown key(s) {', '.join(unknown)} (expected: {', '.join(fields)})")
+    try:
+        cfg = cls(**values)
+    except TypeError as e:
+        raise SnnconvError(f"{where}: {e}") from None
+    check = getattr(cfg, "validate", None)
+    if check:
+        check(where)
+    return cfg
+
+
+def make_pass(spec: str | dict) -> Pass:
+    """A pass from a pipeline entry: ``"name"`` or ``{"name": ..., <config keys>}``."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name not in PASSES:
+        raise SnnconvError(f"unknown pass '{name}' (known: {', '.join(sorted(PASSES))})")
+    return PASSES[name](**spec)
+
+
+class Pipeline:
+    """An ordered list of passes run one after the other on a copy of the input graph."""
+
+    def __init__(self, passes: list[Pass]):
+        self.passes = passes
+
+    @classmethod
+    def from_config(cls, specs: list[str | dict]) -> "Pipeline":
+        return cls([make_pass(s) for s in specs])
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        g = graph.copy()
+        for p in self.passes:
+            before = g.kinds()
+            g = p.run(g, ctx)
+            g.validate()
+            after = g.kinds()
+            if before != after:
+                ctx.log(p.name, "node kinds " + ", ".join(f"{k}: {before.get(k, 0)}->{after.get(k, 0)}"
+                                                           for k in sorted(set(before) | set(after))
+                                                           if before.get(k, 0) != after.get(k, 0)))
+        return g

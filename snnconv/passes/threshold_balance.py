@@ -1,0 +1,74 @@
+"""ReLU -> IF neuron conversion with data-based threshold balancing.
+
+Every clip(0, hi) activation (ReLU, ReLU6, clamp(0, hi)) becomes an integrate-and-fire neuron
+whose threshold is the activation scale measured on calibration data: the maximum
+(Diehl et al. 2015; Rueckauer et al. 2017 "data-based normalisation") or a robust percentile
+such as 99.9 / 99.99 (Rueckauer et al. 2017, §2.2.1), per layer or per channel (Kim et al.
+2020, "Spiking-YOLO" channel-wise normalisation). Setting the threshold (with spike amplitude
+theta) instead of rescaling the weights is the equivalent threshold-balancing form
+(Sengupta et al. 2019); weights stay those of the ANN. A clip with a finite upper bound caps the
+threshold at that bound. Reset by subtraction is the default (Rueckauer et al. 2017; Han et al.
+2020 "RMP-SNN"), reset to zero is available. Activations with a negative lower bound cannot be
+represented by a non-negative rate and are refused with their location.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from snnconv.errors import UnsupportedOpError
+from snnconv.ir import Graph, SpikingNeuron
+from snnconv.passes.activation_stats import activation_scales
+from snnconv.passes.base import Pass, PassContext, register_pass
+
+
+@register_pass
+class ThresholdBalance(Pass):
+    name = "threshold_balance"
+
+    @dataclass
+    class Config:
+        method: str = "percentile"  # "max" or "percentile"
+        percentile: float = 99.99
+        granularity: str = "layer"  # "layer" or "channel"
+        reset: str = "subtract"  # "subtract" or "zero"
+        neuron: str = "if"
+        leak: float = 1.0
+        v_init: float = 0.0  # initial membrane potential as a fraction of the threshold
+        max_samples: int = 2_000_000
+
+        def validate(self, where: str) -> None:
+            from snnconv.errors import SnnconvError
+
+            checks = [(self.method in ("max", "percentile"), "method must be 'max' or 'percentile'"),
+                      (0 < self.percentile <= 100, "percentile must be in (0, 100]"),
+                      (self.granularity in ("layer", "channel"), "granularity must be 'layer' or 'channel'"),
+                      (self.reset in ("subtract", "zero"), "reset must be 'subtract' or 'zero'"),
+                      (self.neuron in ("if", "lif"), "neuron must be 'if' or 'lif'")]
+            for ok, msg in checks:
+                if not ok:
+                    raise SnnconvError(f"{where}: {msg}")
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        c = self.config
+        clips = [n for n, node in graph.nodes.items() if node.kind == "clip"]
+        bad = [("clip" + f"[{graph.nodes[n].source} lo={graph.nodes[n].lo}]", f"node '{n}'") for n in clips
+               if graph.nodes[n].lo != 0.0]
+        if bad:
+            raise UnsupportedOpError(bad)
+        if not clips:
+            ctx.log(self.name, "no activations to convert")
+            return graph
+        scales = activation_scales(graph, ctx.calibration_batches(), clips, c.method, c.percentile,
+                                   c.granularity == "channel", c.max_samples)
+        summary = {}
+        for n in clips:
+            hi = graph.nodes[n].hi
+            th = torch.clamp(scales[n], max=hi).float()
+            graph.replace(n, SpikingNeuron(th, model=c.neuron, leak=c.leak, reset=c.reset, v_init=c.v_init))
+            summary[n] = float(th.mean())
+        ctx.log(self.name, f"{len(clips)} activation(s) -> {c.neuron.upper()} neurons "
+                           f"({c.method}{'' if c.method == 'max' else f' {c.percentile}'}, per {c.granularity}, "
+                           f"reset {c.reset})", thresholds=summary)
+        return graph

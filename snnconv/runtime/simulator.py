@@ -1,0 +1,229 @@
+"""Multi-step SNN simulator over the IR.
+
+Execution model (per batch, per time chunk of ``chunk`` steps):
+
+* Tensors that do not change over time ("static": the directly encoded input and every
+  stateless layer fed only by static tensors) are computed once as ``[B, ...]``. With direct
+  encoding the first conv + BN therefore runs once, not T times.
+* Time-varying tensors are ``[Tc*B, ...]``: every stateless layer runs once per chunk on all
+  its timesteps together (multi-step mode); only neurons and max-pool gates loop over time.
+* State (membrane potentials, max-pool gate counters) is carried across chunks, so peak memory
+  is set by ``chunk``, not by ``T``.
+* The readout is the accumulated membrane potential of the output layer (a non-spiking
+  integrator): logits at step t are the running mean of its input, so predictions for every
+  t <= T come out of one run.
+
+Max pooling uses the gating scheme of Rueckauer et al. (Front. Neurosci. 2017, §2.2.3): each
+window passes the spikes of the input that has fired the most so far (accumulated output,
+including the current step), which converges to the max of the input rates.
+
+Statistics: spike events per neuron node; synaptic operations (SynOps, accumulates) per
+synaptic node = sum over incoming events of each source's outgoing synapse count (exact,
+from the nonzero weight pattern); MACs for synaptic nodes fed by analog (static) input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from snnconv.ir import Graph
+from snnconv.neurons.integrate_fire import integrate_fire
+from snnconv.runtime.interpreter import _consumer_counts, run_ann
+from snnconv.runtime.kernels import KERNELS
+
+E_AC_PJ = 0.9  # 45 nm CMOS energy per accumulate (Horowitz, ISSCC 2014)
+E_MAC_PJ = 4.6  # energy per multiply-accumulate
+
+
+@dataclass
+class SimStats:
+    """Totals over all simulated samples; per-t arrays are cumulative up to step t (index t-1)."""
+
+    timesteps: int
+    samples: int = 0
+    correct: torch.Tensor | None = None  # [T] correct predictions using the readout up to t
+    spikes: dict[str, torch.Tensor] = field(default_factory=dict)  # node -> [T] events per step
+    neurons: dict[str, int] = field(default_factory=dict)  # node -> neurons per sample
+    synops: dict[str, torch.Tensor] = field(default_factory=dict)  # node -> [T] ACs per step
+    macs: dict[str, torch.Tensor] = field(default_factory=dict)  # node -> [T] MACs per step
+    layer_error: dict[str, float] = field(default_factory=dict)  # node -> sum of per-batch rel. errors
+    error_batches: int = 0
+
+    def accuracy(self) -> list[float]:
+        return (100.0 * self.correct / max(self.samples, 1)).tolist()
+
+    def firing_rates(self) -> dict[str, float]:
+        """Mean spike events per neuron per timestep, per spiking node."""
+        return {k: float(v.sum() / (self.neurons[k] * self.samples * self.timesteps)) for k, v in self.spikes.items()}
+
+    def synops_per_sample(self) -> list[float]:
+        """Cumulative SynOps per sample up to each t."""
+        total = sum(self.synops.values(), torch.zeros(self.timesteps))
+        return (total.cumsum(0) / max(self.samples, 1)).tolist()
+
+    def macs_per_sample(self) -> list[float]:
+        total = sum(self.macs.values(), torch.zeros(self.timesteps))
+        return (total.cumsum(0) / max(self.samples, 1)).tolist()
+
+    def energy_uj(self) -> list[float]:
+        """Energy per sample up to each t in microjoules: E_AC * SynOps + E_MAC * MACs."""
+        return [(E_AC_PJ * s + E_MAC_PJ * m) * 1e-6 for s, m in zip(self.synops_per_sample(), self.macs_per_sample())]
+
+    def layer_errors(self) -> dict[str, float]:
+        return {k: v / max(self.error_batches, 1) for k, v in self.layer_error.items()}
+
+
+class Simulator:
+    """Runs a converted graph for ``timesteps`` steps; accumulate statistics over batches with :meth:`run`."""
+
+    def __init__(self, graph: Graph, timesteps: int, chunk: int = 8, collect_stats: bool = True):
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise ValueError("the simulator needs a graph with one input and one output")
+        self.graph, self.T, self.chunk, self.collect = graph, timesteps, max(1, min(chunk, timesteps)), collect_stats
+        self.stats = SimStats(timesteps, correct=torch.zeros(timesteps))
+        self._consumers = _consumer_counts(graph)
+        self._fanout: dict[str, torch.Tensor] = {}
+        self._t0 = 0  # first timestep of the chunk being simulated
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, layer_error: bool = False) -> torch.Tensor:
+        """Simulate one batch ``x`` ``[B, ...]``; returns readout logits for every t: ``[T, B, classes]``."""
+        g, B = self.graph, x.shape[0]
+        state: dict[str, torch.Tensor] = {}
+        acc = None
+        sums: dict[str, torch.Tensor] = {} if layer_error else None
+        logits = []
+        for t0 in range(0, self.T, self.chunk):
+            tc = min(self.chunk, self.T - t0)
+            out, static = self._run_chunk(x, tc, t0, state, sums)
+            out = out.unsqueeze(0).expand(tc, *out.shape) if static else out.view(tc, B, *out.shape[1:])
+            csum = out.cumsum(0) if acc is None else acc + out.cumsum(0)
+            acc = csum[-1]
+            steps = torch.arange(t0 + 1, t0 + tc + 1, dtype=csum.dtype).view(tc, *([1] * (csum.dim() - 1)))
+            logits.append(csum / steps)
+        logits = torch.cat(logits)
+        self.stats.samples += B
+        if labels is not None:
+            self.stats.correct += (logits.argmax(-1) == labels.view(1, -1)).sum(1).float()
+        if layer_error:
+            self._layer_error(x, sums)
+        return logits
+
+    # -- one chunk -------------------------------------------------------------------------------
+    def _run_chunk(self, x, tc, t0, state, sums):
+        g, B = self.graph, x.shape[0]
+        self._t0 = t0
+        values: dict[str, tuple[torch.Tensor, bool]] = {g.inputs[0]: (x, True)}  # name -> (tensor, static?)
+        remaining = dict(self._consumers)
+        for name, node in g.nodes.items():
+            if node.kind == "input":
+                continue
+            srcs = g.edges[name]
+            ins = [values[s] for s in srcs]
+            if node.spiking or node.kind == "maxpool2d":
+                cur = ins[0][0]
+                if ins[0][1]:
+                    cur = cur.unsqueeze(0).expand(tc, *cur.shape)
+                else:
+                    cur = cur.view(tc, B, *cur.shape[1:])
+                y = self._stateful(name, node, cur, state)
+                if sums is not None and node.spiking:
+                    sums[name] = sums.get(name, 0) + y.sum(0)
+                values[name] = (y.reshape(tc * B, *y.shape[2:]), False)
+            else:
+                static = all(s for _, s in ins)
+                tensors = [v if (s == static or not s) else v.repeat(tc, *([1] * (v.dim() - 1))) for v, s in ins]
+                if self.collect and node.synaptic:
+                    self._count_synops(name, node, ins[0], t0, tc, B)
+                values[name] = (KERNELS[node.kind](node, tensors), static)
+            for s in srcs:
+                remaining[s] -= 1
+                if remaining[s] == 0 and s not in g.outputs:
+                    del values[s]
+        return values[g.outputs[0]]
+
+    def _stateful(self, name, node, cur, state):
+        if node.kind == "maxpool2d":
+            return self._gated_maxpool(name, node, cur, state)
+        if name not in state:
+            th = node.threshold
+            shape = cur.shape[1:]
+            v = torch.zeros(shape, dtype=cur.dtype)
+            if node.v_init:
+                view = th if th.numel() == 1 else th.view((-1,) + (1,) * (len(shape) - 2))
+                v += node.v_init * view
+            state[name] = v
+        y, counts, state[name] = integrate_fire(cur, state[name], node.threshold, node.leak, node.reset, node.levels)
+        if self.collect:
+            t0 = self._t0
+            per_step = (counts != 0).flatten(1).sum(1).float()
+            st = self.stats.spikes.setdefault(name, torch.zeros(self.T))
+            st[t0:t0 + len(per_step)] += per_step
+            self.stats.neurons[name] = counts[0, 0].numel()
+        return y
+
+    def _gated_maxpool(self, name, node, cur, state):
+        tc = cur.shape[0]
+        acc = state.get(name)
+        if acc is None:
+            acc = torch.zeros_like(cur[0])
+        outs = []
+        for t in range(tc):
+            acc = acc + cur[t]
+            _, idx = F.max_pool2d(acc, node.kernel_size, node.stride, node.padding, node.dilation, node.ceil_mode,
+                                  return_indices=True)
+            outs.append(cur[t].flatten(2).gather(2, idx.flatten(2)).view_as(idx))
+        state[name] = acc
+        return torch.stack(outs)
+
+    # -- statistics ------------------------------------------------------------------------------
+    def _count_synops(self, name, node, inp, t0, tc, B):
+        x, static = inp
+        if static:  # analog input: dense MACs every timestep (the hardware recomputes them)
+            m = self.stats.macs.setdefault(name, torch.zeros(self.T))
+            m[t0:t0 + tc] += self._dense_ops(node, x.shape) * B
+            return
+        fan = self._fanout_map(name, node, x.shape[1:])
+        events = (x != 0).view(tc, B, -1).float()
+        s = self.stats.synops.setdefault(name, torch.zeros(self.T))
+        s[t0:t0 + tc] += (events * fan.view(1, 1, -1)).sum((1, 2))
+
+    def _fanout_map(self, name, node, in_shape) -> torch.Tensor:
+        """Outgoing synapse count of every input element (exact, from the weight pattern)."""
+        if name not in self._fanout:
+            x = torch.ones(1, *in_shape, requires_grad=True)
+            with torch.enable_grad():
+                if node.kind in ("conv2d", "linear"):
+                    pattern = node.replace(weight=(node.weight != 0).float(), bias=None)
+                    y = KERNELS[node.kind](pattern, [x])
+                elif node.kind == "avgpool2d":
+                    k = node.kernel_size
+                    y = KERNELS[node.kind](node, [x]) * (k[0] * k[1])
+                else:  # adaptive average pooling: each input feeds exactly one output window here
+                    y = x
+                (grad,) = torch.autograd.grad(y.sum(), x)
+            self._fanout[name] = grad.flatten().detach().round()
+        return self._fanout[name]
+
+    @staticmethod
+    def _dense_ops(node, in_shape) -> float:
+        if node.kind == "conv2d":
+            w = node.weight
+            out = F.conv2d(torch.zeros(1, *in_shape[1:]), w, None, node.stride, node.padding, node.dilation, node.groups)
+            return float(out[0].numel() * w[0].numel())
+        if node.kind == "linear":
+            return float(node.weight.numel())
+        return float(torch.Size(in_shape[1:]).numel())
+
+    def _layer_error(self, x, sums):
+        """Relative L2 error between each neuron's mean SNN output and its ANN-mode activation."""
+        ann: dict[str, torch.Tensor] = {}
+        run_ann(self.graph, x, record=lambda n, t: ann.__setitem__(n, t) if n in sums else None)
+        for name, s in sums.items():
+            rate = s / self.T
+            ref = ann[name]
+            err = float((rate - ref).norm() / ref.norm().clamp_min(1e-12))
+            self.stats.layer_error[name] = self.stats.layer_error.get(name, 0.0) + err
+        self.stats.error_batches += 1

@@ -1,0 +1,82 @@
+"""Plain ANN training for the model zoo (SGD + momentum, cosine LR, crop/flip augmentation).
+
+Resumable: the full training state is saved after every epoch next to the final checkpoint
+(``<name>.state.pt``); re-running the same command continues from the last finished epoch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from snnconv.checkpoints import load_checkpoint, save_checkpoint
+from snnconv.data.datasets import Split
+from snnconv.progress import progress
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+    seed: int = 0
+
+
+@torch.no_grad()
+def evaluate_ann(model: nn.Module, split: Split, batch_size: int = 256) -> float:
+    """Top-1 accuracy (%) of ``model`` on ``split``."""
+    model.eval()
+    correct = 0
+    for x, y in progress(split.batches(batch_size), total=(len(split) + batch_size - 1) // batch_size, desc="eval"):
+        correct += (model(x).argmax(1) == y).sum().item()
+    return 100.0 * correct / len(split)
+
+
+def train_ann(model: nn.Module, train: Split, test: Split, cfg: TrainConfig, out: Path,
+              meta: dict, log=print) -> dict:
+    """Train ``model`` and write the final checkpoint to ``out``; returns the checkpoint dict."""
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=True)
+    steps_per_epoch = (len(train) + cfg.batch_size - 1) // cfg.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+                                                pct_start=0.15)
+    state_path = out.with_name(out.stem + ".state.pt")
+    start, history = 0, []
+    if state_path.is_file():
+        st = load_checkpoint(state_path)
+        model.load_state_dict(st["state_dict"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, history = st["epoch"], st.get("history", [])
+        log(f"resuming from epoch {start}/{cfg.epochs} ({state_path})")
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        t0, total, seen = time.time(), 0.0, 0
+        bar = progress(train.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed + epoch),
+                       total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        for x, y in bar:
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+        acc = evaluate_ann(model, test)
+        history.append({"epoch": epoch + 1, "loss": total / seen, "test_acc": acc, "seconds": time.time() - t0})
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {total / seen:.4f} test acc {acc:.2f}% ({time.time() - t0:.0f}s)")
+        save_checkpoint(state_path, {"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history})
+    final = {**meta, "state_dict": model.state_dict(), "accuracy": history[-1]["test_acc"] if history else None,
+             "epochs": cfg.epochs, "history": history}
+    save_checkpoint(out, final)
+    return final
