@@ -186,9 +186,9 @@ class Simulator:
             m[t0:t0 + tc] += self._dense_ops(node, x.shape) * B
             return
         fan = self._fanout_map(name, node, x.shape[1:])
-        events = (x != 0).view(tc, B, -1).float()
+        events = x.reshape(tc * B, -1).ne(0).to(fan.dtype)
         s = self.stats.synops.setdefault(name, torch.zeros(self.T))
-        s[t0:t0 + tc] += (events * fan.view(1, 1, -1)).sum((1, 2))
+        s[t0:t0 + tc] += torch.mv(events, fan).view(tc, B).sum(1)
 
     def _fanout_map(self, name, node, in_shape) -> torch.Tensor:
         """Outgoing synapse count of every input element (exact, from the weight pattern)."""

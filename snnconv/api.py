@@ -1,0 +1,206 @@
+"""Python API: resolve a model, ingest it, run the conversion pipeline, simulate and report.
+
+The CLI is a thin layer over these functions::
+
+    from snnconv.api import convert_module, simulate
+    snn = convert_module(model, (3, 32, 32), calibration_batches)
+    stats = simulate(snn, test_split, timesteps=32)
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from snnconv import checkpoints
+from snnconv.config import ConversionConfig, RunConfig
+from snnconv.data.datasets import Split, dataset_info, load_dataset
+from snnconv.errors import SnnconvError
+from snnconv.frontends.torch import from_torch
+from snnconv.ir import Graph
+from snnconv.models.zoo import MODELS, build_model
+from snnconv.output import atomic_dir
+from snnconv.passes import PassContext, Pipeline
+from snnconv.progress import progress
+from snnconv.report import write_report
+from snnconv.runtime.interpreter import run_ann
+from snnconv.runtime.simulator import E_MAC_PJ, SimStats, Simulator
+
+log = logging.getLogger("snnconv")
+
+# Rough CPU cost per epoch on 2 cores (measured for resnet20/resnet18 on this project's machines)
+# and default epochs, used to tell users what `snnconv train` will cost.
+TRAIN_PLAN = {"mnist_cnn": (5, 0.5), "resnet20": (30, 2.2), "resnet18": (30, 20), "resnet34": (30, 40),
+              "vgg16": (30, 15), "vgg16_avg": (30, 15)}
+
+
+def checkpoint_key(dataset: str) -> str:
+    return "mnist" if dataset == "mnist-bundled" else dataset.replace(":", "_").replace("/", "_")
+
+
+def train_command(model: str, dataset: str) -> str:
+    epochs, minutes = TRAIN_PLAN.get(model, (30, 10))
+    return (f"snnconv train --model {model} --dataset {dataset} --epochs {epochs} "
+            f"(about {epochs * minutes:.0f} min on a 2-core CPU, a few minutes on a GPU)")
+
+
+def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, ...], dict]:
+    """The trained ``nn.Module`` to convert, its per-sample input shape and where its weights came from."""
+    in_ch, ncls = dataset_info(cfg.dataset)
+    size = 28 if in_ch == 1 else 32
+    if cfg.model in MODELS:
+        name = cfg.model
+        model = build_model(name, num_classes=ncls, in_channels=in_ch)
+        key = checkpoint_key(cfg.dataset)
+        path = Path(cfg.weights) if cfg.weights else checkpoints.cached_checkpoint(name, key)
+        if not cfg.weights and not path.is_file():
+            path = checkpoints.bundled_checkpoint(name, key) or path
+        if not path.is_file():
+            if cfg.weights:
+                raise SnnconvError(f"weights file {path} not found")
+            if not cfg.train_if_missing:
+                raise SnnconvError(f"no trained weights for {name} on {cfg.dataset} (looked in {path}); get them with: "
+                                   f"{train_command(name, cfg.dataset)}, or pass --weights PATH, "
+                                   f"or add --train-if-missing")
+            log_fn(f"no weights for {name}/{cfg.dataset}: training first ({train_command(name, cfg.dataset)})")
+            train(name, cfg.dataset, cfg.data_dir, epochs=TRAIN_PLAN.get(name, (30, 0))[0], log_fn=log_fn)
+        ckpt = checkpoints.load_checkpoint(path)
+        if ckpt.get("model") not in (None, name):
+            raise SnnconvError(f"checkpoint {path} is for model '{ckpt['model']}', not '{name}'")
+    elif cfg.model.endswith((".pt", ".pth")):
+        path = Path(cfg.model)
+        ckpt = checkpoints.load_checkpoint(path)
+        name = ckpt.get("model")
+        if name not in MODELS:
+            raise SnnconvError(f"checkpoint {path} does not name a zoo architecture (key 'model'); "
+                               f"use the Python API convert_module() for custom modules")
+        model = build_model(name, num_classes=ncls, in_channels=in_ch)
+    else:
+        build_model(cfg.model)  # raises the 'unknown model' error
+        raise AssertionError("unreachable")
+    checkpoints.apply_state_dict(model, ckpt, str(path))
+    return model.eval(), (in_ch, size, size), {"weights": str(path), "checkpoint_accuracy": ckpt.get("accuracy")}
+
+
+def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batch_size: int = 128, lr: float = 0.1,
+          out: str | None = None, seed: int = 0, log_fn=print) -> dict:
+    """Train a zoo model with ``snnconv.training.ann`` and store it in the model cache (or ``out``)."""
+    from snnconv.training.ann import TrainConfig, train_ann
+
+    in_ch, ncls = dataset_info(dataset)
+    model = build_model(model_name, num_classes=ncls, in_channels=in_ch)
+    train_split = load_dataset(dataset, data_dir, train=True)
+    test_split = load_dataset(dataset, data_dir, train=False)
+    path = Path(out) if out else checkpoints.cached_checkpoint(model_name, checkpoint_key(dataset))
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      augment=not dataset.startswith("mnist"))
+    result = train_ann(model, train_split, test_split, cfg, path, {"model": model_name, "dataset": dataset},
+                       log=log_fn)
+    log_fn(f"saved {path} (test accuracy {result['accuracy']:.2f}%)")
+    return {"path": str(path), "accuracy": result["accuracy"]}
+
+
+def conversion_pipeline(conversion: ConversionConfig | None = None, passes: list | None = None) -> Pipeline:
+    cfg = RunConfig(conversion=conversion or ConversionConfig(), passes=passes)
+    return Pipeline.from_config(cfg.pipeline_spec())
+
+
+def convert_graph(graph: Graph, calibration: Iterable[torch.Tensor], pipeline: Pipeline) -> tuple[Graph, list[dict]]:
+    """Run ``pipeline`` on ``graph`` with calibration batches; returns the SNN graph and the pass log."""
+    ctx = PassContext(calibration=calibration)
+    snn = pipeline.run(graph, ctx)
+    return snn, ctx.records
+
+
+def convert_module(model: nn.Module, input_shape: tuple[int, ...], calibration: Iterable[torch.Tensor],
+                   conversion: ConversionConfig | None = None) -> Graph:
+    """Convert any ``nn.Module`` (ingest + default pipeline); ``calibration`` yields input batches."""
+    graph, _ = from_torch(model, input_shape)
+    snn, _ = convert_graph(graph, list(calibration), conversion_pipeline(conversion))
+    return snn
+
+
+@torch.no_grad()
+def ann_accuracy(graph: Graph, split: Split, batch_size: int = 256) -> tuple[float, float]:
+    """(top-1 accuracy %, dense MACs per sample) of the graph run as an ANN."""
+    correct = 0
+    for x, y in progress(split.batches(batch_size), total=-(-len(split) // batch_size), desc="ANN eval"):
+        correct += (run_ann(graph, x).argmax(1) == y).sum().item()
+    return 100.0 * correct / len(split), ann_macs(graph)
+
+
+def ann_macs(graph: Graph) -> float:
+    total = 0.0
+    for name, node in graph.nodes.items():
+        if node.kind == "conv2d":
+            total += node.shape[1] * node.shape[2] * node.shape[0] * node.weight[0].numel()
+        elif node.kind == "linear":
+            total += node.weight.numel()
+    return total
+
+
+def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, chunk: int = 8,
+             layer_error: bool = True) -> SimStats:
+    """Run the SNN on ``split`` for ``timesteps`` steps; accuracy for every t <= T comes from this one run."""
+    sim = Simulator(graph, timesteps, chunk=chunk)
+    nb = -(-len(split) // batch_size)
+    for i, (x, y) in enumerate(progress(split.batches(batch_size), total=nb, desc=f"SNN T={timesteps}")):
+        sim.run(x, y, layer_error=layer_error and i < 4)  # layer error from the first batches only
+    return sim.stats
+
+
+def environment() -> dict:
+    import numpy
+
+    from snnconv import __version__
+    return {"snnconv": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": numpy.__version__, "platform": platform.platform(), "threads": torch.get_num_threads()}
+
+
+def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
+    """The `snnconv convert` job: returns the report and writes it (atomically) to ``cfg.output_dir``."""
+    torch.manual_seed(cfg.seed)
+    t_start = time.time()
+    pipeline = Pipeline.from_config(cfg.pipeline_spec())  # validate the config before any heavy work
+    model, shape, source = resolve_model(cfg, log_fn)
+    test = load_dataset(cfg.dataset, cfg.data_dir, train=False).subset(cfg.eval_samples, cfg.seed)
+    calib = load_dataset(cfg.dataset, cfg.data_dir, train=True).subset(cfg.calib_samples, cfg.seed + 1)
+    graph, coverage = from_torch(model, shape)
+    coverage_fn(coverage)
+    calib_batches = [x for x, _ in calib.batches(256)]
+    snn, records = convert_graph(graph, calib_batches, pipeline)
+    ann_acc, macs = ann_accuracy(graph, test)
+    log_fn(f"ANN accuracy {ann_acc:.2f}% on {len(test)} samples")
+    T = max(cfg.timesteps)
+    stats = simulate(snn, test, T, cfg.batch_size, cfg.chunk)
+    acc = stats.accuracy()
+    synops, smacs, energy = stats.synops_per_sample(), stats.macs_per_sample(), stats.energy_uj()
+    report = {
+        "model": cfg.model, "dataset": cfg.dataset, "samples": len(test), "calib_samples": len(calib),
+        "weights": source, "conversion": {**cfg.to_dict()["conversion"], "pipeline": cfg.pipeline_spec()},
+        "timesteps": cfg.timesteps, "max_T": T, "ann_accuracy": ann_acc,
+        "snn_accuracy": {str(t): acc[t - 1] for t in cfg.timesteps},
+        "snn_accuracy_all_t": acc,
+        "energy": {str(t): {"synops": synops[t - 1], "macs": smacs[t - 1], "energy_uj": energy[t - 1]}
+                   for t in cfg.timesteps},
+        "ann_macs": macs, "ann_energy_uj": macs * E_MAC_PJ * 1e-6,
+        "firing_rates": stats.firing_rates(), "layer_error": stats.layer_errors(),
+        "passes": records, "coverage": coverage, "config": cfg.to_dict(), "environment": environment(),
+        "seconds": None,
+    }
+    for t in cfg.timesteps:
+        log_fn(f"T={t:>3}: SNN {acc[t - 1]:.2f}% (ANN {ann_acc:.2f}%)")
+    report["seconds"] = round(time.time() - t_start, 2)
+    if cfg.output_dir:
+        with atomic_dir(cfg.output_dir) as out:
+            snn.save(out / "snn.pt")
+            graph.save(out / "ann.pt")
+            write_report(out, report)
+        log_fn(f"wrote {cfg.output_dir}/ (snn.pt, ann.pt, report.json, report.md, accuracy_vs_T.png)")
+    return report

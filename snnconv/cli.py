@@ -1,0 +1,167 @@
+"""Command line: ``snnconv convert | train | evaluate | inspect``.
+
+Every user error is printed as one line on stderr with exit code 2 (no traceback).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from snnconv.errors import SnnconvError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="ANN-to-SNN conversion: ingest, convert, simulate, report.")
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _default_dataset(data_dir: Optional[str]) -> str:
+    """Full MNIST when the data dir holds it, else the MNIST subset bundled in the package."""
+    from snnconv.data.datasets import _find_mnist, default_data_dir
+
+    root = Path(data_dir) if data_dir else default_data_dir()
+    return "mnist" if _find_mnist(root, "t10k-images-idx3-ubyte") else "mnist-bundled"
+
+
+@app.command()
+def convert(
+    model: Optional[str] = typer.Option(None, help="zoo name (resnet18, resnet20, resnet34, vgg16, mnist_cnn) or checkpoint .pt"),
+    weights: Optional[str] = typer.Option(None, help="checkpoint for a zoo model (default: the model cache)"),
+    dataset: Optional[str] = typer.Option(None, help="cifar10, cifar100, mnist, mnist-bundled, imagefolder:<path>"),
+    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR", help="root of the dataset layouts"),
+    timesteps: Optional[str] = typer.Option(None, help="comma-separated T values, e.g. 1,2,4,8,16,32"),
+    output_dir: Optional[str] = typer.Option(None, help="run folder (default artifacts/<model>-<dataset>)"),
+    config: Optional[str] = typer.Option(None, help="YAML run config (flags override its keys)"),
+    method: Optional[str] = typer.Option(None, help="threshold balancing: max | percentile"),
+    percentile: Optional[float] = typer.Option(None, help="percentile for method=percentile (e.g. 99.9, 99.99)"),
+    granularity: Optional[str] = typer.Option(None, help="layer | channel thresholds"),
+    reset: Optional[str] = typer.Option(None, help="subtract | zero"),
+    v_init: Optional[float] = typer.Option(None, help="initial membrane potential as a fraction of threshold"),
+    calib_samples: Optional[int] = typer.Option(None, help="calibration samples from the training split"),
+    eval_samples: Optional[int] = typer.Option(None, help="test samples to evaluate (default: all)"),
+    batch_size: Optional[int] = typer.Option(None),
+    train_if_missing: bool = typer.Option(False, help="train the ANN first when no checkpoint is cached"),
+):
+    """Convert a trained ANN to an SNN and report accuracy vs T, firing rates and energy.
+
+    With no --model/--dataset/--config it converts the bundled MNIST CNN (offline, < 1 min)."""
+    from snnconv.api import run_convert
+    from snnconv.config import load_config, parse_timesteps
+
+    overrides = {"model": model, "weights": weights, "dataset": dataset, "data_dir": data_dir,
+                 "timesteps": parse_timesteps(timesteps) if timesteps else None, "output_dir": output_dir,
+                 "calib_samples": calib_samples, "eval_samples": eval_samples, "batch_size": batch_size,
+                 "train_if_missing": train_if_missing or None,
+                 "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
+                                "reset": reset, "v_init": v_init}}
+    cfg = load_config(config, overrides)
+    if model is None and dataset is None and config is None:
+        cfg.dataset = _default_dataset(data_dir)
+        if cfg.dataset == "mnist-bundled":
+            cfg.calib_samples = min(cfg.calib_samples, 256)
+    if cfg.output_dir is None:
+        cfg.output_dir = str(Path("artifacts") / f"{Path(cfg.model).stem}-{cfg.dataset.replace(':', '_').replace('/', '_')}")
+    _err(f"converting {cfg.model} on {cfg.dataset} (T = {','.join(map(str, cfg.timesteps))})")
+    run_convert(cfg, log_fn=_err, coverage_fn=lambda t: _err("op coverage:\n" + t))
+
+
+@app.command()
+def train(
+    model: str = typer.Option(..., help="zoo model name"),
+    dataset: str = typer.Option(..., help="cifar10, cifar100, mnist, imagefolder:<path>"),
+    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
+    epochs: Optional[int] = typer.Option(None, help="default: 5 for mnist_cnn, 30 otherwise"),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(0.1),
+    seed: int = typer.Option(0),
+    out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
+):
+    """Train a zoo ANN (plain ReLU); resumable: re-run the same command to continue."""
+    from snnconv.api import TRAIN_PLAN
+    from snnconv.api import train as do_train
+    from snnconv.models.zoo import build_model
+
+    build_model(model)
+    do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30, 0))[0], batch_size, lr, out, seed,
+             log_fn=_err)
+
+
+@app.command()
+def evaluate(
+    snn: Optional[str] = typer.Option(None, help="a converted SNN (snn.pt from convert) to simulate"),
+    model: Optional[str] = typer.Option(None, help="zoo model (evaluates the ANN)"),
+    weights: Optional[str] = typer.Option(None),
+    dataset: str = typer.Option("mnist-bundled"),
+    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
+    timesteps: str = typer.Option("1,2,4,8,16,32"),
+    eval_samples: Optional[int] = typer.Option(None),
+):
+    """Evaluate an ANN checkpoint, or a converted SNN at several T."""
+    from snnconv.api import ann_accuracy, resolve_model, simulate
+    from snnconv.config import RunConfig, parse_timesteps
+    from snnconv.data.datasets import load_dataset
+    from snnconv.frontends.torch import from_torch
+    from snnconv.ir import Graph
+
+    split = load_dataset(dataset, data_dir, train=False).subset(eval_samples)
+    if snn:
+        graph = Graph.load(snn)
+        ts = parse_timesteps(timesteps)
+        acc = simulate(graph, split, max(ts), layer_error=False).accuracy()
+        for t in ts:
+            typer.echo(f"T={t}: {acc[t - 1]:.2f}%")
+    elif model:
+        m, shape, _ = resolve_model(RunConfig(model=model, weights=weights, dataset=dataset, data_dir=data_dir), _err)
+        graph, _ = from_torch(m, shape)
+        typer.echo(f"ANN accuracy: {ann_accuracy(graph, split)[0]:.2f}%")
+    else:
+        raise SnnconvError("give --snn FILE or --model NAME")
+
+
+@app.command()
+def inspect(
+    target: str = typer.Argument(..., help="zoo model name, checkpoint .pt or a saved IR (snn.pt/ann.pt)"),
+    dataset: str = typer.Option("cifar10", help="sets input shape and classes for zoo models"),
+):
+    """Print the IR and the op-coverage table of a model."""
+    import torch
+
+    from snnconv.data.datasets import dataset_info
+    from snnconv.frontends.torch import from_torch
+    from snnconv.ir import Graph
+    from snnconv.models.zoo import MODELS, build_model
+
+    if target in MODELS:
+        in_ch, ncls = dataset_info(dataset)
+        size = 28 if in_ch == 1 else 32
+        graph, table = from_torch(build_model(target, ncls, in_ch), (in_ch, size, size))
+        typer.echo(table + "\n")
+    else:
+        path = Path(target)
+        if not path.is_file():
+            raise SnnconvError(f"{target}: not a zoo model name and no such file")
+        graph = Graph.load(path)
+    typer.echo(graph.summary())
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("SNNCONV_LOG", "WARNING"), format="%(message)s")
+    try:
+        app()  # standalone mode: usage errors exit 2 with typer's message
+    except SnnconvError as e:
+        _err(f"error: {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
