@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import shutil
 import tarfile
 import urllib.request
 from dataclasses import dataclass
@@ -105,10 +106,14 @@ def default_data_dir() -> Path:
 
 
 def _download(url: str, dest: Path) -> None:
+    if os.environ.get("SNNCONV_OFFLINE"):
+        raise SnnconvError(f"dataset files not found under {dest.parent} and SNNCONV_OFFLINE is set; "
+                           f"pass --data-dir pointing at the standard layout")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed https URLs
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as fh:  # noqa: S310 - fixed URLs
+            shutil.copyfileobj(r, fh)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise SnnconvError(f"dataset files not found and download of {url} failed ({e.__class__.__name__}); "
