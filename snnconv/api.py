@@ -20,7 +20,7 @@ from torch import nn
 
 from snnconv import checkpoints
 from snnconv.config import ConversionConfig, RunConfig
-from snnconv.data.datasets import Split, dataset_info, load_dataset
+from snnconv.data.datasets import Split, check_dataset_name, dataset_info, load_dataset
 from snnconv.errors import SnnconvError
 from snnconv.frontends.torch import from_torch
 from snnconv.ir import Graph
@@ -52,6 +52,7 @@ def train_command(model: str, dataset: str) -> str:
 
 def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, ...], dict]:
     """The trained ``nn.Module`` to convert, its per-sample input shape and where its weights came from."""
+    check_dataset_name(cfg.dataset)
     in_ch, ncls = dataset_info(cfg.dataset)
     size = 28 if in_ch == 1 else 32
     if cfg.model in MODELS:
@@ -171,6 +172,7 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     model, shape, source = resolve_model(cfg, log_fn)
     test = load_dataset(cfg.dataset, cfg.data_dir, train=False).subset(cfg.eval_samples, cfg.seed)
     calib = load_dataset(cfg.dataset, cfg.data_dir, train=True).subset(cfg.calib_samples, cfg.seed + 1)
+    log_fn(f"converting {cfg.model} on {cfg.dataset} (T = {','.join(map(str, cfg.timesteps))})")
     graph, coverage = from_torch(model, shape)
     coverage_fn(coverage)
     calib_batches = [x for x, _ in calib.batches(256)]

@@ -68,7 +68,6 @@ def convert(
             cfg.calib_samples = min(cfg.calib_samples, 256)
     if cfg.output_dir is None:
         cfg.output_dir = str(Path("artifacts") / f"{Path(cfg.model).stem}-{cfg.dataset.replace(':', '_').replace('/', '_')}")
-    _err(f"converting {cfg.model} on {cfg.dataset} (T = {','.join(map(str, cfg.timesteps))})")
     run_convert(cfg, log_fn=_err, coverage_fn=lambda t: _err("op coverage:\n" + t))
 
 

@@ -76,15 +76,32 @@ def _typed(cls, values: dict, where: str):
         elif k == "passes" and v is not None and not isinstance(v, list):
             raise SnnconvError(f"{where}: key 'passes' must be a list of pass names or mappings")
         else:
-            default = fields[k].default
-            if default is not dataclasses.MISSING and default is not None and v is not None:
-                expected = type(default)
-                if expected is float and isinstance(v, int):
-                    v = float(v)
-                if not isinstance(v, expected) or (expected is int and isinstance(v, bool)):
-                    raise SnnconvError(f"{where}: key '{k}' expects {expected.__name__}, got {type(v).__name__} {v!r}")
+            v = _check_type(k, v, fields[k].type, where)
         out[k] = v
     return cls(**out)
+
+
+_SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
+POSITIVE_KEYS = {"calib_samples", "eval_samples", "batch_size", "chunk"}
+
+
+def _check_type(key: str, v, annotation: str, where: str):
+    """Check ``v`` against a scalar field annotation such as ``int`` or ``str | None``."""
+    parts = [p.strip() for p in str(annotation).split("|")]
+    if v is None:
+        if "None" in parts:
+            return v
+        raise SnnconvError(f"{where}: key '{key}' must not be empty")
+    types = [_SCALARS[p] for p in parts if p in _SCALARS]
+    if float in types and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    ok = any(isinstance(v, t) and not (t is int and isinstance(v, bool)) for t in types)
+    if types and not ok:
+        names = " or ".join(t.__name__ for t in types)
+        raise SnnconvError(f"{where}: key '{key}' expects {names}, got {type(v).__name__} {v!r}")
+    if key in POSITIVE_KEYS and v < 1:
+        raise SnnconvError(f"{where}: key '{key}' must be a positive integer, got {v!r}")
+    return v
 
 
 def parse_timesteps(v, where: str = "timesteps") -> list[int]:

@@ -234,7 +234,16 @@ def load_dataset(name: str, data_dir: str | Path | None = None, train: bool = Fa
         return _load_cifar(name, root, train)
     if name == "mnist":
         return _load_mnist(root, train)
-    raise SnnconvError(f"unknown dataset '{name}' (known: cifar10, cifar100, mnist, mnist-bundled, imagefolder:<path>)")
+    check_dataset_name(name)
+    raise AssertionError("unreachable")
+
+
+KNOWN_DATASETS = ("cifar10", "cifar100", "mnist", "mnist-bundled")
+
+
+def check_dataset_name(name: str) -> None:
+    if name not in KNOWN_DATASETS and not name.startswith("imagefolder:"):
+        raise SnnconvError(f"unknown dataset '{name}' (known: {', '.join(KNOWN_DATASETS)}, imagefolder:<path>)")
 
 
 def dataset_info(name: str) -> tuple[int, int]:

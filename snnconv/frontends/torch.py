@@ -265,6 +265,9 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...], check: bool = Tru
         elif n.op == "call_function":
             name = _op_name(n.target)
             b.coverage[name] += 1
+            if any(b.env.get(a.name, "") is None for a in n.all_input_nodes):
+                b.env[n.name] = None  # fed by an unsupported op: that op is the one to report
+                continue
             try:
                 ok = _convert_call(b, n)
             except (KeyError, TypeError, ValueError, IndexError):

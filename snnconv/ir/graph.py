@@ -149,11 +149,18 @@ class Graph:
     def from_dict(cls, d: dict) -> "Graph":
         if d.get("format") != FORMAT:
             raise SnnconvError("not an snnconv IR file")
+        if d.get("version") != VERSION:
+            raise SnnconvError(f"IR format version {d.get('version')} is not supported (this snnconv reads {VERSION})")
         g = cls()
-        for name, nd in d["nodes"].items():
-            g.nodes[name] = Node.from_dict(nd)
-        g.edges = {k: list(v) for k, v in d["edges"].items()}
-        g.inputs, g.outputs, g.meta = list(d["inputs"]), list(d["outputs"]), dict(d.get("meta", {}))
+        try:
+            for name, nd in d["nodes"].items():
+                g.nodes[name] = Node.from_dict(nd)
+            g.edges = {k: list(v) for k, v in d["edges"].items()}
+            g.inputs, g.outputs, g.meta = list(d["inputs"]), list(d["outputs"]), dict(d.get("meta", {}))
+        except KeyError as e:
+            raise SnnconvError(f"IR file is missing {e} or names an unknown node kind") from None
+        except (ValueError, TypeError, AttributeError) as e:
+            raise SnnconvError(f"IR file holds an invalid node: {e}") from None
         g.validate()
         return g
 

@@ -1,4 +1,4 @@
-"""Spiking neuron node: integrate-and-fire (IF) and leaky IF (LIF), binary or multi-level spikes.
+r"""Spiking neuron node: integrate-and-fire (IF) and leaky IF (LIF), binary or multi-level spikes.
 
 Dynamics per timestep t (direct input current :math:`I_t`, threshold :math:`\theta`, leak
 :math:`\beta`; :math:`\beta = 1` is IF):

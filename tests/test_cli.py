@@ -1,0 +1,340 @@
+"""The command line: convert / evaluate / inspect on the bundled MNIST CNN and subset, YAML configs, and
+one-line errors for bad input.
+
+The main conversion and a few error cases run as real subprocesses (``python -m snnconv.cli``); the rest
+call ``snnconv.cli.main()`` in-process with ``sys.argv`` set (the same entry point, error handling and
+exit codes, without paying the torch import for every case on a 2-core machine)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from snnconv.api import ann_accuracy, simulate
+from snnconv.data.datasets import load_dataset
+from snnconv.ir import Graph
+from snnconv.models.zoo import build_model
+
+# printed to stderr before a conversion starts; every other stderr line of a failed run is the error
+BANNER = re.compile(r"^converting \S+ on \S+ \(T = [\d,]+\)$")
+
+
+def cli(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "snnconv.cli", *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True)
+
+
+def run_main(*args, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """``snnconv <args>`` in-process through ``snnconv.cli.main``; returns code/stdout/stderr like a subprocess."""
+    from snnconv import cli as cli_module
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["snnconv", *map(str, args)])
+    try:
+        cli_module.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
+@pytest.fixture
+def snnconv_cli(monkeypatch, capsys, tmp_path):
+    """In-process runner with the working directory set to tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    return lambda *args: run_main(*args, monkeypatch=monkeypatch, capsys=capsys)
+
+
+def leftovers(out: Path) -> list[str]:
+    """Hidden temp/backup folders an interrupted atomic write could leave next to ``out``."""
+    return [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")] if out.parent.is_dir() else []
+
+
+# -- successful runs -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    out = base / "tmp" / "run"
+    proc = cli("convert", "--model", "mnist_cnn", "--dataset", "mnist-bundled", "--timesteps", "1,4",
+               "--eval-samples", "64", "--calib-samples", "64", "--output-dir", out, cwd=base)
+    assert proc.returncode == 0, proc.stderr
+    return base, out, proc
+
+
+def test_convert_writes_all_outputs(converted):
+    base, out, proc = converted
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_vs_T.png", "ann.pt", "report.json", "report.md",
+                                                     "snn.pt"]
+    assert leftovers(out) == []
+    assert not (base / "artifacts").exists()  # --output-dir was honoured
+    assert (out / "accuracy_vs_T.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Traceback" not in proc.stderr
+    assert re.search(r"^T=\s*4: SNN [\d.]+% \(ANN [\d.]+%\)$", proc.stderr, re.M)
+
+
+def test_convert_report_contents(converted):
+    _, out, _ = converted
+    r = json.loads((out / "report.json").read_text())
+    snn = Graph.load(out / "snn.pt")
+    ann = Graph.load(out / "ann.pt")
+    neurons = [n for n, node in snn.nodes.items() if node.kind == "neuron"]
+    assert len(neurons) == 4 and "batchnorm" not in snn.kinds()
+    assert ann.kinds()["batchnorm"] == 3 and "neuron" not in ann.kinds()  # the ingested ANN, before the passes
+
+    assert r["model"] == "mnist_cnn" and r["dataset"] == "mnist-bundled"
+    assert r["samples"] == 64 and r["calib_samples"] == 64 and r["timesteps"] == [1, 4] and r["max_T"] == 4
+    assert set(r["snn_accuracy"]) == {"1", "4"}
+    assert len(r["snn_accuracy_all_t"]) == 4
+    assert r["snn_accuracy"]["1"] == r["snn_accuracy_all_t"][0] and r["snn_accuracy"]["4"] == r["snn_accuracy_all_t"][3]
+    for acc in [r["ann_accuracy"], *r["snn_accuracy"].values()]:
+        assert 0 <= acc <= 100 and (acc * 64 / 100) == pytest.approx(round(acc * 64 / 100))
+    assert r["ann_accuracy"] >= 90  # the bundled weights are trained
+
+    # the numbers are reproducible from the saved graphs on the same samples
+    test = load_dataset("mnist-bundled", train=False).subset(64, seed=0)
+    assert ann_accuracy(ann, test)[0] == pytest.approx(r["ann_accuracy"])
+    acc = simulate(snn, test, 4, layer_error=False).accuracy()
+    assert acc == pytest.approx(r["snn_accuracy_all_t"])
+
+    assert set(r["firing_rates"]) == set(neurons) and all(0 < v < 1 for v in r["firing_rates"].values())
+    assert set(r["layer_error"]) == set(neurons)
+    assert all(math.isfinite(v) and v >= 0 for v in r["layer_error"].values())
+    assert set(r["energy"]) == {"1", "4"}
+    e1, e4 = r["energy"]["1"], r["energy"]["4"]
+    assert e4["macs"] == pytest.approx(4 * e1["macs"])  # the first conv reads the analog input every step
+    assert e1["macs"] == pytest.approx(16 * 28 * 28 * 9)
+    assert e4["synops"] > e1["synops"] > 0
+    for e in (e1, e4):
+        assert e["energy_uj"] == pytest.approx((0.9 * e["synops"] + 4.6 * e["macs"]) * 1e-6)
+    assert r["conversion"]["method"] == "percentile" and r["passes"]
+    assert "| conv2d.default | 3 | yes |" in r["coverage"]
+
+    md = (out / "report.md").read_text()
+    assert md.startswith("# snnconv report: mnist_cnn on mnist-bundled")
+    assert re.search(r"^\| 1 \| [\d.]+ \|", md, re.M) and re.search(r"^\| 4 \| [\d.]+ \|", md, re.M)
+    for n in neurons:
+        assert f"| {n} |" in md
+
+
+def test_evaluate_saved_snn(converted, snnconv_cli):
+    base, out, _ = converted
+    proc = snnconv_cli("evaluate", "--snn", out / "snn.pt", "--dataset", "mnist-bundled", "--timesteps", "4",
+                       "--eval-samples", "32")
+    assert proc.returncode == 0, proc.stderr
+    m = re.fullmatch(r"T=4: ([\d.]+)%\n", proc.stdout)
+    assert m, proc.stdout
+    split = load_dataset("mnist-bundled", train=False).subset(32)
+    expected = simulate(Graph.load(out / "snn.pt"), split, 4, layer_error=False).accuracy()[3]
+    assert m.group(1) == f"{expected:.2f}"
+
+
+def test_inspect_zoo_model_prints_coverage_and_graph(tmp_path, snnconv_cli):
+    proc = snnconv_cli("inspect", "mnist_cnn", "--dataset", "mnist")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert text.startswith("| op | count | supported |")
+    for row in ("| conv2d.default | 3 | yes |", "| relu.default | 4 | yes |", "| linear.default | 2 | yes |"):
+        assert row in text
+    summary = text.split("\n\n", 1)[1].strip().splitlines()
+    assert summary[0].split()[:2] == ["name", "op"]
+    m = re.fullmatch(r"(\d+) nodes, 0 spiking, ([\d,]+) parameters; outputs: fc2", summary[-1])
+    assert m and int(m.group(1)) == len(summary) - 2
+    names = [ln.split()[0] for ln in summary[1:-1]]
+    assert names[0] == "input" and {"features.0", "fc1", "fc2"} <= set(names)
+    model = build_model("mnist_cnn", 10, 1)
+    n_tensors = sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() for n, b in model.named_buffers() if "running" in n)
+    assert int(m.group(2).replace(",", "")) == n_tensors
+    assert not list(tmp_path.iterdir())  # inspect writes nothing
+
+
+def test_inspect_saved_snn(converted, snnconv_cli):
+    base, out, _ = converted
+    proc = snnconv_cli("inspect", out / "snn.pt")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^\d+ nodes, 4 spiking, ", proc.stdout, re.M)
+    assert "IF theta=" in proc.stdout
+
+
+def test_convert_with_yaml_config_and_flag_override(tmp_path, snnconv_cli):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: mnist_cnn\n"
+                   "dataset: mnist-bundled\n"
+                   "timesteps: [1, 2]\n"
+                   "eval_samples: 32\n"
+                   "calib_samples: 32\n"
+                   "conversion:\n"
+                   "  method: max\n"
+                   "  granularity: layer\n"
+                   "  v_init: 0.0\n")
+    out = tmp_path / "yaml-run"
+    proc = snnconv_cli("convert", "--config", cfg, "--timesteps", "3", "--eval-samples", "16", "--output-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    assert r["timesteps"] == [3] and list(r["snn_accuracy"]) == ["3"]  # flag beats the file
+    assert r["samples"] == 16  # flag beats the file
+    assert r["calib_samples"] == 32  # from the file
+    assert r["conversion"]["method"] == "max" and r["conversion"]["granularity"] == "layer"
+    assert r["conversion"]["v_init"] == 0.0
+    snn = Graph.load(out / "snn.pt")
+    neurons = [node for node in snn.nodes.values() if node.kind == "neuron"]
+    assert neurons and all(n.threshold.numel() == 1 and n.v_init == 0.0 for n in neurons)
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+def _ckpt_random(tmp):
+    p = tmp / "random.pt"
+    p.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+                  .numpy().tobytes())
+    return p
+
+
+def _ckpt_mismatch(tmp):
+    p = tmp / "mismatch.pt"
+    torch.save({"model": "mnist_cnn", "state_dict": build_model("resnet20").state_dict()}, p)
+    return p
+
+
+def _ckpt_other_model(tmp):
+    p = tmp / "other.pt"
+    torch.save({"model": "resnet20", "state_dict": build_model("resnet20").state_dict()}, p)
+    return p
+
+
+def _yaml(name, text):
+    def make(tmp):
+        p = tmp / name
+        p.write_text(text)
+        return p
+    return make
+
+
+MNIST = ["--model", "mnist_cnn", "--dataset", "mnist-bundled"]
+# no network for the loader's download fallback: SNNCONV_OFFLINE where the loader honours it, and a proxy
+# that refuses connections otherwise (urllib reads these variables), so the test never downloads anything
+NO_NET = {"SNNCONV_OFFLINE": "1", "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+          "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+
+# id -> (args builder (tmp -> list), extra env builder (tmp -> dict), fragments the error line must contain)
+BAD = {
+    "missing-weights": (lambda t: [*MNIST, "--weights", t / "nope.pt"], None, ["nope.pt", "not found"]),
+    "unknown-model": (lambda t: ["--model", "nosuchnet", "--dataset", "mnist-bundled"], None,
+                      ["unknown model 'nosuchnet'"]),
+    "unknown-dataset": (lambda t: ["--model", "mnist_cnn", "--dataset", "nosuchdata"], None, ["nosuchdata"]),
+    "empty-data-dir": (lambda t: ["--model", "mnist_cnn", "--dataset", "mnist", "--data-dir", t / "empty"],
+                       lambda t: NO_NET, ["dataset files not found", "--data-dir"]),
+    "corrupt-checkpoint": (lambda t: [*MNIST, "--weights", _ckpt_random(t)], None,
+                           ["cannot load checkpoint", "random.pt"]),
+    "mismatched-checkpoint": (lambda t: [*MNIST, "--weights", _ckpt_mismatch(t)], None,
+                              ["mismatch.pt", "does not match the architecture"]),
+    "checkpoint-of-other-model": (lambda t: [*MNIST, "--weights", _ckpt_other_model(t)], None,
+                                  ["other.pt", "resnet20", "mnist_cnn"]),
+    "missing-config": (lambda t: ["--config", t / "absent.yaml"], None, ["absent.yaml", "not found"]),
+    "bad-yaml-syntax": (lambda t: ["--config", _yaml("syntax.yaml", "model: mnist_cnn\ntimesteps: [1, 2\n")(t)],
+                        None, ["syntax.yaml", "invalid YAML", "line"]),
+    "yaml-unknown-key": (lambda t: ["--config", _yaml("unknown.yaml", "model: mnist_cnn\nbogus_key: 3\n")(t)],
+                         None, ["unknown.yaml", "bogus_key"]),
+    "yaml-unknown-nested-key": (lambda t: ["--config", _yaml("nested.yaml", "conversion:\n  bogus: 1\n")(t)],
+                                None, ["nested.yaml", "conversion", "bogus"]),
+    "yaml-wrong-type": (lambda t: ["--config", _yaml("type.yaml", "model: mnist_cnn\ncalib_samples: many\n")(t)],
+                        None, ["type.yaml", "calib_samples", "int"]),
+    "yaml-not-a-mapping": (lambda t: ["--config", _yaml("list.yaml", "- a\n- b\n")(t)], None,
+                           ["list.yaml", "mapping"]),
+    "yaml-bad-method": (lambda t: ["--config", _yaml("method.yaml", "conversion:\n  method: median\n")(t)],
+                        None, ["median"]),
+    "no-cached-weights": (lambda t: ["--model", "resnet20", "--dataset", "cifar10"],
+                          lambda t: {"SNNCONV_CACHE_DIR": str(t / "empty-cache")},
+                          ["resnet20", "snnconv train --model resnet20 --dataset cifar10"]),
+    "timesteps-zero": (lambda t: [*MNIST, "--timesteps", "0"], None, ["timesteps", "'0'"]),
+    "timesteps-not-a-number": (lambda t: [*MNIST, "--timesteps", "abc"], None, ["timesteps", "'abc'"]),
+}
+
+
+def check_user_error(proc: subprocess.CompletedProcess, out: Path, fragments=()) -> str:
+    """Non-zero exit, no traceback, one 'error:' line (the last one), no output folder left behind."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
+    assert all(BANNER.match(ln) for ln in lines[:-1]), proc.stderr
+    for f in fragments:
+        assert f in errors[0], (f, errors[0])
+    assert not out.exists()
+    assert leftovers(out) == []
+    return errors[0]
+
+
+# run as real processes: the exit status and stderr of the installed entry point, and a fresh urllib
+# (so the proxy variables that make the download fail deterministically are honoured)
+SUBPROCESS_CASES = {"missing-weights", "empty-data-dir"}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_convert_bad_input_gives_one_line_error(case, tmp_path, monkeypatch, capsys):
+    make_args, make_env, fragments = BAD[case]
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    args = ["convert", *make_args(tmp_path), "--output-dir", out]
+    env = make_env(tmp_path) if make_env else {}
+    if case in SUBPROCESS_CASES:
+        proc = cli(*args, cwd=tmp_path, env=env)
+    else:
+        monkeypatch.chdir(tmp_path)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        proc = run_main(*args, monkeypatch=monkeypatch, capsys=capsys)
+    check_user_error(proc, out, fragments)
+    if case == "empty-data-dir":  # the failed download left no (partial) dataset files behind
+        assert [p for p in (tmp_path / "empty").rglob("*") if p.is_file()] == []
+
+
+def test_other_commands_bad_input(tmp_path, snnconv_cli):
+    not_ir = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}}, not_ir)
+    out = tmp_path / "never"
+    err = check_user_error(snnconv_cli("evaluate", "--snn", not_ir, "--dataset", "mnist-bundled"), out)
+    assert "not an snnconv IR file" in err
+    err = check_user_error(snnconv_cli("inspect", "no_such_thing"), out)
+    assert "no_such_thing" in err
+    err = check_user_error(snnconv_cli("evaluate", "--dataset", "mnist-bundled"), out)
+    assert "--snn" in err and "--model" in err
+
+
+# -- regressions: bugs found by the first version of this suite --
+
+def test_error_is_the_only_stderr_line(tmp_path, snnconv_cli):
+    proc = snnconv_cli("convert", *MNIST, "--weights", tmp_path / "nope.pt", "--output-dir", tmp_path / "out")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
+
+
+def test_unknown_dataset_is_named_as_such(tmp_path, snnconv_cli):
+    proc = snnconv_cli("convert", "--model", "mnist_cnn", "--dataset", "nosuchdata", "--output-dir", tmp_path / "out")
+    assert "unknown dataset 'nosuchdata'" in proc.stderr
+
+
+def test_yaml_wrong_type_for_optional_key(tmp_path, snnconv_cli):
+    cfg = tmp_path / "opt.yaml"
+    cfg.write_text("model: mnist_cnn\ndataset: mnist-bundled\neval_samples: many\n")
+    out = tmp_path / "out"
+    check_user_error(snnconv_cli("convert", "--config", cfg, "--output-dir", out), out, ["eval_samples"])
+
+
+@pytest.mark.parametrize("flag", ["--eval-samples", "--calib-samples"])
+def test_zero_samples_rejected(flag, tmp_path, snnconv_cli):
+    out = tmp_path / "out"
+    proc = snnconv_cli("convert", *MNIST, "--timesteps", "1", "--eval-samples", "8", "--calib-samples", "8", flag,
+                       "0", "--output-dir", out)
+    check_user_error(proc, out, [flag.lstrip("-").replace("-", "_")])

@@ -1,0 +1,186 @@
+"""PyTorch frontend: zoo models and hand-written modules ingest into an IR that reproduces them."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers import randomize_batchnorm
+from snnconv.errors import SnnconvError, UnsupportedOpError
+from snnconv.frontends.torch import check_equivalence, from_torch
+from snnconv.models.zoo import build_model
+from snnconv.runtime.interpreter import run_ann
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1.0))
+
+
+def ingest_and_compare(model: nn.Module, shape: tuple[int, ...], seed: int = 123):
+    graph, table = from_torch(model, shape)  # raises if its own equivalence check fails
+    x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ref = model(x)
+    out = run_ann(graph, x)
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) < 1e-4
+    assert ref.abs().max() > 0  # the comparison is not between two all-zero outputs
+    return graph, table
+
+
+def node_count_in_table(table: str, op: str) -> int:
+    m = re.search(rf"^\| {re.escape(op)} \| (\d+) \| yes \|$", table, re.M)
+    assert m, f"{op} missing from coverage table:\n{table}"
+    return int(m.group(1))
+
+
+def test_resnet20_matches_module():
+    torch.manual_seed(0)
+    model = randomize_batchnorm(build_model("resnet20"))
+    g, table = ingest_and_compare(model, (3, 32, 32))
+    kinds = g.kinds()
+    assert kinds["conv2d"] == 21 and kinds["batchnorm"] == 21 and kinds["add"] == 9 and kinds["clip"] == 19
+    assert kinds["linear"] == 1 and kinds["adaptive_avgpool2d"] == 1
+    # nodes are named after the modules that produced them
+    assert {"conv1", "layers.0.conv1", "layers.3.shortcut.0", "fc"} <= set(g.nodes)
+    assert g.nodes["fc"].shape == (10,)
+    assert g.meta["input_shape"] == [3, 32, 32]
+    assert node_count_in_table(table, "conv2d.default") == 21
+    assert node_count_in_table(table, "add.Tensor") == 9
+
+
+def test_vgg16_with_maxpool_and_dropout_matches_module():
+    torch.manual_seed(1)
+    model = randomize_batchnorm(build_model("vgg16"), seed=1)
+    model.train()  # from_torch must evaluate in inference mode (dropout off, BN running stats)
+    g, table = ingest_and_compare(model, (3, 32, 32))
+    assert not model.training
+    kinds = g.kinds()
+    assert kinds["maxpool2d"] == 5 and kinds["conv2d"] == 13 and kinds["linear"] == 2
+    assert kinds["identity"] == 1  # the dropout
+    assert g.nodes["features.6"].kind == "maxpool2d"
+    assert node_count_in_table(table, "max_pool2d.default") == 5
+
+
+def test_mnist_cnn_matches_module():
+    torch.manual_seed(2)
+    model = randomize_batchnorm(build_model("mnist_cnn", 10, 1), seed=2)
+    g, _ = ingest_and_compare(model, (1, 28, 28))
+    assert g.kinds()["avgpool2d"] == 3
+    assert [n for n, node in g.nodes.items() if node.kind == "linear"] == ["fc1", "fc2"]
+    assert g.nodes["fc1"].shape == (64,) and g.nodes["features.11"].shape == (32, 3, 3)
+
+
+def test_resnet18_matches_module():
+    torch.manual_seed(3)
+    model = randomize_batchnorm(build_model("resnet18", 100), seed=3)
+    g, _ = ingest_and_compare(model, (3, 32, 32))
+    kinds = g.kinds()
+    assert kinds["conv2d"] == 20 and kinds["add"] == 8
+    assert g.nodes["fc"].shape == (100,)
+
+
+class Mixed(nn.Module):
+    """Every supported spelling of ReLU/clamp, a flattening view, a concat and a residual add."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.conv3 = nn.Conv2d(6, 6, 1)
+        self.relu6 = nn.ReLU6()
+        self.pool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(12 * 4 * 4, 7)
+
+    def forward(self, x):
+        a = F.relu(self.conv1(x))
+        b = torch.relu(self.conv2(a))
+        c = torch.clamp(self.conv3(a), 0, 6)
+        d = self.relu6(b + c) - 0.0  # residual add (and a no-op constant offset)
+        y = self.pool(torch.cat([d, a], dim=1))
+        return self.fc(y.view(y.size(0), -1))
+
+
+def test_custom_module_with_functional_ops_matches():
+    torch.manual_seed(4)
+    model = Mixed()
+    with torch.no_grad():
+        for conv, k in ((model.conv1, 3), (model.conv2, 6), (model.conv3, 6)):
+            conv.weight.mul_(k)  # make both clamp(0, 6) and ReLU6 actually clip somewhere
+    g, table = ingest_and_compare(model, (3, 8, 8))
+    clips = {n: (node.lo, node.hi) for n, node in g.nodes.items() if node.kind == "clip"}
+    assert sorted(clips.values()) == sorted([(0.0, float("inf")), (0.0, float("inf")), (0.0, 6.0), (0.0, 6.0)])
+    assert g.kinds()["concat"] == 1 and g.kinds()["add"] == 1 and g.kinds()["flatten"] == 1
+    (cat,) = [n for n, node in g.nodes.items() if node.kind == "concat"]
+    assert g.nodes[cat].dim == 1 and len(g.preds(cat)) == 2
+    for op in ("relu.default", "clamp.default", "cat.default", "view.default", "add.Tensor", "conv2d.default"):
+        node_count_in_table(table, op)
+    # the relu6 cap is active on this input, so dropping the clip would be caught
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(123))
+    vals = {}
+    run_ann(g, x, record=lambda n, t: vals.__setitem__(n, t))
+    capped = [n for n, (lo, hi) in clips.items() if hi == 6.0]
+    assert all(vals[n].max() == 6.0 for n in capped)
+
+
+def test_coverage_table_lists_ops():
+    model = build_model("mnist_cnn", 10, 1)
+    g, table = from_torch(model, (1, 28, 28))
+    lines = table.splitlines()
+    assert lines[0] == "| op | count | supported |"
+    rows = {ln.split("|")[1].strip(): (int(ln.split("|")[2]), ln.split("|")[3].strip()) for ln in lines[2:]}
+    assert rows["conv2d.default"] == (3, "yes")
+    assert rows["relu.default"] == (4, "yes")
+    assert rows["avg_pool2d.default"] == (3, "yes")
+    assert rows["linear.default"] == (2, "yes")
+    assert rows["batch_norm.default"] == (3, "yes")
+    assert list(rows) == sorted(rows)
+
+
+class Unsupported(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = nn.Sigmoid()
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x):
+        x = self.act(self.conv(x))
+        return torch.tanh(self.fc(x.flatten(1)))
+
+
+def test_unsupported_ops_are_all_named_with_locations():
+    with pytest.raises(UnsupportedOpError) as info:
+        from_torch(Unsupported(), (3, 8, 8))
+    err = info.value
+    msg = str(err)
+    assert isinstance(err, SnnconvError)
+    assert "sigmoid" in msg and "tanh" in msg
+    ops = dict(err.ops)
+    assert "module 'act'" in ops["sigmoid.default"] and "Sigmoid" in ops["sigmoid.default"]
+    assert "node 'tanh'" in ops["tanh.default"]
+    # the coverage table marks them unsupported and the supported conv as supported
+    assert "| sigmoid.default | 1 | no |" in err.coverage
+    assert "| tanh.default | 1 | no |" in err.coverage
+    assert "| conv2d.default | 1 | yes |" in err.coverage
+
+
+def test_unsupported_op_error_lists_only_the_unsupported_ops():
+    with pytest.raises(UnsupportedOpError) as info:
+        from_torch(Unsupported(), (3, 8, 8))
+    assert sorted(op for op, _ in info.value.ops) == ["sigmoid.default", "tanh.default"]
+    assert "| linear.default | 1 | yes |" in info.value.coverage
+
+
+def test_check_equivalence_detects_a_wrong_graph():
+    torch.manual_seed(5)
+    model = build_model("mnist_cnn", 10, 1).eval()
+    g, _ = from_torch(model, (1, 28, 28))
+    x = torch.randn(2, 1, 28, 28)
+    assert check_equivalence(model, g, x) < 1e-4
+    g.nodes["fc2"].weight.mul_(1.01)
+    with pytest.raises(SnnconvError, match="differs from the module"):
+        check_equivalence(model, g, x)
