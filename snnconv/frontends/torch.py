@@ -265,9 +265,6 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...], check: bool = Tru
         elif n.op == "call_function":
             name = _op_name(n.target)
             b.coverage[name] += 1
-            if any(b.env.get(a.name, "") is None for a in n.all_input_nodes):
-                b.env[n.name] = None  # fed by an unsupported op: that op is the one to report
-                continue
             try:
                 ok = _convert_call(b, n)
             except (KeyError, TypeError, ValueError, IndexError):
@@ -275,7 +272,10 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...], check: bool = Tru
             if not ok:
                 b.unsupported.append((name, b.location(n)))
                 b.unsupported_kinds.add(name)
-                b.env[n.name] = None
+                # a pass-through stand-in lets the ops downstream be judged on their own
+                srcs = [b.env[a.name] for a in n.all_input_nodes if isinstance(b.env.get(a.name), str)]
+                stand_in = Identity() if srcs else Input(shape=())
+                b.env[n.name] = b.g.add(b.g.unique_name(f"unsupported.{n.name}"), stand_in, srcs[:1])
         elif n.op == "output":
             outs = n.args[0]
             outs = outs if isinstance(outs, (list, tuple)) else [outs]
