@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Install snnconv with its test extras into the active Python environment and run the test suite.
-# torch is pinned to 2.13.0 (CPU build); peer simulators install with --no-deps so they
-# cannot pull torchvision or a CUDA torch.
+# torch is pinned to 2.13.0 (CPU build) by pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --upgrade pip
 python -m pip install -q -e ".[dev]"
-python -m pip install -q --no-deps "spikingjelly==0.0.0.0.14"
 export SNNCONV_DATA_DIR="${SNNCONV_DATA_DIR:-$(cd .. && pwd)/shared/datasets}"
 python -m pytest "$@"
