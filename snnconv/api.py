@@ -21,6 +21,7 @@ from torch import nn
 from snnconv import checkpoints
 from snnconv.config import ConversionConfig, RunConfig
 from snnconv.data.datasets import Split, check_dataset_name, dataset_info, load_dataset
+from snnconv.encoders import Encoder
 from snnconv.errors import SnnconvError
 from snnconv.frontends.torch import from_torch
 from snnconv.ir import Graph
@@ -147,9 +148,9 @@ def ann_macs(graph: Graph) -> float:
 
 
 def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, chunk: int = 8,
-             layer_error: bool = True) -> SimStats:
+             layer_error: bool = True, encoder: Encoder | None = None) -> SimStats:
     """Run the SNN on ``split`` for ``timesteps`` steps; accuracy for every t <= T comes from this one run."""
-    sim = Simulator(graph, timesteps, chunk=chunk)
+    sim = Simulator(graph, timesteps, chunk=chunk, encoder=encoder)
     nb = -(-len(split) // batch_size)
     for i, (x, y) in enumerate(progress(split.batches(batch_size), total=nb, desc=f"SNN T={timesteps}")):
         sim.run(x, y, layer_error=layer_error and i < 4)  # layer error from the first batches only
@@ -169,6 +170,7 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     torch.manual_seed(cfg.seed)
     t_start = time.time()
     pipeline = Pipeline.from_config(cfg.pipeline_spec())  # validate the config before any heavy work
+    Encoder(cfg.encoding)
     model, shape, source = resolve_model(cfg, log_fn)
     test = load_dataset(cfg.dataset, cfg.data_dir, train=False).subset(cfg.eval_samples, cfg.seed)
     calib = load_dataset(cfg.dataset, cfg.data_dir, train=True).subset(cfg.calib_samples, cfg.seed + 1)
@@ -180,13 +182,15 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     ann_acc, macs = ann_accuracy(graph, test)
     log_fn(f"ANN accuracy {ann_acc:.2f}% on {len(test)} samples")
     T = max(cfg.timesteps)
-    stats = simulate(snn, test, T, cfg.batch_size, cfg.chunk)
+    encoder = Encoder(cfg.encoding, seed=cfg.seed)
+    stats = simulate(snn, test, T, cfg.batch_size, cfg.chunk, encoder=encoder)
     acc = stats.accuracy()
     synops, smacs, energy = stats.synops_per_sample(), stats.macs_per_sample(), stats.energy_uj()
     report = {
         "model": cfg.model, "dataset": cfg.dataset, "samples": len(test), "calib_samples": len(calib),
         "weights": source, "conversion": {**cfg.to_dict()["conversion"], "pipeline": cfg.pipeline_spec()},
-        "timesteps": cfg.timesteps, "max_T": T, "ann_accuracy": ann_acc,
+        "timesteps": cfg.timesteps, "max_T": T, "encoding": cfg.encoding,
+        "first_layer_ops": encoder.first_layer_ops(), "ann_accuracy": ann_acc,
         "snn_accuracy": {str(t): acc[t - 1] for t in cfg.timesteps},
         "snn_accuracy_all_t": acc,
         "energy": {str(t): {"synops": synops[t - 1], "macs": smacs[t - 1], "energy_uj": energy[t - 1]}

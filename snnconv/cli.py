@@ -47,6 +47,7 @@ def convert(
     calib_samples: Optional[int] = typer.Option(None, help="calibration samples from the training split"),
     eval_samples: Optional[int] = typer.Option(None, help="test samples to evaluate (default: all)"),
     batch_size: Optional[int] = typer.Option(None),
+    encoding: Optional[str] = typer.Option(None, help="input coding: direct | rate | latency | delta"),
     train_if_missing: bool = typer.Option(False, help="train the ANN first when no checkpoint is cached"),
 ):
     """Convert a trained ANN to an SNN and report accuracy vs T, firing rates and energy.
@@ -58,7 +59,7 @@ def convert(
     overrides = {"model": model, "weights": weights, "dataset": dataset, "data_dir": data_dir,
                  "timesteps": parse_timesteps(timesteps) if timesteps else None, "output_dir": output_dir,
                  "calib_samples": calib_samples, "eval_samples": eval_samples, "batch_size": batch_size,
-                 "train_if_missing": train_if_missing or None,
+                 "encoding": encoding, "train_if_missing": train_if_missing or None,
                  "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
                                 "reset": reset, "v_init": v_init}}
     cfg = load_config(config, overrides)

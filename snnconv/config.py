@@ -41,6 +41,7 @@ class RunConfig:
     eval_samples: int | None = None  # None: the whole test set
     batch_size: int = 128
     chunk: int = 8  # timesteps simulated together (memory vs. speed)
+    encoding: str = "direct"  # direct | rate | latency | delta (see snnconv.encoders)
     seed: int = 0
     conversion: ConversionConfig = field(default_factory=ConversionConfig)
     passes: list | None = None  # explicit pipeline; None: built from `conversion`

@@ -39,6 +39,7 @@ def markdown(r: dict) -> str:
     lines = [f"# snnconv report: {r['model']} on {r['dataset']}", "",
              f"- samples evaluated: {r['samples']}; calibration samples: {r['calib_samples']}",
              f"- conversion: {json.dumps(r['conversion'])}",
+             f"- input encoding: {r.get('encoding', 'direct')} (first layer counted as {r.get('first_layer_ops', 'MAC')})",
              f"- ANN accuracy: {r['ann_accuracy']:.2f}%", "",
              "| T | SNN acc (%) | gap to ANN | SynOps/sample | MACs/sample | energy (uJ/sample) |",
              "|---:|---:|---:|---:|---:|---:|"]

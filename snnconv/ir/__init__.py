@@ -1,6 +1,10 @@
 """The intermediate representation: typed nodes and the graph that wires them."""
 from snnconv.ir.activations import Clip
+from snnconv.ir.adaptive_lif import AdaptiveLIF
+from snnconv.ir.cuba_lif import CubaLIF
 from snnconv.ir.graph import Graph
+from snnconv.ir.hodgkin_huxley import HodgkinHuxley
+from snnconv.ir.izhikevich import Izhikevich
 from snnconv.ir.layers import BatchNorm, Conv2d, Linear
 from snnconv.ir.neurons import SpikingNeuron
 from snnconv.ir.node import NODE_TYPES, Node
@@ -8,4 +12,5 @@ from snnconv.ir.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from snnconv.ir.structure import Add, Concat, Flatten, Identity, Input, Reshape, Scale
 
 __all__ = ["Graph", "Node", "NODE_TYPES", "Input", "Conv2d", "Linear", "BatchNorm", "Clip", "SpikingNeuron",
+           "AdaptiveLIF", "CubaLIF", "Izhikevich", "HodgkinHuxley",
            "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Add", "Concat", "Flatten", "Reshape", "Identity", "Scale"]

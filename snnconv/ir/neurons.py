@@ -8,9 +8,28 @@ Dynamics per timestep t (direct input current :math:`I_t`, threshold :math:`\the
     s_t = \mathrm{clip}(\lfloor v_t / \theta \rfloor, 0, L) \ \text{(} L = \text{levels} \text{)}, \qquad
     o_t = \theta\, s_t
 
-Reset by subtraction: :math:`v_t \leftarrow v_t - \theta s_t` (keeps the residue, so the firing
+**Threshold test.** A spike is emitted when :math:`v_t \ge \theta` (``levels = 1``; for
+``levels > 1`` the count is :math:`\lfloor v_t/\theta \rfloor`, so :math:`v_t \ge \theta` is again the
+test for at least one spike).
+
+**Reset.** ``"subtract"``: :math:`v_t \leftarrow v_t - \theta s_t` (keeps the residue, so the firing
 rate tracks :math:`\mathrm{clip}(I, 0, \theta)/\theta`; Rueckauer et al. 2017, Han et al. 2020).
-Reset to zero: :math:`v_t \leftarrow 0` after a spike. The threshold test is ``v >= theta``.
+``"zero"``: reset *to* ``v_reset`` (default 0, hence the name): :math:`v_t \leftarrow v_\mathrm{reset}`
+after a spike. ``v_reset`` is an absolute membrane value (same units as :math:`\theta`) and is only
+used by ``reset="zero"``.
+
+**Refractory period.** ``refractory = r`` steps: after a spike at step t the neuron ignores its
+input for steps :math:`t+1, \dots, t+r` and its membrane is held at the post-reset value (no leak,
+no integration); it can fire again at step :math:`t+r+1` at the earliest, so the rate is at most
+:math:`1/(r+1)` spikes per step.
+
+**Discretisation.** One simulator step is one time bin of width :math:`\Delta t`. IF is exact
+for :math:`\Delta t = 1` step (it is a discrete-time model). LIF is the exact solution of
+:math:`\tau\, \dot v = -v + R\,i(t)` over one step for an input held constant over the step
+(zero-order hold): :math:`\beta = e^{-\Delta t/\tau}` and the per-step input is
+:math:`I_t = (1-\beta) R\, i_t`. The only discretisation error is that spikes are aligned to step
+ends (a spike time is rounded up to the next step boundary, at most :math:`\Delta t`).
+
 With ``levels = 1`` spikes are binary; ``levels > 1`` is a multi-threshold (graded-spike)
 neuron. The output carries the amplitude :math:`\theta` so downstream weights stay those of
 the ANN; exporters fold it into the next layer. ``v_init`` is the initial membrane potential
@@ -37,7 +56,9 @@ class SpikingNeuron(Node):
     leak: float = 1.0  # beta: membrane decay per step; 1.0 for IF
     reset: str = "subtract"
     levels: int = 1
-    v_init: float = 0.0
+    v_init: float = 0.0  # fraction of theta
+    v_reset: float = 0.0  # absolute reset-to value, used by reset="zero"
+    refractory: int = 0  # steps the neuron ignores input after a spike
 
     def __post_init__(self):
         if self.reset not in RESET_MODES:
@@ -50,8 +71,16 @@ class SpikingNeuron(Node):
             raise ValueError("levels must be >= 1")
         if torch.any(self.threshold <= 0):
             raise ValueError("thresholds must be positive")
+        if isinstance(self.refractory, bool) or not isinstance(self.refractory, int) or self.refractory < 0:
+            raise ValueError(f"refractory must be a non-negative integer number of steps, got {self.refractory!r}")
+        if self.v_reset != 0.0 and self.reset != "zero":
+            raise ValueError("v_reset is only used with reset='zero'")
+        if torch.any(self.v_reset >= self.threshold):
+            raise ValueError("v_reset must be below the threshold (else the neuron fires on every step)")
 
     def describe(self) -> str:
         th = self.threshold
         thr = f"{th.item():.4g}" if th.numel() == 1 else f"[{th.numel()} ch, mean {th.mean().item():.4g}]"
-        return f"{self.model.upper()} theta={thr} reset={self.reset} levels={self.levels} leak={self.leak} v0={self.v_init}"
+        extra = (f" v_reset={self.v_reset}" if self.v_reset else "") + (f" refractory={self.refractory}" if self.refractory else "")
+        return (f"{self.model.upper()} theta={thr} reset={self.reset} levels={self.levels} leak={self.leak} "
+                f"v0={self.v_init}{extra}")

@@ -2,7 +2,9 @@
 
 Implements the update of :class:`snnconv.ir.SpikingNeuron` (equations there). The loop over
 time is the only sequential part of the simulator; everything inside one step is a handful of
-in-place tensor ops so no per-step temporaries are kept.
+in-place tensor ops so no per-step temporaries are kept. A refractory period needs a per-neuron
+step counter and runs in :func:`integrate_fire_refractory`; without one the fast path
+:func:`integrate_fire` is used.
 """
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ def threshold_view(threshold: torch.Tensor, sample_dims: int) -> torch.Tensor:
 
 @torch.no_grad()
 def integrate_fire(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, leak: float = 1.0,
-                   reset: str = "subtract", levels: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   reset: str = "subtract", levels: int = 1,
+                   v_reset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``T`` steps on ``current`` ``[T, B, ...]`` from membrane ``v`` ``[B, ...]``.
 
     Returns ``(output, counts, v)``: the output spikes with amplitude ``theta`` ``[T, B, ...]``,
     the integer spike counts per step (graded: 0..levels) and the final membrane potential.
+    ``reset="zero"`` sets the membrane to ``v_reset`` after a spike.
     """
     th = threshold_view(threshold, v.dim() - 1)
     counts = torch.empty_like(current)
@@ -38,5 +42,54 @@ def integrate_fire(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tens
         if reset == "subtract":
             v.sub_(s * th)
         else:
-            v.masked_fill_(s > 0, 0.0)
+            v.masked_fill_(s > 0, v_reset)
     return counts * th, counts, v
+
+
+@torch.no_grad()
+def integrate_fire_refractory(current: torch.Tensor, v: torch.Tensor, ref: torch.Tensor, threshold: torch.Tensor,
+                              leak: float = 1.0, reset: str = "subtract", levels: int = 1, v_reset: float = 0.0,
+                              refractory: int = 0):
+    """:func:`integrate_fire` with a refractory period of ``refractory`` steps.
+
+    ``ref`` ``[B, ...]`` counts the refractory steps each neuron still has to sit out; while it is
+    positive the neuron neither leaks nor integrates nor fires. Returns ``(output, counts, v, ref)``.
+    """
+    th = threshold_view(threshold, v.dim() - 1)
+    counts = torch.empty_like(current)
+    for t in range(current.shape[0]):
+        active = ref == 0
+        v = torch.where(active, v * leak + current[t], v)
+        s = counts[t]
+        if levels == 1:
+            torch.ge(v, th, out=s)
+        else:
+            torch.div(v, th, out=s).floor_().clamp_(0, levels)
+        s.mul_(active)
+        fired = s > 0
+        if reset == "subtract":
+            v = v - s * th
+        else:
+            v = v.masked_fill(fired, v_reset)
+        ref = torch.where(fired, torch.full_like(ref, refractory), (ref - 1).clamp_(min=0))
+    return counts * th, counts, v, ref
+
+
+def run_spiking_neuron(node, current: torch.Tensor, state):
+    """Simulator entry for :class:`snnconv.ir.SpikingNeuron`: ``(output, counts, state)`` over a chunk.
+
+    ``state`` is None on the first chunk; the membrane then starts at ``v_init * theta``. Without a
+    refractory period the state is the membrane tensor ``v``; with one it is ``(v, ref)``, ``ref``
+    being the remaining refractory steps per neuron.
+    """
+    refractory = node.refractory
+    if state is None:
+        v = torch.zeros(current.shape[1:], dtype=current.dtype)
+        if node.v_init:
+            v += node.v_init * threshold_view(node.threshold, v.dim() - 1)
+        state = v if not refractory else (v, torch.zeros(current.shape[1:], dtype=torch.int32))
+    if not refractory:
+        return integrate_fire(current, state, node.threshold, node.leak, node.reset, node.levels, node.v_reset)
+    out, counts, v, ref = integrate_fire_refractory(current, *state, node.threshold, node.leak, node.reset,
+                                                    node.levels, node.v_reset, refractory)
+    return out, counts, (v, ref)

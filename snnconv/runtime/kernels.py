@@ -11,6 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from snnconv.ir import Node
+from snnconv.neurons import NEURON_DYNAMICS
+
+#: Steps over which the ANN-mode kernel of a neuron model without a closed-form rate response
+#: (adaptive, current-based, Izhikevich, Hodgkin-Huxley) simulates its mean output.
+RATE_STEPS = 100
 
 
 def _conv2d(n, xs):
@@ -35,7 +40,21 @@ def _neuron_rate(n, xs):
     # ANN-mode equivalent of a neuron: its steady-state rate response clip(x, 0, L*theta)
     x = xs[0]
     th = n.threshold.view((1, -1) + (1,) * (x.dim() - 2)) if n.threshold.numel() > 1 else n.threshold
-    return torch.minimum(torch.relu(x), th * n.levels)
+    y = torch.minimum(torch.relu(x), th * n.levels)
+    if n.refractory:  # input arriving during the r dead steps after each spike is lost: rho' = rho / (1 + r rho)
+        y = y / (1.0 + n.refractory * y / th)
+    return y
+
+
+def _simulated_rate(n, xs):
+    """ANN-mode equivalent of a neuron model without a closed-form rate: its mean output over
+    the first :data:`RATE_STEPS` steps from its initial state, the input held constant."""
+    x, state, total, chunk = xs[0], None, 0.0, 25
+    for t0 in range(0, RATE_STEPS, chunk):
+        tc = min(chunk, RATE_STEPS - t0)
+        out, _, state = NEURON_DYNAMICS[n.kind](n, x.unsqueeze(0).expand(tc, *x.shape), state)
+        total = total + out.sum(0)
+    return total / RATE_STEPS
 
 
 def _add(n, xs):
@@ -56,6 +75,10 @@ KERNELS: dict[str, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     "batchnorm": _batchnorm,
     "clip": _clip,
     "neuron": _neuron_rate,
+    "adaptive_lif": _simulated_rate,
+    "cuba_lif": _simulated_rate,
+    "izhikevich": _simulated_rate,
+    "hodgkin_huxley": _simulated_rate,
     "add": _add,
     "concat": lambda n, xs: torch.cat(xs, dim=n.dim),
     "flatten": lambda n, xs: torch.flatten(xs[0], n.start_dim),

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from snnconv.encoders import Encoder
 from snnconv.ir import Graph
-from snnconv.neurons.integrate_fire import integrate_fire
+from snnconv.neurons import NEURON_DYNAMICS
 from snnconv.runtime.interpreter import _consumer_counts, run_ann
 from snnconv.runtime.kernels import KERNELS
 
@@ -78,7 +79,8 @@ class SimStats:
 class Simulator:
     """Runs a converted graph for ``timesteps`` steps; accumulate statistics over batches with :meth:`run`."""
 
-    def __init__(self, graph: Graph, timesteps: int, chunk: int = 8, collect_stats: bool = True):
+    def __init__(self, graph: Graph, timesteps: int, chunk: int = 8, collect_stats: bool = True,
+                 encoder: Encoder | None = None):
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ValueError("the simulator needs a graph with one input and one output")
         self.graph, self.T, self.chunk, self.collect = graph, timesteps, max(1, min(chunk, timesteps)), collect_stats
@@ -86,18 +88,22 @@ class Simulator:
         self._consumers = _consumer_counts(graph)
         self._fanout: dict[str, torch.Tensor] = {}
         self._t0 = 0  # first timestep of the chunk being simulated
+        self.encoder = encoder or Encoder("direct")
+        self._batches = 0
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, layer_error: bool = False) -> torch.Tensor:
         """Simulate one batch ``x`` ``[B, ...]``; returns readout logits for every t: ``[T, B, classes]``."""
         g, B = self.graph, x.shape[0]
         state: dict[str, torch.Tensor] = {}
+        enc_state = None if self.encoder.static else self.encoder.start(x, self._batches)
+        self._batches += 1
         acc = None
         sums: dict[str, torch.Tensor] = {} if layer_error else None
         logits = []
         for t0 in range(0, self.T, self.chunk):
             tc = min(self.chunk, self.T - t0)
-            out, static = self._run_chunk(x, tc, t0, state, sums)
+            out, static = self._run_chunk(x, tc, t0, state, sums, enc_state)
             out = out.unsqueeze(0).expand(tc, *out.shape) if static else out.view(tc, B, *out.shape[1:])
             csum = out.cumsum(0) if acc is None else acc + out.cumsum(0)
             acc = csum[-1]
@@ -112,10 +118,14 @@ class Simulator:
         return logits
 
     # -- one chunk -------------------------------------------------------------------------------
-    def _run_chunk(self, x, tc, t0, state, sums):
+    def _run_chunk(self, x, tc, t0, state, sums, enc_state):
         g, B = self.graph, x.shape[0]
         self._t0 = t0
-        values: dict[str, tuple[torch.Tensor, bool]] = {g.inputs[0]: (x, True)}  # name -> (tensor, static?)
+        if enc_state is None:  # direct coding: the same analog input every step
+            values: dict[str, tuple[torch.Tensor, bool]] = {g.inputs[0]: (x, True)}  # name -> (tensor, static?)
+        else:
+            spikes = self.encoder.encode(x, t0, tc, enc_state)
+            values = {g.inputs[0]: (spikes.reshape(tc * B, *x.shape[1:]), False)}
         remaining = dict(self._consumers)
         for name, node in g.nodes.items():
             if node.kind == "input":
@@ -147,15 +157,7 @@ class Simulator:
     def _stateful(self, name, node, cur, state):
         if node.kind == "maxpool2d":
             return self._gated_maxpool(name, node, cur, state)
-        if name not in state:
-            th = node.threshold
-            shape = cur.shape[1:]
-            v = torch.zeros(shape, dtype=cur.dtype)
-            if node.v_init:
-                view = th if th.numel() == 1 else th.view((-1,) + (1,) * (len(shape) - 2))
-                v += node.v_init * view
-            state[name] = v
-        y, counts, state[name] = integrate_fire(cur, state[name], node.threshold, node.leak, node.reset, node.levels)
+        y, counts, state[name] = NEURON_DYNAMICS[node.kind](node, cur, state.get(name))
         if self.collect:
             t0 = self._t0
             per_step = (counts != 0).flatten(1).sum(1).float()
