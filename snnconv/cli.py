@@ -44,6 +44,8 @@ def convert(
     granularity: Optional[str] = typer.Option(None, help="layer | channel thresholds"),
     reset: Optional[str] = typer.Option(None, help="subtract | zero"),
     v_init: Optional[float] = typer.Option(None, help="initial membrane potential as a fraction of threshold"),
+    neuron: Optional[str] = typer.Option(None, help="if | lif"),
+    leak: Optional[float] = typer.Option(None, help="LIF decay per step (with --neuron lif)"),
     calib_samples: Optional[int] = typer.Option(None, help="calibration samples from the training split"),
     eval_samples: Optional[int] = typer.Option(None, help="test samples to evaluate (default: all)"),
     batch_size: Optional[int] = typer.Option(None),
@@ -61,7 +63,8 @@ def convert(
                  "calib_samples": calib_samples, "eval_samples": eval_samples, "batch_size": batch_size,
                  "encoding": encoding, "train_if_missing": train_if_missing or None,
                  "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
-                                "reset": reset, "v_init": v_init}}
+                                "reset": reset, "v_init": v_init,
+                                "neuron": neuron, "leak": leak}}
     cfg = load_config(config, overrides)
     if model is None and dataset is None and config is None:
         cfg.dataset = _default_dataset(data_dir)

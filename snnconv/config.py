@@ -26,7 +26,9 @@ class ConversionConfig:
     percentile: float = 99.9
     granularity: str = "channel"  # layer | channel
     reset: str = "subtract"  # subtract | zero
-    neuron: str = "if"
+    neuron: str = "if"  # if | lif
+    leak: float = 0.95  # LIF decay per step (beta = exp(-dt/tau)); ignored for IF
+    leak_compensation: bool = True  # LIF only: add the leaked charge back as bias
     v_init: float = 0.5  # initial membrane potential, fraction of threshold
 
 
@@ -55,8 +57,12 @@ class RunConfig:
         if c.method not in METHODS:
             raise SnnconvError(f"unknown conversion method '{c.method}' (known: {', '.join(METHODS)})")
         tb = {"name": "threshold_balance", **METHODS[c.method], "percentile": c.percentile,
-              "granularity": c.granularity, "reset": c.reset, "neuron": c.neuron, "v_init": c.v_init}
-        return ["fold_batchnorm", "remove_identity", tb]
+              "granularity": c.granularity, "reset": c.reset, "neuron": c.neuron, "v_init": c.v_init,
+              "leak": c.leak if c.neuron == "lif" else 1.0}
+        passes = ["fold_batchnorm", "remove_identity", tb]
+        if c.neuron == "lif" and c.leak_compensation:
+            passes.append("leak_compensation")
+        return passes
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
