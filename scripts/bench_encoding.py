@@ -78,8 +78,8 @@ def main() -> None:
         rate = next(r for r in d["rows"] if r["row"] == "rate (IF)")["accuracy"]
         best_direct = max(direct.values())
         reach = [t for t in d["timesteps"] if rate[str(t)] >= direct[str(t)] - 0.5 and rate[str(t)] >= best_direct - 0.5]
-        lines += ["", f"Rate coding reaches direct coding's best accuracy (within 0.5 points) at T = "
-                  f"{reach[0] if reach else f'> {max(d['timesteps'])}'}.", ""]
+        reached = str(reach[0]) if reach else "> " + str(max(d["timesteps"]))
+        lines += ["", f"Rate coding reaches direct coding's best accuracy (within 0.5 points) at T = {reached}.", ""]
     (out / "encoding.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}/encoding.md")
 
