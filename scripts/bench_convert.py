@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--eval-samples", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--methods", default="all", help="comma-separated indices into METHODS (0,1,2) or 'all'")
     ap.add_argument("--out", default="docs/benchmarks")
     args = ap.parse_args()
     ts = parse_timesteps(args.timesteps)
@@ -51,7 +52,10 @@ def main() -> None:
     ann, _ = ann_accuracy(graph, test)
     print(f"ANN {ann:.2f}%", flush=True)
     rows = []
-    for label, conv in METHODS.items():
+    chosen = list(METHODS.items())
+    if args.methods != "all":
+        chosen = [chosen[int(i)] for i in args.methods.split(",")]
+    for label, conv in chosen:
         t0 = time.time()
         snn, _ = convert_graph(graph, calib_batches, conversion_pipeline(conv))
         stats = simulate(snn, test, max(ts), args.batch_size, layer_error=False)
