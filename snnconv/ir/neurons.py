@@ -81,6 +81,7 @@ class SpikingNeuron(Node):
     def describe(self) -> str:
         th = self.threshold
         thr = f"{th.item():.4g}" if th.numel() == 1 else f"[{th.numel()} ch, mean {th.mean().item():.4g}]"
-        extra = (f" v_reset={self.v_reset}" if self.v_reset else "") + (f" refractory={self.refractory}" if self.refractory else "")
+        extra = f" v_reset={self.v_reset}" if self.v_reset else ""
+        extra += f" refractory={self.refractory}" if self.refractory else ""
         return (f"{self.model.upper()} theta={thr} reset={self.reset} levels={self.levels} leak={self.leak} "
                 f"v0={self.v_init}{extra}")
