@@ -90,3 +90,14 @@ def test_rate_coded_simulation_converges_to_direct():
     out = sim.run(x)[-1]
     ref = g.nodes["fc"].weight @ x[0]
     assert torch.allclose(out[0], ref, atol=3 * math.sqrt(1.0 / 4000) * 3)
+
+
+def test_delta_modulation_of_a_sequence_tracks_the_signal():
+    from snnconv.encoders import delta_modulate
+
+    t = torch.linspace(0, 2 * math.pi, 200)
+    seq = torch.sin(t).view(200, 1, 1)  # moves < 0.05 per step
+    spikes, _ = delta_modulate(seq, delta=0.05, levels=1)
+    recon = spikes.cumsum(0)
+    assert torch.all((recon - seq).abs() < 0.05 + 1e-6)
+    assert 0 < spikes.ne(0).sum() < 200  # sparse: only changes produce events

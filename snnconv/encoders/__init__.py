@@ -12,7 +12,8 @@ accumulates: events x fan-out).
 * ``latency``: time-to-first-spike; one spike of amplitude ``sign(x) * x_max`` at step
   ``round((1 - |x|/x_max) * (window - 1))`` (Thorpe et al. 2001). Rate-converted networks cannot
   decode spike times, so expect poor accuracy unless the network was trained for it.
-* ``delta``: delta modulation (here of a static input, i.e. a constant sequence): a spike of amplitude ``±delta`` (graded up to ``levels``) whenever the signal moved
+* ``delta``: delta modulation (:func:`delta_modulate` for sequences; a static input is a constant
+  sequence): a spike of amplitude ``±delta`` (graded up to ``levels``) whenever the signal moved
   by ``delta`` from the last reconstruction (as in the NIR/snnTorch delta encoders).
 """
 from __future__ import annotations
@@ -62,13 +63,28 @@ class Encoder:
             when = torch.where(x == 0, torch.full_like(when, -1), when)  # zero inputs never fire
             steps = torch.arange(t0, t0 + tc, dtype=x.dtype).view(tc, *([1] * x.dim()))
             return (steps == when.unsqueeze(0)).to(x.dtype) * (torch.sign(x) * scale)
-        # delta modulation of a constant signal: the reconstruction catches up, then stays silent
-        out = []
-        for _ in range(tc):
-            n = torch.trunc((x - state["recon"]) / self.delta).clamp_(-self.levels, self.levels)
-            state["recon"] = state["recon"] + n * self.delta
-            out.append(n * self.delta)
-        return torch.stack(out)
+        # a static input is the constant sequence x, x, ...: the reconstruction catches up, then stays silent
+        spikes, state["recon"] = delta_modulate(x.unsqueeze(0).expand(tc, *x.shape), self.delta, self.levels,
+                                                state["recon"])
+        return spikes
 
     def first_layer_ops(self) -> str:
         return "MAC (analog input)" if self.static else "AC (spike events x fan-out)"
+
+
+@torch.no_grad()
+def delta_modulate(seq: torch.Tensor, delta: float, levels: int = 1, recon: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Delta-modulate a sequence ``[T, B, ...]``: ``(spikes, final reconstruction)``.
+
+    At each step ``n_t = trunc((x_t - r_{t-1}) / delta)`` clipped to ``[-levels, levels]`` spikes of
+    amplitude ``delta`` are emitted and the reconstruction becomes ``r_t = r_{t-1} + n_t delta``, so
+    ``|x_t - r_t| < delta`` whenever the signal moves by at most ``levels * delta`` per step.
+    """
+    r = torch.zeros_like(seq[0]) if recon is None else recon.clone()
+    out = torch.empty_like(seq)
+    for t in range(seq.shape[0]):
+        n = torch.trunc((seq[t] - r) / delta).clamp_(-levels, levels)
+        out[t] = n * delta
+        r += out[t]
+    return out, r
