@@ -84,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--crosscheck-samples", type=int, default=1000,
                    help="re-simulate each SpikingJelly SNN with snnconv's simulator (SpikingJelly's thresholds) on "
                         "this many test samples and compare predictions (0: skip)")
+    p.add_argument("--render-from", metavar="JSON", default=None,
+                   help="only rewrite the .md next to JSON from that file (no conversion or simulation)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (snnconv convert uses seed+1)")
     return p.parse_args(argv)
 
@@ -189,6 +191,11 @@ def fmt(v: float) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render_from:
+        src = Path(args.render_from)
+        src.with_suffix(".md").write_text(render_md(json.loads(src.read_text())))
+        print(f"wrote {src.with_suffix('.md')}")
+        return 0
     torch.set_num_threads(1)  # the benchmark machine is shared with a training job
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     _install_stubs()
@@ -220,10 +227,11 @@ def main(argv=None) -> int:
     rows: list[dict] = []
 
     def add(key, label, tool, acc_all, seconds, settings, thresholds=None, extra=False, more=None):
+        more = more or {}
         row = {"key": key, "label": label, "tool": tool, "extra": extra, "settings": settings,
                "accuracy": {str(t): acc_all[t - 1] for t in timesteps}, "accuracy_all_t": acc_all,
                "seconds": round(seconds, 1), "thresholds": thresholds or {}}
-        row.update(more or {})
+        row.update(more)
         rows.append(row)
         print(f"{label:<46} " + " ".join(f"T={t}:{acc_all[t - 1]:6.2f}" for t in timesteps)
               + f"  ({seconds:.0f} s)", flush=True)
@@ -250,16 +258,16 @@ def main(argv=None) -> int:
     for key, label, kw, extra in sj_configs:
         if extra and args.no_extra:
             continue
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         recipe = ann2snn.RateCodingRecipe(dataloader=calib_batches, **kw)
         # the converter fuses conv+BN into the traced module's submodules, i.e. into the ANN it is given
         snn = ann2snn.Converter(recipe=recipe).convert(copy.deepcopy(model))
         t_conv = time.time() - t0
         acc, preds = sj_simulate(snn, test, T, args.batch_size, f"{label} T={T}")
-        seconds = time.time() - t0
+        seconds, cpu = time.time() - t0, time.process_time() - c0
         settings = {"recipe": "RateCodingRecipe", "momentum": recipe.momentum, "fuse_flag": recipe.fuse_flag, **kw,
                     "neurons": sj_neurons(snn)}
-        more = {"convert_seconds": round(t_conv, 1)}
+        more = {"convert_seconds": round(t_conv, 1), "cpu_seconds": round(cpu, 1)}
         if args.crosscheck_samples > 0:
             if base_snn is None:
                 base_snn, _ = convert_graph(graph, calib_batches, conversion_pipeline(ConversionConfig()))
@@ -281,14 +289,14 @@ def main(argv=None) -> int:
     for key, label, conv, extra in sn_configs:
         if extra and args.no_extra:
             continue
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         snn, records = convert_graph(graph, calib_batches, conversion_pipeline(conv))
         t_conv = time.time() - t0
         stats = simulate(snn, test, T, args.batch_size)
         acc = stats.accuracy()
         synops = stats.synops_per_sample()
         add(key, label, "snnconv", acc, time.time() - t0, dict(vars(conv)), snnconv_thresholds(records), extra,
-            {"convert_seconds": round(t_conv, 1),
+            {"convert_seconds": round(t_conv, 1), "cpu_seconds": round(time.process_time() - c0, 1),
              "synops_per_sample": {str(t): round(synops[t - 1]) for t in timesteps},
              "firing_rates": stats.firing_rates()})
 
@@ -379,9 +387,14 @@ def render_md(r: dict) -> str:
         "",
     ]
     lines += differences(r, by_key)
-    lines += ["", "Run times (one CPU thread on a shared 2-core machine; simulation + conversion, indicative only): "
-              + ", ".join(f"{row['label']} {row['seconds']:.0f} s" for row in r["rows"] if row["key"] != "ann")
-              + ".", ""]
+    timed = [row for row in r["rows"] if row["key"] != "ann"]
+    cpu = all("cpu_seconds" in row for row in timed)
+    lines += ["", "Run times (conversion + simulation to T=" + str(r["max_T"]) + ", one torch thread; wall-clock "
+              "seconds on a shared 2-core machine where other jobs may run, so they are not a careful speed "
+              "comparison; snnconv's `simulate` also counts spikes and SynOps per layer, SpikingJelly's loop does "
+              "not" + ("; process CPU seconds in brackets" if cpu else "") + "): "
+              + ", ".join(f"{row['label']} {row['seconds']:.0f} s"
+                          + (f" ({row['cpu_seconds']:.0f} s CPU)" if cpu else "") for row in timed) + ".", ""]
     return "\n".join(lines)
 
 
@@ -491,7 +504,9 @@ def _reading(r: dict, by_key: dict) -> list[str]:
     steps = [k for k in ("snnconv_max_layer_v0", "snnconv_p99.9_layer_v0", "snnconv_p99.9_channel_v0",
                          "snnconv_default") if k in by_key]
     if len(steps) > 1:
-        out.append("- snnconv, one change at a time from the classic setting to its defaults: " + " -> ".join(
+        what = "one change at a time from the classic setting to its defaults" if len(steps) == 4 else \
+            "from the classic setting to its defaults"
+        out.append(f"- snnconv, {what}: " + " -> ".join(
             f"{by_key[k]['label'].replace('snnconv ', '')}: {acc(k)}" for k in steps) + ".")
     if "sj_p99.9_channel_half" in by_key and "snnconv_default" in by_key:
         out.append(f"- Closest settings of the two tools: SpikingJelly 99.9%, channel-wise, half threshold "

@@ -11,7 +11,9 @@ threshold at that bound. Reset by subtraction is the default (Rueckauer et al. 2
 2020 "RMP-SNN"), reset to zero is available. Activations with a negative lower bound cannot be
 represented by a non-negative rate and are refused with their location.
 
-Defaults (99.9th percentile, per channel, v_init = theta/2) were chosen on the MNIST CNN; starting
+Defaults (99.9th percentile, per channel, v_init = theta/2) were picked among max / 99.9 / 99.99 and
+layer / channel on the bundled MNIST subset (lower percentiles, untried here, may do better at
+small T); starting
 the membrane at half threshold turns the floor of the spike-count quantiser into rounding, which
 halves the expected conversion error at small T (Bu et al., ICLR 2022, Theorem 2).
 """
