@@ -87,6 +87,7 @@ class Simulator:
         self.stats = SimStats(timesteps, correct=torch.zeros(timesteps))
         self._consumers = _consumer_counts(graph)
         self._fanout: dict[str, torch.Tensor] = {}
+        self._macs: dict[str, float] = {}  # dense MACs per sample of layers fed by analog input
         self._t0 = 0  # first timestep of the chunk being simulated
         self.encoder = encoder or Encoder("direct")
         self._batches = 0
@@ -185,7 +186,9 @@ class Simulator:
         x, static = inp
         if static:  # analog input: dense MACs every timestep (the hardware recomputes them)
             m = self.stats.macs.setdefault(name, torch.zeros(self.T))
-            m[t0:t0 + tc] += self._dense_ops(node, x.shape) * B
+            if name not in self._macs:
+                self._macs[name] = self._dense_ops(node, x.shape)
+            m[t0:t0 + tc] += self._macs[name] * B
             return
         fan = self._fanout_map(name, node, x.shape[1:])
         events = x.reshape(tc * B, -1).ne(0).to(fan.dtype)
