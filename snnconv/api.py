@@ -86,24 +86,57 @@ def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, .
     else:
         build_model(cfg.model)  # raises the 'unknown model' error
         raise AssertionError("unreachable")
+    model = with_activation(model, ckpt.get("activation", "relu"), ckpt.get("levels", 0))
     checkpoints.apply_state_dict(model, ckpt, str(path))
-    return model.eval(), (in_ch, size, size), {"weights": str(path), "checkpoint_accuracy": ckpt.get("accuracy")}
+    return model.eval(), (in_ch, size, size), {"weights": str(path), "checkpoint_accuracy": ckpt.get("accuracy"),
+                                               "activation": ckpt.get("activation", "relu"),
+                                               "levels": ckpt.get("levels", 0)}
+
+
+def with_activation(model: nn.Module, activation: str, levels: int = 0, avgpool: bool = True) -> nn.Module:
+    """``model`` with its ReLUs as trained: ``relu`` (unchanged) or ``qcfs`` with ``levels`` steps."""
+    if activation == "relu":
+        return model
+    if activation == "qcfs":
+        from snnconv.models.qcfs import to_qcfs
+
+        if levels < 1:
+            raise SnnconvError("activation 'qcfs' needs levels >= 1")
+        return to_qcfs(model, levels, avgpool)
+    raise SnnconvError(f"unknown activation '{activation}' (known: relu, qcfs)")
 
 
 def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batch_size: int = 128, lr: float = 0.1,
-          out: str | None = None, seed: int = 0, log_fn=print) -> dict:
-    """Train a zoo model with ``snnconv.training.ann`` and store it in the model cache (or ``out``)."""
+          out: str | None = None, seed: int = 0, log_fn=print, activation: str = "relu", levels: int = 0,
+          init_from: str | None = None) -> dict:
+    """Train a zoo model with ``snnconv.training.ann`` and store it in the model cache (or ``out``).
+
+    ``activation='qcfs'`` trains conversion-aware (QCFS, Bu et al. 2022) with ``levels`` steps.
+    ``init_from`` (a checkpoint of the same architecture) fine-tunes instead of training from
+    scratch; QCFS thresholds then start at the 99.9th percentile of each layer's ReLU input.
+    """
     from snnconv.training.ann import TrainConfig, train_ann
 
     in_ch, ncls = dataset_info(dataset)
     model = build_model(model_name, num_classes=ncls, in_channels=in_ch)
     train_split = load_dataset(dataset, data_dir, train=True)
     test_split = load_dataset(dataset, data_dir, train=False)
+    if init_from:
+        src = checkpoints.load_checkpoint(Path(init_from))
+        model = with_activation(model, src.get("activation", "relu"), src.get("levels", 0))
+        checkpoints.apply_state_dict(model, src, init_from)
+        if activation == "qcfs" and src.get("activation", "relu") == "relu":
+            from snnconv.models.qcfs import init_thresholds, to_qcfs
+
+            model = to_qcfs(model, levels)
+            init_thresholds(model, [x for x, _ in train_split.subset(1024, seed).batches(256)])
+    else:
+        model = with_activation(model, activation, levels)
     path = Path(out) if out else checkpoints.cached_checkpoint(model_name, checkpoint_key(dataset))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       augment=not dataset.startswith("mnist"))
-    result = train_ann(model, train_split, test_split, cfg, path, {"model": model_name, "dataset": dataset},
-                       log=log_fn)
+    meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels if activation == "qcfs" else 0}
+    result = train_ann(model, train_split, test_split, cfg, path, meta, log=log_fn)
     log_fn(f"saved {path} (test accuracy {result['accuracy']:.2f}%)")
     return {"path": str(path), "accuracy": result["accuracy"]}
 

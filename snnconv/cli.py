@@ -85,15 +85,41 @@ def train(
     lr: float = typer.Option(0.1),
     seed: int = typer.Option(0),
     out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
+    activation: str = typer.Option("relu", help="relu, or qcfs (conversion-aware, Bu et al. ICLR 2022)"),
+    levels: int = typer.Option(4, help="QCFS quantization levels L (with --activation qcfs)"),
 ):
-    """Train a zoo ANN (plain ReLU); resumable: re-run the same command to continue."""
+    """Train a zoo ANN (ReLU or QCFS); resumable: re-run the same command to continue."""
     from snnconv.api import TRAIN_PLAN
     from snnconv.api import train as do_train
     from snnconv.models.zoo import build_model
 
     build_model(model)
     do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30, 0))[0], batch_size, lr, out, seed,
-             log_fn=_err)
+             log_fn=_err, activation=activation, levels=levels)
+
+
+@app.command()
+def finetune(
+    model: str = typer.Option(..., help="zoo model name"),
+    dataset: str = typer.Option(..., help="cifar10, cifar100, mnist, imagefolder:<path>"),
+    weights: str = typer.Option(..., help="trained ReLU checkpoint to start from"),
+    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
+    epochs: int = typer.Option(10),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(0.02),
+    seed: int = typer.Option(0),
+    out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
+    levels: int = typer.Option(4, help="QCFS quantization levels L"),
+):
+    """Fine-tune a trained ReLU ANN into QCFS form (thresholds start at the 99.9th percentile)."""
+    from snnconv.api import train as do_train
+    from snnconv.models.zoo import build_model
+
+    build_model(model)
+    if not Path(weights).is_file():
+        raise SnnconvError(f"weights file {weights} not found")
+    do_train(model, dataset, data_dir, epochs, batch_size, lr, out, seed, log_fn=_err, activation="qcfs",
+             levels=levels, init_from=weights)
 
 
 @app.command()

@@ -24,6 +24,10 @@ from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Conc
 aten = torch.ops.aten
 
 
+def _is_qcfs(target) -> bool:
+    return getattr(target, "name", lambda: "")() == "snnconv::qcfs"
+
+
 def _pair(v, default=None) -> tuple:
     if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
         v = default
@@ -108,6 +112,9 @@ def _convert_call(b: _Builder, n) -> bool:
                             b.tensor(args[4]).clone(), float(eps)), [b.src(args[0])])
     elif t in (aten.relu.default, aten.relu_.default):
         b.emit(n, Clip(0.0, math.inf, "relu"), [b.src(args[0])])
+    elif _is_qcfs(t):  # conversion-aware QCFS activation (snnconv.models.qcfs)
+        b.emit(n, Clip(0.0, float(b.tensor(args[1]).detach()), "qcfs", levels=int(args[2]), shift=float(args[3])),
+               [b.src(args[0])])
     elif t in (aten.hardtanh.default, aten.hardtanh_.default):
         lo, hi = float(arg(1, -1.0)), float(arg(2, 1.0))
         b.emit(n, Clip(lo, hi, "relu6" if (lo, hi) == (0.0, 6.0) else "hardtanh"), [b.src(args[0])])

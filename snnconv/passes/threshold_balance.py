@@ -66,14 +66,23 @@ class ThresholdBalance(Pass):
         if not clips:
             ctx.log(self.name, "no activations to convert")
             return graph
-        scales = activation_scales(graph, ctx.calibration_batches(), clips, c.method, c.percentile,
-                                   c.granularity == "channel", c.max_samples)
+        # A QCFS (quantized) clip already carries its threshold: theta = lambda, v_init = phi * theta
+        # (Bu et al. 2022, Theorem 2); only continuous clips need calibration statistics.
+        quantized = [n for n in clips if graph.nodes[n].levels]
+        measured = [n for n in clips if not graph.nodes[n].levels]
+        scales = activation_scales(graph, ctx.calibration_batches(), measured, c.method, c.percentile,
+                                   c.granularity == "channel", c.max_samples) if measured else {}
         summary = {}
         for n in clips:
-            hi = graph.nodes[n].hi
-            th = torch.clamp(scales[n], max=hi).float()
-            graph.replace(n, SpikingNeuron(th, model=c.neuron, leak=c.leak, reset=c.reset, v_init=c.v_init))
+            clip = graph.nodes[n]
+            if clip.levels:
+                th, v_init = torch.tensor(float(clip.hi)), clip.shift
+            else:
+                th, v_init = torch.clamp(scales[n], max=clip.hi).float(), c.v_init
+            graph.replace(n, SpikingNeuron(th, model=c.neuron, leak=c.leak, reset=c.reset, v_init=v_init))
             summary[n] = float(th.mean())
+        if quantized:
+            ctx.log(self.name, f"{len(quantized)} QCFS activation(s): threshold = trained lambda, v_init = shift")
         ctx.log(self.name, f"{len(clips)} activation(s) -> {c.neuron.upper()} neurons "
                            f"({c.method}{'' if c.method == 'max' else f' {c.percentile}'}, per {c.granularity}, "
                            f"reset {c.reset})", thresholds=summary)

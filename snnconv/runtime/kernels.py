@@ -33,6 +33,8 @@ def _batchnorm(n, xs):
 
 
 def _clip(n, xs):
+    if n.levels:  # QCFS quantized clip
+        return torch.clamp(torch.floor(xs[0] * (n.levels / n.hi) + n.shift), 0, n.levels) * (n.hi / n.levels)
     return torch.clamp(xs[0], n.lo, n.hi)
 
 

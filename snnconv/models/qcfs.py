@@ -1,0 +1,102 @@
+r"""QCFS: the quantization-clip-floor-shift activation for conversion-aware ANN training.
+
+Bu et al., ICLR 2022, "Optimal ANN-SNN Conversion for High-accuracy and Ultra-low-latency Spiking
+Neural Networks", Eq. 9: every ReLU is replaced by
+
+.. math::  \hat a = \lambda \, \mathrm{clip}\!\left(\frac{1}{L}\left\lfloor \frac{z L}{\lambda} + \varphi \right\rfloor, 0, 1\right)
+
+with ``L`` quantization levels, a learnable per-layer threshold :math:`\lambda` and shift
+:math:`\varphi = 1/2`. The floor is trained with a straight-through estimator. After training,
+an IF neuron with threshold :math:`\theta = \lambda`, reset by subtraction and initial membrane
+:math:`\varphi\theta` has an expected conversion error of zero at every T (their Theorem 2), and
+equals the quantized ANN exactly at T = L for a layer with constant input.
+
+The activation is a ``torch.library`` custom op (``snnconv::qcfs``) so that ``torch.export`` keeps
+it as one node, which the torch frontend maps to a quantized :class:`~snnconv.ir.Clip`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.library.custom_op("snnconv::qcfs", mutates_args=())
+def qcfs(x: torch.Tensor, lam: torch.Tensor, levels: int, shift: float) -> torch.Tensor:
+    u = torch.clamp(x / lam, 0.0, 1.0)
+    return torch.floor(u * levels + shift) / levels * lam
+
+
+@qcfs.register_fake
+def _qcfs_fake(x, lam, levels, shift):
+    return torch.empty_like(x)
+
+
+def _qcfs_setup(ctx, inputs, output):
+    x, lam, _, _ = inputs
+    ctx.save_for_backward(x, lam, output)
+
+
+def _qcfs_backward(ctx, grad):
+    # Straight-through floor: d/dz = 1 inside the clip range; d/dlambda = q - z/lambda inside, q = 1 above.
+    x, lam, out = ctx.saved_tensors
+    u = x / lam
+    inside = ((u >= 0) & (u <= 1)).to(grad.dtype)
+    gx = grad * inside
+    glam = (grad * (out / lam - u * inside)).sum().reshape(lam.shape)
+    return gx, glam, None, None
+
+
+qcfs.register_autograd(_qcfs_backward, setup_context=_qcfs_setup)
+
+
+class QCFS(nn.Module):
+    """QCFS activation with ``levels`` steps and a learnable threshold (one per layer)."""
+
+    def __init__(self, levels: int = 4, threshold: float = 8.0, shift: float = 0.5):
+        super().__init__()
+        if levels < 1:
+            raise ValueError("levels must be >= 1")
+        self.levels, self.shift = int(levels), float(shift)
+        self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+
+    def forward(self, x):
+        return qcfs(x, self.threshold, self.levels, self.shift)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, threshold={float(self.threshold):.4g}, shift={self.shift}"
+
+
+def to_qcfs(model: nn.Module, levels: int = 4, avgpool: bool = True, threshold: float = 8.0) -> nn.Module:
+    """Replace every ``nn.ReLU`` by :class:`QCFS` (in place) and, if ``avgpool``, every
+    ``nn.MaxPool2d`` by an ``nn.AvgPool2d`` of the same geometry (max-pooling has no exact
+    rate equivalent, average pooling is linear)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.ReLU):
+            setattr(model, name, QCFS(levels, threshold))
+        elif avgpool and isinstance(child, nn.MaxPool2d):
+            setattr(model, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode))
+        else:
+            to_qcfs(child, levels, avgpool, threshold)
+    return model
+
+
+@torch.no_grad()
+def init_thresholds(model: nn.Module, batches, percentile: float = 99.9) -> None:
+    """Set every QCFS threshold to the ``percentile`` of its input on ``batches`` (used when
+    fine-tuning a trained ReLU network, so training starts close to the ReLU function)."""
+    acts: dict[QCFS, list[torch.Tensor]] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: acts.setdefault(m, []).append(i[0].flatten()))
+             for m in model.modules() if isinstance(m, QCFS)]
+    model.eval()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for m, xs in acts.items():
+        v = torch.cat(xs)
+        v = v[v > 0]
+        if v.numel():
+            k = max(1, int(round(v.numel() * percentile / 100)))
+            m.threshold.fill_(float(v.kthvalue(min(k, v.numel())).values))
