@@ -52,10 +52,15 @@ def train_command(model: str, dataset: str) -> str:
 
 
 def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, ...], dict]:
-    """The trained ``nn.Module`` to convert, its per-sample input shape and where its weights came from."""
+    """The trained ``nn.Module`` to convert, its per-sample input shape and where its weights came from.
+
+    For a ``.onnx`` path the first item is the checked ``onnx.ModelProto`` instead (turn either into
+    a graph with :func:`ingest`)."""
     check_dataset_name(cfg.dataset)
     in_ch, ncls = dataset_info(cfg.dataset)
     size = 28 if in_ch == 1 else 32
+    if cfg.model.endswith(".onnx"):
+        return _resolve_onnx(cfg, (in_ch, size, size))
     if cfg.model in MODELS:
         name = cfg.model
         model = build_model(name, num_classes=ncls, in_channels=in_ch)
@@ -104,6 +109,30 @@ def with_activation(model: nn.Module, activation: str, levels: int = 0, avgpool:
             raise SnnconvError("activation 'qcfs' needs levels >= 1")
         return to_qcfs(model, levels, avgpool)
     raise SnnconvError(f"unknown activation '{activation}' (known: relu, qcfs)")
+
+
+def _resolve_onnx(cfg: RunConfig, shape: tuple[int, ...]):
+    """An ONNX file as the model: loaded and checked now; its input must fit the dataset's samples."""
+    from snnconv.frontends.onnx import load_onnx, onnx_input_shape
+
+    if cfg.weights:
+        raise SnnconvError(f"--weights does not apply to an ONNX model ({cfg.model} holds its weights)")
+    model, where = load_onnx(cfg.model)
+    file_shape = onnx_input_shape(model)
+    if file_shape is not None and tuple(file_shape) != tuple(shape):
+        raise SnnconvError(f"{where} takes inputs of shape {tuple(file_shape)}, but {cfg.dataset} samples are "
+                           f"{tuple(shape)}")
+    return model, shape, {"weights": str(cfg.model), "checkpoint_accuracy": None, "format": "onnx"}
+
+
+def ingest(model, input_shape: tuple[int, ...]) -> tuple[Graph, str]:
+    """The IR graph and op-coverage table of what :func:`resolve_model` returned: an ``nn.Module``
+    goes through the PyTorch frontend, an ONNX model through :func:`snnconv.frontends.onnx.from_onnx`."""
+    if isinstance(model, nn.Module):
+        return from_torch(model, input_shape)
+    from snnconv.frontends.onnx import from_onnx
+
+    return from_onnx(model, input_shape)
 
 
 def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batch_size: int = 128, lr: float = 0.1,
@@ -208,7 +237,7 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     test = load_dataset(cfg.dataset, cfg.data_dir, train=False).subset(cfg.eval_samples, cfg.seed)
     calib = load_dataset(cfg.dataset, cfg.data_dir, train=True).subset(cfg.calib_samples, cfg.seed + 1)
     log_fn(f"converting {cfg.model} on {cfg.dataset} (T = {','.join(map(str, cfg.timesteps))})")
-    graph, coverage = from_torch(model, shape)
+    graph, coverage = ingest(model, shape)
     coverage_fn(coverage)
     calib_batches = [x for x, _ in calib.batches(256)]
     snn, records = convert_graph(graph, calib_batches, pipeline)
@@ -238,8 +267,11 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     report["seconds"] = round(time.time() - t_start, 2)
     if cfg.output_dir:
         with atomic_dir(cfg.output_dir) as out:
-            snn.save(out / "snn.pt")
-            graph.save(out / "ann.pt")
-            write_report(out, report)
-        log_fn(f"wrote {cfg.output_dir}/ (snn.pt, ann.pt, report.json, report.md, accuracy_vs_T.png)")
+            if cfg.output.graphs:
+                snn.save(out / "snn.pt")
+                graph.save(out / "ann.pt")
+            write_report(out, report, html_page=cfg.output.html)
+        written = (["snn.pt", "ann.pt"] if cfg.output.graphs else []) + ["report.json", "report.md"] + \
+            (["report.html"] if cfg.output.html else []) + ["accuracy_vs_T.png"]
+        log_fn(f"wrote {cfg.output_dir}/ ({', '.join(written)})")
     return report

@@ -1,4 +1,4 @@
-"""Command line: ``snnconv convert | train | evaluate | inspect``.
+"""Command line: ``snnconv convert | batch | train | evaluate | inspect``.
 
 Every user error is printed as one line on stderr with exit code 2 (no traceback).
 """
@@ -32,7 +32,7 @@ def _default_dataset(data_dir: Optional[str]) -> str:
 
 @app.command()
 def convert(
-    model: Optional[str] = typer.Option(None, help="zoo name (resnet18, resnet20, resnet34, vgg16, mnist_cnn) or checkpoint .pt"),
+    model: Optional[str] = typer.Option(None, help="zoo name (resnet18, resnet20, resnet34, vgg16, mnist_cnn), checkpoint .pt or ONNX file .onnx"),
     weights: Optional[str] = typer.Option(None, help="checkpoint for a zoo model (default: the model cache)"),
     dataset: Optional[str] = typer.Option(None, help="cifar10, cifar100, mnist, mnist-bundled, imagefolder:<path>"),
     data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR", help="root of the dataset layouts"),
@@ -133,10 +133,9 @@ def evaluate(
     eval_samples: Optional[int] = typer.Option(None),
 ):
     """Evaluate an ANN checkpoint, or a converted SNN at several T."""
-    from snnconv.api import ann_accuracy, resolve_model, simulate
+    from snnconv.api import ann_accuracy, ingest, resolve_model, simulate
     from snnconv.config import RunConfig, parse_timesteps
     from snnconv.data.datasets import load_dataset
-    from snnconv.frontends.torch import from_torch
     from snnconv.ir import Graph
 
     split = load_dataset(dataset, data_dir, train=False).subset(eval_samples)
@@ -148,7 +147,7 @@ def evaluate(
             typer.echo(f"T={t}: {acc[t - 1]:.2f}%")
     elif model:
         m, shape, _ = resolve_model(RunConfig(model=model, weights=weights, dataset=dataset, data_dir=data_dir), _err)
-        graph, _ = from_torch(m, shape)
+        graph, _ = ingest(m, shape)
         typer.echo(f"ANN accuracy: {ann_accuracy(graph, split)[0]:.2f}%")
     else:
         raise SnnconvError("give --snn FILE or --model NAME")
@@ -156,7 +155,7 @@ def evaluate(
 
 @app.command()
 def inspect(
-    target: str = typer.Argument(..., help="zoo model name, checkpoint .pt or a saved IR (snn.pt/ann.pt)"),
+    target: str = typer.Argument(..., help="zoo model name, checkpoint .pt, ONNX file .onnx or a saved IR (snn.pt/ann.pt)"),
     dataset: str = typer.Option("cifar10", help="sets input shape and classes for zoo models"),
 ):
     """Print the IR and the op-coverage table of a model."""
@@ -172,12 +171,68 @@ def inspect(
         size = 28 if in_ch == 1 else 32
         graph, table = from_torch(build_model(target, ncls, in_ch), (in_ch, size, size))
         typer.echo(table + "\n")
+    elif target.endswith(".onnx"):
+        from snnconv.frontends.onnx import from_onnx
+
+        graph, table = from_onnx(target)
+        typer.echo(table + "\n")
     else:
         path = Path(target)
         if not path.is_file():
             raise SnnconvError(f"{target}: not a zoo model name and no such file")
         graph = Graph.load(path)
     typer.echo(graph.summary())
+
+
+@app.command()
+def batch(
+    configs: list[str] = typer.Argument(..., help="run configs and/or sweep files (YAML)"),
+    output_dir: str = typer.Option("artifacts/batch", help="batch folder: one subfolder per item + summary"),
+    resume: bool = typer.Option(False, help="skip items whose folder holds a report made from the same config"),
+    jobs: int = typer.Option(1, help="items run in parallel (worker processes)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE override for every item (dotted keys, "
+                                                                 "YAML values), e.g. --set eval_samples=100"),
+):
+    """Run many conversions (config files, sweep grids); one failed item does not stop the others.
+
+    Writes <output-dir>/<item>/ per item and summary.json, summary.md, index.html; exit code 1 if an item failed."""
+    from snnconv.batch import parse_sets, run_batch
+
+    summary = run_batch(configs, output_dir, parse_sets(set_), resume=resume, jobs=jobs, log_fn=_err)
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+def _export_onnx(model: str, weights: Optional[str], dataset: str, data_dir: Optional[str], out: str) -> None:
+    """`export --format onnx`: the ANN (zoo model + weights, checkpoint or .onnx) as an ONNX file."""
+    from snnconv.api import ingest, resolve_model
+    from snnconv.backends.onnx_export import export_onnx
+    from snnconv.config import RunConfig
+
+    m, shape, _ = resolve_model(RunConfig(model=model, weights=weights, dataset=dataset, data_dir=data_dir), _err)
+    graph, _ = ingest(m, shape)
+    info = export_onnx(graph, out, shape)
+    _err(f"wrote {info['path']} (ONNX opset {info['opset']}, {info['nodes']} nodes; onnx.checker passed, "
+         f"onnxruntime vs snnconv max abs diff {info['max_abs_diff']:.1e})")
+
+
+#: ``snnconv export --format F``: one function per format, all called with the same keyword arguments
+EXPORTERS = {"onnx": _export_onnx}
+
+
+@app.command()
+def export(
+    format: str = typer.Option(..., "--format", help="output format: " + " | ".join(EXPORTERS)),
+    model: str = typer.Option(..., help="zoo name, checkpoint .pt or .onnx file"),
+    dataset: str = typer.Option("mnist-bundled", help="sets input shape and classes (and the zoo checkpoint)"),
+    weights: Optional[str] = typer.Option(None, help="checkpoint for a zoo model (default: the model cache)"),
+    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
+    out: str = typer.Option(..., help="output file (written atomically)"),
+):
+    """Write a model in another format (onnx: the ANN before conversion, checked with onnxruntime)."""
+    if format not in EXPORTERS:
+        raise SnnconvError(f"unknown export format '{format}' (known: {', '.join(EXPORTERS)})")
+    EXPORTERS[format](model=model, weights=weights, dataset=dataset, data_dir=data_dir, out=out)
 
 
 def main() -> None:

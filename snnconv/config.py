@@ -1,7 +1,21 @@
 """Run configuration: one dataclass, filled from CLI flags and/or a YAML file.
 
-Every key is documented in ``configs/templates/base_config.yaml``. Unknown keys and wrong types
-raise one-line errors naming the file and the key.
+Every key is documented in ``configs/templates/base_config.yaml``. Unknown keys, wrong types,
+values outside their choices and unknown or misconfigured passes raise one-line errors naming
+the file, the key (dotted, e.g. ``conversion.method`` or ``passes[2].bits``) and what was expected.
+
+Schema (validated by :func:`load_config`):
+
+* ``model`` / ``weights``: a zoo name, a checkpoint, or whatever ``api.resolve_model`` accepts
+  (``hf:<path>``, ``*.onnx``); may also be written as ``model: {name: ..., weights: ...}``.
+* ``dataset`` / ``data_dir`` / ``calib_samples`` / ``eval_samples``; may also be written as
+  ``dataset: {name: ..., data_dir: ..., calib_samples: ..., eval_samples: ...}``.
+* ``conversion``: method, percentile, granularity, reset, neuron, leak, v_init (normalisation).
+* ``passes``: the ordered pipeline; entries are ``name``, ``{name: ..., <settings>}`` or
+  ``{<name>: {<settings>}}``; the entry ``conversion`` stands for the pipeline built from the
+  ``conversion`` section. Names are checked against the pass registry and settings against
+  each pass's config when the file is loaded.
+* ``output``: ``output_dir`` and the ``output`` section (what to write).
 """
 from __future__ import annotations
 
@@ -11,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from snnconv.encoders import ENCODINGS
 from snnconv.errors import SnnconvError
 
 METHODS = {
@@ -33,6 +48,25 @@ class ConversionConfig:
 
 
 @dataclass
+class OutputConfig:
+    html: bool = True  # write report.html (self-contained) next to report.json / report.md
+    graphs: bool = True  # write the converted and source graphs (snn.pt, ann.pt)
+
+
+CHOICES = {  # key -> allowed values, checked at load time
+    "conversion.method": tuple(METHODS),
+    "conversion.granularity": ("layer", "channel"),
+    "conversion.reset": ("subtract", "zero"),
+    "conversion.neuron": ("if", "lif"),
+    "encoding": ENCODINGS,
+}
+#: keys that may be written as a mapping grouping related flat keys
+GROUPS = {"model": {"name": "model", "weights": "weights"},
+          "dataset": {"name": "dataset", "data_dir": "data_dir", "calib_samples": "calib_samples",
+                      "eval_samples": "eval_samples"}}
+
+
+@dataclass
 class RunConfig:
     model: str = "mnist_cnn"
     weights: str | None = None
@@ -48,11 +82,18 @@ class RunConfig:
     conversion: ConversionConfig = field(default_factory=ConversionConfig)
     passes: list | None = None  # explicit pipeline; None: built from `conversion`
     output_dir: str | None = None
+    output: OutputConfig = field(default_factory=OutputConfig)
     train_if_missing: bool = False
 
     def pipeline_spec(self) -> list:
         if self.passes is not None:
-            return self.passes
+            out = []
+            for p in self.passes:
+                out.extend(self._conversion_passes() if p == "conversion" else [p])
+            return out
+        return self._conversion_passes()
+
+    def _conversion_passes(self) -> list:
         c = self.conversion
         if c.method not in METHODS:
             raise SnnconvError(f"unknown conversion method '{c.method}' (known: {', '.join(METHODS)})")
@@ -68,24 +109,87 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _typed(cls, values: dict, where: str):
+def _ungroup(values: dict, where: str) -> dict:
+    """Flatten ``model: {name, weights}`` and ``dataset: {name, ...}`` into the flat keys."""
+    out = dict(values)
+    for key, members in GROUPS.items():
+        v = out.get(key)
+        if not isinstance(v, dict):
+            continue
+        del out[key]
+        for k, sub in v.items():
+            if k not in members:
+                raise SnnconvError(f"{where}: unknown key '{key}.{k}' (expected one of: {', '.join(members)})")
+            if members[k] in out and members[k] != key:
+                raise SnnconvError(f"{where}: key '{key}.{k}' given twice (also as '{members[k]}')")
+            out[members[k]] = sub
+        if key not in out:
+            raise SnnconvError(f"{where}: key '{key}.name' is missing (expected a {key} name)")
+    return out
+
+
+def _typed(cls, values: dict, where: str, prefix: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     out = {}
     for k, v in values.items():
+        key = prefix + str(k)
         if k not in fields:
-            raise SnnconvError(f"{where}: unknown key '{k}' (expected one of: {', '.join(fields)})")
-        if k == "conversion":
+            raise SnnconvError(f"{where}: unknown key '{key}' (expected one of: {', '.join(prefix + f for f in fields)})")
+        if k in ("conversion", "output") and cls is RunConfig:
             if not isinstance(v, dict):
-                raise SnnconvError(f"{where}: key 'conversion' must be a mapping")
-            v = _typed(ConversionConfig, v, f"{where}: conversion")
+                raise SnnconvError(f"{where}: key '{key}' must be a mapping, got {type(v).__name__} {v!r}")
+            v = _typed(ConversionConfig if k == "conversion" else OutputConfig, v, where, f"{key}.")
         elif k == "timesteps":
             v = parse_timesteps(v, f"{where}: key 'timesteps'")
-        elif k == "passes" and v is not None and not isinstance(v, list):
-            raise SnnconvError(f"{where}: key 'passes' must be a list of pass names or mappings")
+        elif k == "passes":
+            v = None if v is None else normalize_passes(v, where)
         else:
-            v = _check_type(k, v, fields[k].type, where)
+            v = _check_type(key, v, fields[k].type, where)
+            if key in CHOICES and v not in CHOICES[key]:
+                raise SnnconvError(f"{where}: key '{key}' expects one of {', '.join(CHOICES[key])}, got {v!r}")
         out[k] = v
     return cls(**out)
+
+
+def normalize_passes(v, where: str) -> list:
+    """Check a ``passes`` list against the pass registry; entries become ``"name"`` or ``{"name": ..., ...}``.
+
+    Each pass is instantiated once so its settings are validated here, before any heavy work."""
+    import snnconv.passes  # noqa: F401 - registers every built-in pass
+    from snnconv.passes.base import PASSES, make_pass
+
+    if not isinstance(v, list):
+        raise SnnconvError(f"{where}: key 'passes' expects a list of pass names or mappings, got {type(v).__name__} {v!r}")
+    out = []
+    known = ", ".join(["conversion", *sorted(PASSES)])
+    for i, entry in enumerate(v):
+        key = f"passes[{i}]"
+        if isinstance(entry, dict) and "name" not in entry and len(entry) == 1:
+            (name, settings), = entry.items()  # {quantize: {bits: 8}}
+            if settings is not None and not isinstance(settings, dict):
+                raise SnnconvError(f"{where}: key '{key}.{name}' expects a mapping of pass settings, got {settings!r}")
+            entry = {"name": name, **(settings or {})}
+        if isinstance(entry, dict):
+            name = entry.get("name")
+        elif isinstance(entry, str):
+            name = entry
+        else:
+            raise SnnconvError(f"{where}: key '{key}' expects a pass name or a mapping with 'name', got {entry!r}")
+        if name == "conversion":
+            if entry != "conversion":
+                raise SnnconvError(f"{where}: key '{key}': 'conversion' takes its settings from the 'conversion' section")
+            out.append(entry)
+            continue
+        if name not in PASSES:
+            raise SnnconvError(f"{where}: key '{key}' names unknown pass {name!r} (expected one of: {known})")
+        try:
+            make_pass(entry)
+        except SnnconvError as e:
+            raise SnnconvError(f"{where}: key '{key}' ({name}): {e}") from None
+        except (TypeError, ValueError) as e:
+            raise SnnconvError(f"{where}: key '{key}' ({name}): invalid settings: {e}") from None
+        out.append(entry)
+    return out
 
 
 _SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
@@ -107,7 +211,7 @@ def _check_type(key: str, v, annotation: str, where: str):
         names = " or ".join(t.__name__ for t in types)
         raise SnnconvError(f"{where}: key '{key}' expects {names}, got {type(v).__name__} {v!r}")
     if key in POSITIVE_KEYS and v < 1:
-        raise SnnconvError(f"{where}: key '{key}' must be a positive integer, got {v!r}")
+        raise SnnconvError(f"{where}: key '{key}' expects a positive integer, got {v!r}")
     return v
 
 
@@ -129,26 +233,34 @@ def parse_timesteps(v, where: str = "timesteps") -> list[int]:
     return ts
 
 
-def load_config(path: str | Path | None, overrides: dict) -> RunConfig:
-    """A RunConfig from YAML ``path`` (optional) with ``overrides`` (CLI flags that were given) on top."""
-    values: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise SnnconvError(f"config file {p} not found")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise SnnconvError(f"{p}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise SnnconvError(f"{p}: top level must be a mapping of keys to values")
-        values.update(loaded)
+def read_yaml(path: str | Path) -> dict:
+    """The top-level mapping of a YAML file; one-line errors for a missing file or bad YAML."""
+    p = Path(path)
+    if not p.is_file():
+        raise SnnconvError(f"config file {p} not found")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SnnconvError(f"{p}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise SnnconvError(f"{p}: top level must be a mapping of keys to values")
+    return loaded
+
+
+def load_config(path: str | Path | None, overrides: dict, values: dict | None = None) -> RunConfig:
+    """A RunConfig from YAML ``path`` (optional; or already-read ``values`` named by ``path``) with
+    ``overrides`` (CLI flags that were given) on top."""
+    where = str(path) if path else "options"
+    if values is None:
+        values = read_yaml(path) if path is not None else {}
+    values = _ungroup(values, where)
+    overrides = dict(overrides)
     conv_over = {k: v for k, v in overrides.pop("conversion", {}).items() if v is not None}
     values.update({k: v for k, v in overrides.items() if v is not None})
     if conv_over:
         values["conversion"] = {**(values.get("conversion") or {}), **conv_over}
-    return _typed(RunConfig, values, str(path) if path else "options")
+    return _typed(RunConfig, values, where)
