@@ -1,0 +1,219 @@
+"""Equivalence check of a NIR file against real peer simulators (``snnconv verify``).
+
+The reference is snnconv's own simulation of the file as read by :func:`snnconv.backends.nir.import_nir`
+(for files snnconv wrote, that is the lowered graph it exported, node for node). Each peer loads
+the same file with its own NIR importer and runs the same input for the same number of steps:
+
+* SpikingJelly 2.0: ``spikingjelly.activation_based.nir_exchange.import_from_nir(path, dt=dt)``, batched
+  input, explicit ``state`` passed back every step.
+* Norse: ``norse.torch.from_nir(graph, dt=dt)``; its ``Flatten`` is torch's with NIR's ``start_dim``
+  (which counts without the batch dimension), so samples are fed unbatched, one at a time.
+* snnTorch: ``snntorch.import_nir.import_from_nir(graph)``, unbatched like Norse.
+
+Per spiking layer the report gives the spike counts of both and the number of (step, neuron)
+entries where the spike trains differ; for the output, whether the raw per-step outputs are
+identical, the largest difference of the integrated readout and the agreement of predictions.
+A peer that cannot import the file or run it is reported with the exception it raised and where.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import keyword
+import traceback
+from pathlib import Path
+
+import torch
+
+from snnconv.errors import SnnconvError
+from snnconv.runtime.simulator import Simulator
+
+PEERS = ("spikingjelly", "norse", "snntorch")
+
+
+class _TracingSimulator(Simulator):
+    """The simulator, recording every spiking node's output and the raw output layer per step."""
+
+    def __init__(self, graph, timesteps):
+        super().__init__(graph, timesteps, chunk=timesteps, collect_stats=False)
+        self.trace: dict[str, list[torch.Tensor]] = {}
+        self.raw: list[torch.Tensor] = []
+
+    def _stateful(self, name, node, cur, state):
+        y = super()._stateful(name, node, cur, state)
+        if node.spiking:
+            self.trace.setdefault(name, []).append(y != 0)
+        return y
+
+    def _run_chunk(self, x, tc, t0, state, sums, enc_state):
+        out, static = super()._run_chunk(x, tc, t0, state, sums, enc_state)
+        self.raw.append(out.unsqueeze(0).expand(tc, *out.shape) if static else out.view(tc, x.shape[0], *out.shape[1:]))
+        return out, static
+
+
+def reference_run(graph, x: torch.Tensor, timesteps: int) -> dict:
+    """snnconv's run of ``graph``: ``{"spikes": {node: bool [T, B, ...]}, "outputs": [T, B, K]}``."""
+    sim = _TracingSimulator(graph, timesteps)
+    sim.run(x)
+    return {"spikes": {k: torch.cat(v) for k, v in sim.trace.items()}, "outputs": torch.cat(sim.raw)}
+
+
+def _module_name(name: str) -> str:
+    """nirtorch's name for a NIR node's module (dots -> underscores, keywords prefixed)."""
+    name = name.replace(".", "_")
+    return "nir_node_" + name if keyword.iskeyword(name) else name
+
+
+def _hook_spikes(model: torch.nn.Module, names: list[str], store: dict):
+    modules = dict(model.named_modules())
+    hooks = []
+    for n in names:
+        m = modules.get(_module_name(n))
+        if m is None:
+            continue
+
+        def hook(_mod, _inp, out, n=n):
+            o = out[0] if isinstance(out, tuple) else out
+            store.setdefault(n, []).append(o.detach() != 0)
+        hooks.append(m.register_forward_hook(hook))
+    return hooks
+
+
+@torch.no_grad()
+def _run_batched(model, x, T, names):
+    store: dict[str, list] = {}
+    hooks = _hook_spikes(model, names, store)
+    state, outs = None, []
+    for _ in range(T):
+        out, state = model(x, state)
+        outs.append(out.detach())
+    for h in hooks:
+        h.remove()
+    return {"spikes": {k: torch.stack(v) for k, v in store.items()}, "outputs": torch.stack(outs)}
+
+
+@torch.no_grad()
+def _run_unbatched(make_model, x, T, names):
+    """One sample at a time (the peer's Flatten would otherwise merge the batch dimension)."""
+    spikes: dict[str, list] = {}
+    outs = []
+    for b in range(x.shape[0]):
+        model = make_model()
+        store: dict[str, list] = {}
+        hooks = _hook_spikes(model, names, store)
+        state, o = None, []
+        for _ in range(T):
+            out, state = model(x[b], state)
+            o.append(out.detach().reshape(-1))
+        for h in hooks:
+            h.remove()
+        outs.append(torch.stack(o))
+        for k, v in store.items():
+            spikes.setdefault(k, []).append(torch.stack(v))
+    return {"spikes": {k: torch.stack(v, 1) for k, v in spikes.items()}, "outputs": torch.stack(outs, 1)}
+
+
+def run_peer(peer: str, path: Path, x: torch.Tensor, T: int, dt: float, names: list[str]) -> dict:
+    """Load ``path`` in ``peer`` and run ``x`` for ``T`` steps (raises on failure; see :func:`verify`)."""
+    import nir
+
+    quiet = contextlib.redirect_stdout(io.StringIO())  # snnTorch prints progress to stdout
+    if peer == "spikingjelly":
+        from spikingjelly.activation_based.nir_exchange import import_from_nir
+        with quiet:
+            model = import_from_nir(str(path), dt=dt)
+        return _run_batched(model, x, T, names)
+    if peer == "norse":
+        import norse.torch as norse_torch
+        with quiet:
+            norse_torch.from_nir(nir.read(path), dt=dt)  # load errors are reported as load errors
+        return _run_unbatched(lambda: norse_torch.from_nir(nir.read(path), dt=dt), x, T, names)
+    if peer == "snntorch":
+        from snntorch.import_nir import import_from_nir
+        with quiet:
+            import_from_nir(nir.read(path))
+
+        def make():
+            with contextlib.redirect_stdout(io.StringIO()):
+                return import_from_nir(nir.read(path))
+        return _run_unbatched(make, x, T, names)
+    raise SnnconvError(f"unknown peer '{peer}' (known: {', '.join(PEERS)})")
+
+
+def compare(ref: dict, got: dict) -> dict:
+    """Per-layer spike agreement and output agreement of a peer run with the reference run."""
+    layers = {}
+    for name, r in ref["spikes"].items():
+        p = got["spikes"].get(name)
+        if p is None:
+            layers[name] = {"ref_spikes": int(r.sum()), "peer_spikes": None, "mismatches": None,
+                            "note": "layer not observable in the peer model"}
+            continue
+        p = p.reshape(r.shape)
+        diff = (p != r)
+        steps = diff.flatten(1).any(1).nonzero()
+        layers[name] = {"ref_spikes": int(r.sum()), "peer_spikes": int(p.sum()), "mismatches": int(diff.sum()),
+                        "first_mismatch_step": int(steps[0]) + 1 if len(steps) else None}
+    ro, po = ref["outputs"], got["outputs"].reshape(ref["outputs"].shape).to(ref["outputs"].dtype)
+    steps = torch.arange(1, ro.shape[0] + 1, dtype=ro.dtype).view(-1, *([1] * (ro.dim() - 1)))
+    rm, pm = ro.cumsum(0) / steps, po.cumsum(0) / steps
+    return {"layers": layers,
+            "spikes_identical": all(v["mismatches"] == 0 for v in layers.values()),
+            "outputs_identical": bool(torch.equal(ro, po)),
+            "readout_max_abs_diff": float((rm - pm).abs().max()),
+            "prediction_agreement": float((rm[-1].argmax(-1) == pm[-1].argmax(-1)).float().mean())}
+
+
+def verify(path: str | Path, x: torch.Tensor, timesteps: int, peers=PEERS, dt: float | None = None) -> dict:
+    """Run the NIR file in snnconv and in each peer on ``x`` ``[B, ...]``; per-peer agreement report."""
+    import nir
+
+    from snnconv.backends.nir import import_nir
+
+    path = Path(path)
+    graph = import_nir(path, dt)
+    dt = float(graph.meta.get("dt", 1.0))
+    names = [n for n, node in graph.nodes.items() if node.spiking]
+    ref = reference_run(graph, x, timesteps)
+    report = {"file": str(path), "nir_version": nir.version, "dt": dt, "timesteps": timesteps,
+              "samples": int(x.shape[0]), "reference": "snnconv simulation of import_nir(file)",
+              "reference_spikes": {k: int(v.sum()) for k, v in ref["spikes"].items()}, "peers": {}}
+    for peer in peers:
+        entry: dict = {}
+        try:
+            mod = __import__({"spikingjelly": "spikingjelly", "norse": "norse", "snntorch": "snntorch"}[peer])
+            from importlib.metadata import version
+            entry["version"] = version(mod.__name__)
+        except Exception as e:
+            entry.update(status="not installed", error=f"{type(e).__name__}: {e}")
+            report["peers"][peer] = entry
+            continue
+        try:
+            got = run_peer(peer, path, x, timesteps, dt, names)
+        except Exception as e:  # report exactly what the peer raised and where, never hide it
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            where = f"{'/'.join(Path(frame.filename).parts[-3:])}:{frame.lineno}"
+            entry.update(status="failed", error=f"{type(e).__name__}: {msg}"[:400], where=where)
+        else:
+            entry.update(status="ran", **compare(ref, got))
+        report["peers"][peer] = entry
+    return report
+
+
+def format_report(rep: dict) -> str:
+    lines = [f"{rep['file']}: T={rep['timesteps']}, {rep['samples']} samples, dt={rep['dt']} "
+             f"(reference: {rep['reference']})"]
+    for peer, e in rep["peers"].items():
+        head = f"{peer} {e.get('version', '')}".strip()
+        if e.get("status") != "ran":
+            lines.append(f"  {head}: {e['status']}: {e.get('error', '')}"
+                         + (f" (at {e['where']})" if e.get("where") else ""))
+            continue
+        lines.append(f"  {head}: spikes identical={e['spikes_identical']}, outputs identical={e['outputs_identical']}, "
+                     f"readout max |diff|={e['readout_max_abs_diff']:.3g}, "
+                     f"prediction agreement={100 * e['prediction_agreement']:.1f}%")
+        for name, l in e["layers"].items():
+            lines.append(f"    {name:<24} snnconv {l['ref_spikes']:>9}  peer {l['peer_spikes'] if l['peer_spikes'] is not None else '-':>9}"
+                         f"  mismatches {l['mismatches'] if l['mismatches'] is not None else '-'}")
+    return "\n".join(lines)
