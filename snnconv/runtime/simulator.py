@@ -33,6 +33,7 @@ from snnconv.ir import Graph
 from snnconv.neurons import NEURON_DYNAMICS
 from snnconv.runtime.interpreter import _consumer_counts, run_ann
 from snnconv.runtime.kernels import KERNELS
+from snnconv.runtime.operators import run_operator
 
 E_AC_PJ = 0.9  # 45 nm CMOS energy per accumulate (Horowitz, ISSCC 2014)
 E_MAC_PJ = 4.6  # energy per multiply-accumulate
@@ -61,11 +62,11 @@ class SimStats:
 
     def synops_per_sample(self) -> list[float]:
         """Cumulative SynOps per sample up to each t."""
-        total = sum(self.synops.values(), torch.zeros(self.timesteps))
+        total = sum(self.synops.values(), torch.zeros(self.timesteps, dtype=torch.float64))
         return (total.cumsum(0) / max(self.samples, 1)).tolist()
 
     def macs_per_sample(self) -> list[float]:
-        total = sum(self.macs.values(), torch.zeros(self.timesteps))
+        total = sum(self.macs.values(), torch.zeros(self.timesteps, dtype=torch.float64))
         return (total.cumsum(0) / max(self.samples, 1)).tolist()
 
     def energy_uj(self) -> list[float]:
@@ -80,17 +81,25 @@ class Simulator:
     """Runs a converted graph for ``timesteps`` steps; accumulate statistics over batches with :meth:`run`."""
 
     def __init__(self, graph: Graph, timesteps: int, chunk: int = 8, collect_stats: bool = True,
-                 encoder: Encoder | None = None):
+                 encoder: Encoder | None = None, record: tuple[str, ...] = ()):
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ValueError("the simulator needs a graph with one input and one output")
         self.graph, self.T, self.chunk, self.collect = graph, timesteps, max(1, min(chunk, timesteps)), collect_stats
-        self.stats = SimStats(timesteps, correct=torch.zeros(timesteps))
+        # statistics are integer counts held in float64: exact, so sums over batches (or over
+        # processes, runtime.distributed) do not depend on the order they are added in
+        self.stats = SimStats(timesteps, correct=torch.zeros(timesteps, dtype=torch.float64))
         self._consumers = _consumer_counts(graph)
         self._fanout: dict[str, torch.Tensor] = {}
         self._macs: dict[str, float] = {}  # dense MACs per sample of layers fed by analog input
         self._t0 = 0  # first timestep of the chunk being simulated
         self.encoder = encoder or Encoder("direct")
         self._batches = 0
+        # hook for plasticity (snnconv.learning): outputs of these nodes, [T, B, ...], of the last run()
+        unknown = [n for n in record if n not in graph.nodes]
+        if unknown:
+            raise ValueError(f"cannot record unknown nodes {unknown}")
+        self.record, self.recorded = tuple(record), {}
+        self._taps: dict[str, list[torch.Tensor]] = {}
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, layer_error: bool = False) -> torch.Tensor:
@@ -100,6 +109,7 @@ class Simulator:
         enc_state = None if self.encoder.static else self.encoder.start(x, self._batches)
         self._batches += 1
         acc = None
+        self._taps = {n: [] for n in self.record}
         sums: dict[str, torch.Tensor] = {} if layer_error else None
         logits = []
         for t0 in range(0, self.T, self.chunk):
@@ -111,12 +121,25 @@ class Simulator:
             steps = torch.arange(t0 + 1, t0 + tc + 1, dtype=csum.dtype).view(tc, *([1] * (csum.dim() - 1)))
             logits.append(csum / steps)
         logits = torch.cat(logits)
+        self.recorded = {n: torch.cat(v) for n, v in self._taps.items()}
         self.stats.samples += B
         if labels is not None:
-            self.stats.correct += (logits.argmax(-1) == labels.view(1, -1)).sum(1).float()
+            self.stats.correct += (logits.argmax(-1) == labels.view(1, -1)).sum(1).double()
         if layer_error:
             self._layer_error(x, sums)
         return logits
+
+    @torch.no_grad()
+    def mean_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Time-averaged output (sum over the T steps / T) of every spiking node for batch ``x``
+        ``[B, ...]``; used by calibration passes to compare the SNN with the ANN layer by layer."""
+        state: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}
+        enc_state = None if self.encoder.static else self.encoder.start(x, self._batches)
+        self._batches += 1
+        for t0 in range(0, self.T, self.chunk):
+            self._run_chunk(x, min(self.chunk, self.T - t0), t0, state, sums, enc_state)
+        return {k: v / self.T for k, v in sums.items()}
 
     # -- one chunk -------------------------------------------------------------------------------
     def _run_chunk(self, x, tc, t0, state, sums, enc_state):
@@ -143,12 +166,20 @@ class Simulator:
                 if sums is not None and node.spiking:
                     sums[name] = sums.get(name, 0) + y.sum(0)
                 values[name] = (y.reshape(tc * B, *y.shape[2:]), False)
+            elif getattr(node, "operator", False) and not all(s for _, s in ins):
+                # spiking-operator node (softmax, layer norm, matmul, ...): accumulate-and-difference
+                cur = [v.unsqueeze(0).expand(tc, *v.shape) if s else v.view(tc, B, *v.shape[1:]) for v, s in ins]
+                y, state[name] = run_operator(node, cur, state.get(name), KERNELS[node.kind])
+                values[name] = (y.reshape(tc * B, *y.shape[2:]), False)
             else:
                 static = all(s for _, s in ins)
                 tensors = [v if (s == static or not s) else v.repeat(tc, *([1] * (v.dim() - 1))) for v, s in ins]
                 if self.collect and node.synaptic:
                     self._count_synops(name, node, ins[0], t0, tc, B)
                 values[name] = (KERNELS[node.kind](node, tensors), static)
+            if name in self._taps:
+                v, st = values[name]
+                self._taps[name].append(v.unsqueeze(0).expand(tc, *v.shape) if st else v.view(tc, B, *v.shape[1:]))
             for s in srcs:
                 remaining[s] -= 1
                 if remaining[s] == 0 and s not in g.outputs:
@@ -161,8 +192,8 @@ class Simulator:
         y, counts, state[name] = NEURON_DYNAMICS[node.kind](node, cur, state.get(name))
         if self.collect:
             t0 = self._t0
-            per_step = (counts != 0).flatten(1).sum(1).float()
-            st = self.stats.spikes.setdefault(name, torch.zeros(self.T))
+            per_step = torch.count_nonzero(counts.flatten(1), dim=1).double()
+            st = self.stats.spikes.setdefault(name, torch.zeros(self.T, dtype=torch.float64))
             st[t0:t0 + len(per_step)] += per_step
             self.stats.neurons[name] = counts[0, 0].numel()
         return y
@@ -185,14 +216,14 @@ class Simulator:
     def _count_synops(self, name, node, inp, t0, tc, B):
         x, static = inp
         if static:  # analog input: dense MACs every timestep (the hardware recomputes them)
-            m = self.stats.macs.setdefault(name, torch.zeros(self.T))
+            m = self.stats.macs.setdefault(name, torch.zeros(self.T, dtype=torch.float64))
             if name not in self._macs:
                 self._macs[name] = self._dense_ops(node, x.shape)
             m[t0:t0 + tc] += self._macs[name] * B
             return
         fan = self._fanout_map(name, node, x.shape[1:])
         events = x.reshape(tc * B, -1).ne(0).to(fan.dtype)
-        s = self.stats.synops.setdefault(name, torch.zeros(self.T))
+        s = self.stats.synops.setdefault(name, torch.zeros(self.T, dtype=torch.float64))
         s[t0:t0 + tc] += torch.mv(events, fan).view(tc, B).sum(1)
 
     def _fanout_map(self, name, node, in_shape) -> torch.Tensor:
@@ -218,8 +249,8 @@ class Simulator:
             w = node.weight
             out = F.conv2d(torch.zeros(1, *in_shape[1:]), w, None, node.stride, node.padding, node.dilation, node.groups)
             return float(out[0].numel() * w[0].numel())
-        if node.kind == "linear":
-            return float(node.weight.numel())
+        if node.kind == "linear":  # once per token for [B, S, D] inputs
+            return float(node.weight.numel() * torch.Size(in_shape[1:-1]).numel())
         return float(torch.Size(in_shape[1:]).numel())
 
     def _layer_error(self, x, sums):
