@@ -1,4 +1,9 @@
-"""Synaptic layers: 2-D convolution, affine (linear) and batch normalisation."""
+"""Synaptic layers: 2-D convolution, affine (linear) and batch normalisation.
+
+Conv/linear nodes may carry quantized weights (set by the ``quantize`` pass): ``weight_int`` (integer
+codes), ``weight_scale`` (broadcastable to ``weight``) and ``bits``; ``weight`` then holds exactly
+``weight_int * weight_scale`` so the simulator and exporters use the quantized values.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -6,6 +11,20 @@ import dataclasses
 import torch
 
 from snnconv.ir.node import Node, register_node
+
+
+def _check_quantized(node) -> None:
+    if node.weight_int is None:
+        return
+    if node.weight_int.shape != node.weight.shape or node.weight_int.is_floating_point():
+        raise ValueError(f"{node.kind} weight_int must be an integer tensor shaped like the weight")
+    if node.weight_scale is None or node.bits is None:
+        raise ValueError(f"{node.kind} weight_int needs weight_scale and bits")
+
+
+def _synaptic_params(node) -> int:
+    """Weights and biases only (integer codes and scales restate the weight, they are not extra parameters)."""
+    return node.weight.numel() + (node.bias.numel() if node.bias is not None else 0)
 
 
 @register_node
@@ -21,12 +40,19 @@ class Conv2d(Node):
     padding: tuple = (0, 0)
     dilation: tuple = (1, 1)
     groups: int = 1
+    weight_int: torch.Tensor | None = None  # integer codes (quantize pass); weight == weight_int * weight_scale
+    weight_scale: torch.Tensor | None = None
+    bits: int | None = None
 
     def __post_init__(self):
         if self.weight.dim() != 4:
             raise ValueError(f"conv2d weight must be 4-D, got {tuple(self.weight.shape)}")
         if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
             raise ValueError("conv2d bias must have one entry per output channel")
+        _check_quantized(self)
+
+    def num_params(self) -> int:
+        return _synaptic_params(self)
 
 
 @register_node
@@ -38,12 +64,19 @@ class Linear(Node):
     synaptic = True
     weight: torch.Tensor
     bias: torch.Tensor | None = None
+    weight_int: torch.Tensor | None = None  # integer codes (quantize pass); weight == weight_int * weight_scale
+    weight_scale: torch.Tensor | None = None
+    bits: int | None = None
 
     def __post_init__(self):
         if self.weight.dim() != 2:
             raise ValueError(f"linear weight must be 2-D, got {tuple(self.weight.shape)}")
         if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
             raise ValueError("linear bias must have one entry per output feature")
+        _check_quantized(self)
+
+    def num_params(self) -> int:
+        return _synaptic_params(self)
 
 
 @register_node

@@ -37,11 +37,18 @@ class PassContext:
 
     calibration: Iterable[torch.Tensor] | Callable[[], Iterable[torch.Tensor]] | None = None
     records: list[dict] = field(default_factory=list)
+    #: optional labelled ``(x, y)`` batches held out from the test set (passes that score accuracy, e.g. hseo)
+    labelled: Iterable[tuple[torch.Tensor, torch.Tensor]] | Callable[[], Iterable] | None = None
 
     def calibration_batches(self) -> Iterable[torch.Tensor]:
         if self.calibration is None:
             raise SnnconvError("this pass needs calibration data (give --dataset or a calibration loader)")
         return self.calibration() if callable(self.calibration) else self.calibration
+
+    def labelled_batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        if self.labelled is None:
+            raise SnnconvError("this pass needs labelled calibration data (a held-out split of the training set)")
+        return self.labelled() if callable(self.labelled) else self.labelled
 
     def log(self, pass_name: str, message: str, **details: Any) -> None:
         log.info("[%s] %s", pass_name, message)
