@@ -193,10 +193,27 @@ def convert_module(model: nn.Module, input_shape: tuple[int, ...], calibration: 
 @torch.no_grad()
 def ann_accuracy(graph: Graph, split: Split, batch_size: int = 256) -> tuple[float, float]:
     """(top-1 accuracy %, dense MACs per sample) of the graph run as an ANN."""
+    from snnconv.runtime import distributed as dist
+
     correct = 0
-    for x, y in progress(split.batches(batch_size), total=-(-len(split) // batch_size), desc="ANN eval"):
+    part, first = _batch_shard(split, batch_size)  # this process's batches under torchrun, else all
+    for x, y in progress(part.batches(batch_size), total=-(-len(part) // batch_size), desc="ANN eval"):
         correct += (run_ann(graph, x).argmax(1) == y).sum().item()
+    correct = int(dist.all_reduce_sum(torch.tensor([correct], dtype=torch.int64)).item())
     return 100.0 * correct / len(split), ann_macs(graph)
+
+
+def _batch_shard(split: Split, batch_size: int) -> tuple[Split, int]:
+    """The contiguous block of ``split``'s batches this process handles (all of them without torchrun)
+    and the global index of its first batch; batch contents equal those of a one-process run."""
+    from snnconv.runtime import distributed as dist
+
+    if not dist.is_active():
+        return split, 0
+    nb = -(-len(split) // batch_size)
+    r = dist.shard_range(nb)
+    lo, hi = r.start * batch_size, min(len(split), r.stop * batch_size)
+    return Split(split.images[lo:hi], split.labels[lo:hi], split.mean, split.std, split.num_classes), r.start
 
 
 def ann_macs(graph: Graph) -> float:
@@ -212,11 +229,16 @@ def ann_macs(graph: Graph) -> float:
 def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, chunk: int = 8,
              layer_error: bool = True, encoder: Encoder | None = None) -> SimStats:
     """Run the SNN on ``split`` for ``timesteps`` steps; accuracy for every t <= T comes from this one run."""
+    from snnconv.runtime import distributed as dist
+
     sim = Simulator(graph, timesteps, chunk=chunk, encoder=encoder)
-    nb = -(-len(split) // batch_size)
-    for i, (x, y) in enumerate(progress(split.batches(batch_size), total=nb, desc=f"SNN T={timesteps}")):
+    part, first = _batch_shard(split, batch_size)  # under torchrun: this process's block of batches
+    sim._batches = first  # global batch index: seeds of stochastic encoders match a one-process run
+    nb = -(-len(part) // batch_size)
+    for i, (x, y) in enumerate(progress(part.batches(batch_size), total=nb, desc=f"SNN T={timesteps}"),
+                               start=first):
         sim.run(x, y, layer_error=layer_error and i < 4)  # layer error from the first batches only
-    return sim.stats
+    return dist.all_reduce_stats(sim.stats)
 
 
 def environment() -> dict:
@@ -265,7 +287,9 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     for t in cfg.timesteps:
         log_fn(f"T={t:>3}: SNN {acc[t - 1]:.2f}% (ANN {ann_acc:.2f}%)")
     report["seconds"] = round(time.time() - t_start, 2)
-    if cfg.output_dir:
+    from snnconv.runtime import distributed as dist
+
+    if cfg.output_dir and dist.is_main():  # under torchrun every process has the report; rank 0 writes it
         with atomic_dir(cfg.output_dir) as out:
             if cfg.output.graphs:
                 snn.save(out / "snn.pt")

@@ -66,13 +66,18 @@ def convert(
                                 "reset": reset, "v_init": v_init,
                                 "neuron": neuron, "leak": leak}}
     cfg = load_config(config, overrides)
+    from snnconv.runtime import distributed
+
+    log = _err
+    if distributed.init_from_env():  # launched by torchrun: calibration and evaluation are sharded
+        log = _err if distributed.is_main() else (lambda *_: None)
     if model is None and dataset is None and config is None:
         cfg.dataset = _default_dataset(data_dir)
         if cfg.dataset == "mnist-bundled":
             cfg.calib_samples = min(cfg.calib_samples, 256)
     if cfg.output_dir is None:
         cfg.output_dir = str(Path("artifacts") / f"{Path(cfg.model).stem}-{cfg.dataset.replace(':', '_').replace('/', '_')}")
-    run_convert(cfg, log_fn=_err, coverage_fn=lambda t: _err("op coverage:\n" + t))
+    run_convert(cfg, log_fn=log, coverage_fn=lambda t: log("op coverage:\n" + t))
 
 
 @app.command()
