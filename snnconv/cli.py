@@ -39,13 +39,20 @@ def convert(
     timesteps: Optional[str] = typer.Option(None, help="comma-separated T values, e.g. 1,2,4,8,16,32"),
     output_dir: Optional[str] = typer.Option(None, help="run folder (default artifacts/<model>-<dataset>)"),
     config: Optional[str] = typer.Option(None, help="YAML run config (flags override its keys)"),
-    method: Optional[str] = typer.Option(None, help="threshold balancing: max | percentile"),
+    method: Optional[str] = typer.Option(None, help="max | percentile | calibration | qcfs | sfn "
+                                                    "(docs/conversion_methods.md)"),
     percentile: Optional[float] = typer.Option(None, help="percentile for method=percentile (e.g. 99.9, 99.99)"),
     granularity: Optional[str] = typer.Option(None, help="layer | channel thresholds"),
     reset: Optional[str] = typer.Option(None, help="subtract | zero"),
     v_init: Optional[float] = typer.Option(None, help="initial membrane potential as a fraction of threshold"),
     neuron: Optional[str] = typer.Option(None, help="if | lif"),
     leak: Optional[float] = typer.Option(None, help="LIF decay per step (with --neuron lif)"),
+    levels: Optional[int] = typer.Option(None, help="method=sfn: spike levels per step (non-QCFS activations)"),
+    calibration: Optional[str] = typer.Option(None, help="method=calibration: bias | potential"),
+    calib_timesteps: Optional[int] = typer.Option(None, help="method=calibration: T to calibrate for"),
+    signed: Optional[bool] = typer.Option(None, "--signed/--no-signed", help="negative spikes cancel over-firing"),
+    qcfs_as_clip: Optional[bool] = typer.Option(None, "--qcfs-as-clip/--no-qcfs-as-clip",
+                                                help="treat trained QCFS activations as plain clip(0, lambda)"),
     calib_samples: Optional[int] = typer.Option(None, help="calibration samples from the training split"),
     eval_samples: Optional[int] = typer.Option(None, help="test samples to evaluate (default: all)"),
     batch_size: Optional[int] = typer.Option(None),
@@ -64,7 +71,9 @@ def convert(
                  "encoding": encoding, "train_if_missing": train_if_missing or None,
                  "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
                                 "reset": reset, "v_init": v_init,
-                                "neuron": neuron, "leak": leak}}
+                                "neuron": neuron, "leak": leak, "levels": levels, "calibration": calibration,
+                                "calibration_timesteps": calib_timesteps, "signed": signed,
+                                "qcfs_as_clip": qcfs_as_clip}}
     cfg = load_config(config, overrides)
     from snnconv.runtime import distributed
 
@@ -208,7 +217,7 @@ def batch(
         raise typer.Exit(1)
 
 
-def _export_onnx(model: str, weights: Optional[str], dataset: str, data_dir: Optional[str], out: str) -> None:
+def _export_onnx(model: str, weights: Optional[str], dataset: str, data_dir: Optional[str], out: str, **_) -> None:
     """`export --format onnx`: the ANN (zoo model + weights, checkpoint or .onnx) as an ONNX file."""
     from snnconv.api import ingest, resolve_model
     from snnconv.backends.onnx_export import export_onnx
@@ -221,8 +230,34 @@ def _export_onnx(model: str, weights: Optional[str], dataset: str, data_dir: Opt
          f"onnxruntime vs snnconv max abs diff {info['max_abs_diff']:.1e})")
 
 
+def _load_snn(model: str):
+    from snnconv.ir import Graph
+
+    if not model.endswith(".pt"):
+        raise SnnconvError(f"--model must be a converted SNN saved by `snnconv convert` (snn.pt), got {model!r}")
+    return Graph.load(model)
+
+
+def _export_nir(model: str, out: str, dt: float = 1.0, pool: str = "avg", **_) -> None:
+    """`export --format nir`: the converted SNN (snn.pt), lowered exactly to NIR form (docs/nir.md)."""
+    from snnconv.backends.nir import export_nir
+
+    info = export_nir(_load_snn(model), out, dt=dt, pool=pool)
+    nodes = ", ".join(f"{k} {v}" for k, v in info["nodes"].items())
+    _err(f"wrote {info['path']} (NIR {info['nir_version']}, dt={dt}, {nodes}; {info['edges']} edges)")
+
+
+def _export_lava(model: str, out: str, dataset: str = "mnist-bundled", data_dir: Optional[str] = None,
+                 samples: int = 4, timesteps: int = 16, **_) -> None:
+    """`export --format lava`: quantized Loihi 2 network files, hardware report, and a Lava run compared with snnconv."""
+    from snnconv.backends.lava import export_lava
+
+    export_lava(_load_snn(model), out, dataset=dataset, data_dir=data_dir, samples=samples, timesteps=timesteps,
+                log_fn=_err)
+
+
 #: ``snnconv export --format F``: one function per format, all called with the same keyword arguments
-EXPORTERS = {"onnx": _export_onnx}
+EXPORTERS = {"onnx": _export_onnx, "nir": _export_nir, "lava": _export_lava}
 
 
 @app.command()
@@ -233,11 +268,124 @@ def export(
     weights: Optional[str] = typer.Option(None, help="checkpoint for a zoo model (default: the model cache)"),
     data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
     out: str = typer.Option(..., help="output file (written atomically)"),
+    dt: float = typer.Option(1.0, help="nir: time step the file's r / tau are written for (docs/nir.md)"),
+    pool: str = typer.Option("avg", help="nir: avg (NIR AvgPool2d) | sum (SumPool2d, 1/k^2 folded; for Norse)"),
+    samples: int = typer.Option(4, help="lava: test samples run in Lava and in snnconv for the spike comparison"),
+    timesteps: int = typer.Option(16, help="lava: steps of that comparison run"),
 ):
-    """Write a model in another format (onnx: the ANN before conversion, checked with onnxruntime)."""
+    """Write a model in another format (onnx: the ANN before conversion, checked with onnxruntime;
+    nir / lava: a converted SNN, --model artifacts/<run>/snn.pt)."""
     if format not in EXPORTERS:
         raise SnnconvError(f"unknown export format '{format}' (known: {', '.join(EXPORTERS)})")
-    EXPORTERS[format](model=model, weights=weights, dataset=dataset, data_dir=data_dir, out=out)
+    EXPORTERS[format](model=model, weights=weights, dataset=dataset, data_dir=data_dir, out=out, dt=dt, pool=pool,
+                      samples=samples, timesteps=timesteps)
+
+
+@app.command("import")
+def import_(
+    file: str = typer.Argument(..., help="file to read (a NIR .nir HDF5 graph)"),
+    format: str = typer.Option("nir", "--format", help="input format: nir"),
+    out: str = typer.Option(..., help="where to save the snnconv graph (snn.pt; simulate with evaluate --snn)"),
+    dt: Optional[float] = typer.Option(None, help="time step (default: the file's metadata dt, else 1)"),
+):
+    """Read a spiking network from another format into the snnconv IR."""
+    from snnconv.backends.nir import import_nir
+
+    if format != "nir":
+        raise SnnconvError(f"unknown import format '{format}' (known: nir)")
+    graph = import_nir(file, dt)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(out).with_name(Path(out).name + ".part")
+    graph.save(tmp)
+    tmp.replace(out)
+    _err(f"wrote {out} ({len(graph.nodes)} nodes, {sum(1 for n in graph.nodes.values() if n.spiking)} spiking)")
+
+
+@app.command()
+def verify(
+    file: str = typer.Argument(..., help="NIR file to check"),
+    dataset: Optional[str] = typer.Option(None, help="inputs from this dataset's test split (default: mnist-bundled "
+                                                     "for 1x28x28 inputs, else uniform random inputs)"),
+    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
+    samples: int = typer.Option(8, help="samples to run"),
+    timesteps: int = typer.Option(32),
+    peers: str = typer.Option("spikingjelly,norse,snntorch", help="comma-separated peer simulators"),
+    json_out: Optional[str] = typer.Option(None, "--json", help="also write the report as JSON here"),
+):
+    """Run a NIR file in snnconv and in SpikingJelly / Norse / snnTorch; per-layer spike agreement."""
+    import json
+
+    import torch
+
+    from snnconv.backends.nir import import_nir
+    from snnconv.backends.verify import PEERS, format_report
+    from snnconv.backends.verify import verify as run_verify
+    from snnconv.data.datasets import load_dataset
+
+    names = [p.strip() for p in peers.split(",") if p.strip()]
+    bad = [p for p in names if p not in PEERS]
+    if bad:
+        raise SnnconvError(f"unknown peer(s) {', '.join(bad)} (known: {', '.join(PEERS)})")
+    shape = import_nir(file).nodes
+    in_shape = next(n.shape for n in shape.values() if n.kind == "input")
+    if dataset is None and tuple(in_shape) == (1, 28, 28):
+        dataset = "mnist-bundled"
+    if dataset:
+        x, _ = next(iter(load_dataset(dataset, data_dir, train=False).subset(samples).batches(samples)))
+        if tuple(x.shape[1:]) != tuple(in_shape):
+            raise SnnconvError(f"{dataset} samples are {tuple(x.shape[1:])}, the file's input is {tuple(in_shape)}")
+    else:
+        x = torch.rand(samples, *in_shape, generator=torch.Generator().manual_seed(0))
+    rep = run_verify(file, x, timesteps, names)
+    rep["inputs"] = dataset or "uniform random [0, 1), seed 0"
+    typer.echo(format_report(rep))
+    if json_out:
+        Path(json_out).write_text(json.dumps(rep, indent=2))
+
+
+@app.command()
+def evolve(
+    model: str = typer.Option("mnist_cnn", help="zoo model name or checkpoint .pt (its output must be a linear readout)"),
+    weights: Optional[str] = typer.Option(None, help="checkpoint for a zoo model (default: the model cache / bundled)"),
+    dataset: str = typer.Option("mnist", help="dataset the model was trained on (clean); the stream is its test split"),
+    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
+    shift: str = typer.Option("rotate:45", help="shift of the streamed data: rotate:DEG | invert | noise:STD | contrast:F | none"),
+    rule: str = typer.Option("rstdp,ed", help="comma-separated plasticity rules for the readout: rstdp, ed"),
+    timesteps: int = typer.Option(32),
+    clean: int = typer.Option(1000, help="clean samples at the start of the stream"),
+    shifted: int = typer.Option(4000, help="shifted samples after them"),
+    heldout: int = typer.Option(1000, help="other test samples scored after the stream (clean and shifted)"),
+    window: int = typer.Option(500, help="sliding window of the accuracy curve"),
+    batch_size: int = typer.Option(20, help="stream batch: predicted, then learned from"),
+    lr: Optional[float] = typer.Option(None, help="learning rate for every rule (default: per-rule defaults)"),
+    seed: int = typer.Option(0),
+    output_dir: str = typer.Option("artifacts/evolve", help="run folder: evolve.json, evolve.png, snn_<rule>.pt"),
+):
+    """Adapt a converted SNN's readout online (prequential) on a shifted data stream with R-STDP or ED,
+    and plot accuracy over the stream with and without evolution."""
+    import json
+
+    from snnconv.learning.evolve import apply_readout, plot_evolve, run_evolve
+    from snnconv.output import atomic_dir
+
+    rules = tuple(r.strip() for r in rule.split(",") if r.strip())
+    bad = [r for r in rules if r not in ("rstdp", "ed")]
+    if bad or not rules:
+        raise SnnconvError(f"unknown rule(s) {bad or rule!r} (known: rstdp, ed)")
+    params = {r: {"lr": lr} for r in rules} if lr is not None else None
+    res = run_evolve(model, dataset, data_dir, weights, shift, rules, timesteps, clean, shifted, window, batch_size,
+                     heldout=heldout, seed=seed, params=params, log_fn=_err)
+    rep = res["report"]
+    with atomic_dir(output_dir) as out:
+        (out / "evolve.json").write_text(json.dumps(rep, indent=1))
+        plot_evolve(rep, out / "evolve.png")
+        res["snn"].save(out / "snn_frozen.pt")
+        for r in rules:
+            apply_readout(res["snn"], res["learners"][r]).save(out / f"snn_{r}.pt")
+    for k, v in rep["prequential_accuracy"].items():
+        typer.echo(f"{k:>7}: stream shifted part {v['shifted_part']:.2f}%, last {window} {v['last_window']:.2f}%, "
+                   f"held-out shifted {rep['heldout']['shifted'][k]:.2f}%, clean {rep['heldout']['clean'][k]:.2f}%")
+    _err(f"wrote {output_dir}/ (evolve.json, evolve.png, snn_*.pt)")
 
 
 def main() -> None:

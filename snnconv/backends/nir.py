@@ -75,7 +75,7 @@ def _refusals(graph: Graph) -> list[str]:
             if n.reset != "zero":
                 out.append(f"{name}: reset by subtraction (NIR neurons reset to v_reset) -> convert with --reset zero")
             if n.v_init:
-                out.append(f"{name}: initial membrane {n.v_init}*theta (NIR starts at 0) -> convert with --v-init 0")
+                out.append(f"{name}: non-zero initial membrane (NIR starts at 0) -> convert with --v-init 0")
             if n.levels != 1:
                 out.append(f"{name}: graded spikes ({n.levels} levels; NIR spikes are binary) -> use binary neurons (levels=1)")
             if n.refractory:
@@ -107,9 +107,14 @@ def _refusals(graph: Graph) -> list[str]:
 def check_exportable(graph: Graph) -> None:
     """Raise one :class:`SnnconvError` listing every node NIR cannot express, with the fix for each."""
     bad = _refusals(graph)
-    if bad:
-        raise SnnconvError(f"cannot export to NIR without changing the model ({len(bad)} node(s)): "
-                           + "; ".join(bad))
+    if bad:  # group "node: problem -> fix" lines by problem so the message stays one readable line
+        groups: dict[str, list[str]] = {}
+        for line in bad:
+            node, _, problem = line.partition(": ")
+            groups.setdefault(problem, []).append(node)
+        parts = [f"{problem.replace(' -> ', f' in {len(nodes)} node(s) ({chr(44).join(nodes)}) -> ', 1)}"
+                 if " -> " in problem else f"{problem} in {', '.join(nodes)}" for problem, nodes in groups.items()]
+        raise SnnconvError("cannot export to NIR without changing the model: " + "; ".join(parts))
 
 
 # -- lowering ---------------------------------------------------------------------------------------
