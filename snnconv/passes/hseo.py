@@ -81,14 +81,15 @@ def cma_es(f: Callable[[np.ndarray], float], x0, lower, upper, sigma0: float = 0
     damps = 1 + 2 * max(0.0, math.sqrt((mueff - 1) / (n + 1)) - 1) + cs
     chin = math.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n * n))
 
-    def evaluate(z):  # z in normalised coordinates
+    def evaluate(z):  # z in normalised coordinates: (penalised value for ranking, value at the projection, projection)
         zc = np.clip(z, 0.0, 1.0)
-        return float(f(lo + zc * width)) + 1e3 * float(np.sum((z - zc) ** 2)), zc
+        raw = float(f(lo + zc * width))
+        return raw + 1e3 * float(np.sum((z - zc) ** 2)), raw, zc
 
     m = np.clip((np.asarray(x0, float) - lo) / width, 0.0, 1.0)
     sigma, C, pc, ps = sigma0, np.eye(n), np.zeros(n), np.zeros(n)
     B, D = np.eye(n), np.ones(n)
-    f0, _ = evaluate(m)
+    _, f0, _ = evaluate(m)
     best_z, best_f, evals, history = m.copy(), f0, 1, []
     for gen in range(generations):
         arz = rng.standard_normal((lam, n))
@@ -96,11 +97,11 @@ def cma_es(f: Callable[[np.ndarray], float], x0, lower, upper, sigma0: float = 0
         arx = m + sigma * ary
         fits = []
         for k in range(lam):
-            fk, zc = evaluate(arx[k])
+            fk, raw, zc = evaluate(arx[k])
             fits.append(fk)
             evals += 1
-            if fk < best_f:
-                best_f, best_z = fk, zc.copy()
+            if raw < best_f:  # the projected point is what was simulated: keep it with its true value
+                best_f, best_z = raw, zc.copy()
         order = np.argsort(fits, kind="stable")
         y_sel = ary[order[:mu]]
         y_w = w @ y_sel
