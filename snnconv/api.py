@@ -175,9 +175,11 @@ def conversion_pipeline(conversion: ConversionConfig | None = None, passes: list
     return Pipeline.from_config(cfg.pipeline_spec())
 
 
-def convert_graph(graph: Graph, calibration: Iterable[torch.Tensor], pipeline: Pipeline) -> tuple[Graph, list[dict]]:
-    """Run ``pipeline`` on ``graph`` with calibration batches; returns the SNN graph and the pass log."""
-    ctx = PassContext(calibration=calibration)
+def convert_graph(graph: Graph, calibration: Iterable[torch.Tensor], pipeline: Pipeline,
+                  labelled=None) -> tuple[Graph, list[dict]]:
+    """Run ``pipeline`` on ``graph`` with calibration batches (and optional labelled held-out
+    ``(x, y)`` batches for passes that score accuracy, e.g. ``hseo``); returns the SNN graph and the pass log."""
+    ctx = PassContext(calibration=calibration, labelled=labelled)
     snn = pipeline.run(graph, ctx)
     return snn, ctx.records
 
@@ -249,6 +251,14 @@ def environment() -> dict:
             "numpy": numpy.__version__, "platform": platform.platform(), "threads": torch.get_num_threads()}
 
 
+def held_out_split(dataset: str, data_dir, n: int, seed: int) -> Split:
+    """``n`` labelled training samples disjoint from ``load_dataset(..., train=True).subset(n, seed)`` (the
+    calibration set): the next ``n`` of the same seeded permutation. Never touches the test split."""
+    train = load_dataset(dataset, data_dir, train=True)
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[n:2 * n]
+    return Split(train.images[idx], train.labels[idx], train.mean, train.std, train.num_classes)
+
+
 def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     """The `snnconv convert` job: returns the report and writes it (atomically) to ``cfg.output_dir``."""
     torch.manual_seed(cfg.seed)
@@ -262,7 +272,9 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     graph, coverage = ingest(model, shape)
     coverage_fn(coverage)
     calib_batches = [x for x, _ in calib.batches(256)]
-    snn, records = convert_graph(graph, calib_batches, pipeline)
+    snn, records = convert_graph(graph, calib_batches, pipeline,
+                                 labelled=lambda: held_out_split(cfg.dataset, cfg.data_dir, cfg.calib_samples,
+                                                                 cfg.seed + 1).batches(256))
     ann_acc, macs = ann_accuracy(graph, test)
     log_fn(f"ANN accuracy {ann_acc:.2f}% on {len(test)} samples")
     T = max(cfg.timesteps)

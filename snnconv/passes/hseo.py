@@ -195,6 +195,9 @@ class HSEO(Pass):
             for i in range(0, len(y), c.batch_size):
                 batches.append((x[i:i + c.batch_size], y[i:i + c.batch_size]))
             n += len(y)
+        if not batches:
+            raise SnnconvError("hseo: the labelled calibration split is empty (use a larger training set or "
+                               "lower calib_samples)")
         L = len(layers)
         start = [1.0] * L + [graph.nodes[k].v_init for k in layers]
         lo = [c.threshold_bounds[0]] * L + [c.v_init_bounds[0]] * L
