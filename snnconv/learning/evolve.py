@@ -216,3 +216,102 @@ def apply_readout(graph: Graph, learner) -> Graph:
     g.nodes[out] = node.replace(weight=learner.weight.clone(), bias=learner.bias.clone())
     g.nodes[out].shape = node.shape
     return g
+
+
+DEFAULT_PARAMS = {"rstdp": {"lr": 1e-4, "a_minus": 0.5, "theta_quantile": 0.5}, "ed": {"lr": 1e-2}}
+
+
+def run_evolve(model: str = "mnist_cnn", dataset: str = "mnist", data_dir: str | None = None,
+               weights: str | None = None, shift: str = "rotate:45", rules: tuple[str, ...] = ("rstdp", "ed"),
+               timesteps: int = 32, n_clean: int = 1000, n_shift: int = 4000, window: int = 500,
+               batch_size: int = 20, calib_samples: int = 1024, heldout: int = 1000, seed: int = 0,
+               params: dict | None = None, log_fn=print) -> dict:
+    """Convert ``model`` on clean ``dataset``, stream ``n_clean`` clean then ``n_shift`` shifted test
+    images (prequential), adapting the readout with each rule; then score every readout on
+    ``heldout`` other test images, clean and shifted. Returns the report (and the graphs)."""
+    import time
+
+    from snnconv.api import conversion_pipeline, convert_graph, environment, resolve_model
+    from snnconv.config import RunConfig
+    from snnconv.data.datasets import Split, load_dataset
+    from snnconv.frontends.torch import from_torch
+
+    t_start = time.time()
+    kind, amount = parse_shift(shift)
+    params = {k: {**DEFAULT_PARAMS.get(k, {}), **(params or {}).get(k, {})} for k in rules}
+    net, shape, source = resolve_model(RunConfig(model=model, dataset=dataset, data_dir=data_dir, weights=weights),
+                                       log_fn)
+    graph, _ = from_torch(net, shape)
+    calib = load_dataset(dataset, data_dir, train=True).subset(calib_samples, seed + 1)
+    snn, _ = convert_graph(graph, [x for x, _ in calib.batches(256)], conversion_pipeline())
+    test = load_dataset(dataset, data_dir, train=False)
+    if n_clean + n_shift + heldout > len(test):
+        raise SnnconvError(f"stream ({n_clean}+{n_shift}) and held-out ({heldout}) need more than the "
+                           f"{len(test)} test samples")
+    perm = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
+
+    def part(a, b):
+        idx = perm[a:b]
+        return Split(test.images[idx], test.labels[idx], test.mean, test.std, test.num_classes)
+
+    clean_part, shift_part = part(0, n_clean), part(n_clean, n_clean + n_shift)
+    held = part(n_clean + n_shift, n_clean + n_shift + heldout)
+    learners = make_learners(snn, list(rules), params)
+    n_total = n_clean + n_shift
+    done = [0]
+
+    def prog(i, b):
+        done[0] += b
+        if done[0] % (10 * batch_size) < b:
+            log_fn(f"  stream {done[0]}/{n_total}")
+
+    def stream():
+        yield from shifted_batches(clean_part, "none", 0.0, batch_size)
+        yield from shifted_batches(shift_part, kind, amount, batch_size, seed)
+
+    log_fn(f"streaming {n_clean} clean + {n_shift} '{shift}' samples, T={timesteps}, rules: frozen, {', '.join(rules)}")
+    res = evolve_stream(snn, stream(), timesteps, learners, progress_fn=prog)
+    corr = res["correct"]
+    log_fn(f"held-out evaluation on {heldout} other test samples (clean and shifted)")
+    held_clean = evaluate_learners(snn, shifted_batches(held, "none", 0.0, 100), timesteps, learners)
+    held_shift = evaluate_learners(snn, shifted_batches(held, kind, amount, 100, seed + 10**6), timesteps, learners)
+    report = {
+        "model": model, "dataset": dataset, "weights": source, "shift": shift, "timesteps": timesteps,
+        "stream": {"clean": n_clean, "shifted": n_shift, "batch_size": batch_size, "order": f"test split, seed {seed}"},
+        "calib_samples": calib_samples, "window": window, "rules": {k: params.get(k, {}) for k in learners},
+        "readout_check_max_abs": res["readout_check_max_abs"],
+        "prequential_accuracy": {
+            k: {"clean_part": 100.0 * float(c[:n_clean].double().mean()) if n_clean else None,
+                "shifted_part": 100.0 * float(c[n_clean:].double().mean()) if n_shift else None,
+                "last_window": 100.0 * float(c[-window:].double().mean())} for k, c in corr.items()},
+        "heldout": {"samples": heldout, "clean": held_clean, "shifted": held_shift},
+        "sliding_accuracy": {k: sliding_accuracy(c, window) for k, c in corr.items()},
+        "environment": environment(), "seconds": None,
+    }
+    report["seconds"] = round(time.time() - t_start, 1)
+    return {"report": report, "snn": snn, "learners": learners}
+
+
+def plot_evolve(report: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    names = {"frozen": "converted SNN, frozen", "rstdp": "+ R-STDP readout", "ed": "+ ED readout (E/I, Dale)"}
+    for k, curve in report["sliding_accuracy"].items():
+        ax.plot(range(1, len(curve) + 1), curve, label=names.get(k, k))
+    n_clean = report["stream"]["clean"]
+    if n_clean:
+        ax.axvline(n_clean, color="gray", ls="--", lw=1)
+        ax.text(n_clean, 2, f"  shift: {report['shift']}", color="gray")
+    ax.set_xlabel("stream sample (prequential: predict, then update)")
+    ax.set_ylabel(f"accuracy over last {report['window']} samples (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{report['model']} SNN (T={report['timesteps']}) on {report['dataset']} with a distribution shift")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
