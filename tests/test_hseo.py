@@ -81,3 +81,15 @@ def test_hseo_needs_labels_and_valid_bounds(tiny):
         Pipeline.from_config([{"name": "hseo", "generations": 1}]).run(snn, PassContext())
     with pytest.raises(SnnconvError, match="threshold_bounds"):
         Pipeline.from_config([{"name": "hseo", "threshold_bounds": [2, 1]}])
+
+
+def test_held_out_split_is_disjoint_from_calibration(data_dir):
+    from snnconv.api import held_out_split
+
+    train = load_dataset("mnist", data_dir, train=True)
+    calib = train.subset(300, seed=1)
+    held = held_out_split("mnist", data_dir, 300, 1)
+    assert len(held) == 300
+    a = {bytes(x.numpy()) for x in calib.images}
+    b = {bytes(x.numpy()) for x in held.images}
+    assert len(a & b) <= 2  # MNIST holds a few duplicate images; the index sets are disjoint by construction
