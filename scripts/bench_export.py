@@ -85,13 +85,13 @@ def part_nir(tmp: Path) -> dict:
     res = {"environment": environment(), "command": "SNNCONV_DATA_DIR=/work/shared/datasets python scripts/bench_export.py --part nir"}
     snn, src = mnist_snn()
     test = load_dataset("mnist", None, train=False)
-    x, _ = next(iter(test.subset(16, 2).batches(16)))
+    x, _ = next(iter(test.subset(8, 2).batches(8)))
     T = 32
     entry = {"model": "mnist_cnn", "weights": src["weights"], "conversion": "percentile 99.9 per channel, reset zero, v_init 0",
-             "timesteps": T, "samples": 16, "files": {}}
-    acc_split = test.subset(1000, 3)
+             "timesteps": T, "samples": 8, "files": {}}
+    acc_split = test.subset(200, 3)
     t0 = time.time()
-    entry["accuracy_1000_test_T32"] = {"threshold_form": accuracy(snn, acc_split, T),
+    entry["accuracy_200_test_T32"] = {"threshold_form": accuracy(snn, acc_split, T),
                                        "nir_form": accuracy(lower_for_nir(snn), acc_split, T)}
     for pool in ("avg", "sum"):
         path = tmp / f"mnist_{pool}.nir"
@@ -106,10 +106,10 @@ def part_nir(tmp: Path) -> dict:
     res["mnist_cnn"] = entry
 
     rsnn, weights = resnet_snn()
-    cx, _ = next(iter(load_dataset("cifar10", None, train=False).subset(4, 2).batches(4)))
+    cx, _ = next(iter(load_dataset("cifar10", None, train=False).subset(2, 2).batches(2)))
     T = 16
     r = {"model": "resnet20", "weights": weights, "conversion": "percentile 99.9 per channel, reset zero, v_init 0",
-         "timesteps": T, "samples": 4, "files": {}}
+         "timesteps": T, "samples": 2, "files": {}}
     for pool in ("avg", "sum"):
         path = tmp / f"resnet20_{pool}.nir"
         info = export_nir(rsnn, path, pool=pool)
@@ -137,19 +137,88 @@ def part_lava(tmp: Path) -> dict:
     return rep
 
 
+def _peer_rows(verify_rep: dict) -> list[str]:
+    rows = []
+    for peer, e in verify_rep["peers"].items():
+        if e.get("status") != "ran":
+            rows.append(f"| {peer} {e.get('version', '')} | failed: `{e.get('error', '')}` at `{e.get('where', '')}` | | | |")
+            continue
+        mism = sum(v["mismatches"] or 0 for v in e["layers"].values())
+        total = sum(v["ref_spikes"] for v in e["layers"].values())
+        outputs = "identical" if e["outputs_identical"] else f"max diff {e['readout_max_abs_diff']:.2g}"
+        spikes = "identical" if e["spikes_identical"] else "differ"
+        rows.append(f"| {peer} {e['version']} | ran | {mism} of {total} spikes differ ({spikes}) | {outputs} | "
+                    f"{100 * e['prediction_agreement']:.0f}% |")
+    return rows
+
+
+def render_nir(res: dict) -> str:
+    out = ["# NIR export: SpikingJelly / Norse / snnTorch run the exported file", "",
+           f"Command: `{res['command']}` (torch {res['environment']['torch']}, {res['environment']['threads']} thread).",
+           "Reference = snnconv's simulation of the file (`import_nir`), same input, same steps; peers load the file "
+           "with their own NIR importers (settings in `docs/nir.md`). Spike comparison is per (step, neuron) entry.", ""]
+    for key in ("mnist_cnn", "resnet20"):
+        r = res[key]
+        out += [f"## {key}", "", f"- weights: {r['weights']}", f"- conversion: {r['conversion']}",
+                f"- input: {r['samples']} test images, T = {r['timesteps']}"]
+        if "accuracy_200_test_T32" in r:
+            a = r["accuracy_200_test_T32"]
+            out.append(f"- accuracy on 200 MNIST test images at T=32: threshold form {a['threshold_form']:.1f}%, "
+                       f"NIR form {a['nir_form']:.1f}%")
+        low = r["lowering"]
+        diff = sum(v["differing_entries"] for v in low["layers"].values())
+        tot = sum(v["threshold_form"] for v in low["layers"].values())
+        out.append(f"- threshold form (what `convert` simulates) vs NIR form (unit thresholds, same model in real "
+                   f"arithmetic): {diff} (step, neuron) entries differ out of {tot} spikes (float32 rounding); "
+                   f"predictions agree on {100 * low['prediction_agreement']:.0f}%")
+        for pool, f in r["files"].items():
+            nodes = ", ".join(f"{k} {v}" for k, v in f["export"]["nodes"].items())
+            out += ["", f"### pool = {pool}: {nodes}; round trip export -> import -> simulate identical: "
+                        f"{f['round_trip_identical']}", "",
+                    "| peer | status | spikes vs snnconv | raw outputs | predictions agree |", "|---|---|---|---|---|"]
+            out += _peer_rows(f["verify"])
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def render_lava(res: dict) -> str:
+    c = res["comparison"]
+    out = ["# Lava: the converted MNIST CNN in lava-nc 0.9.0 vs snnconv", "",
+           f"Command: `{res['command']}`.", "",
+           f"- weights: {res['weights']}; conversion: {res['conversion']}",
+           f"- {res['samples']} MNIST test images, {res['steps']} steps (16 + one-step synaptic delay per layer), "
+           f"Lava `Loihi2SimCfg(select_tag='fixed_pt')` in the Python 3.9 venv (`scripts/setup_lava.sh`)",
+           f"- spikes identical in every layer: **{c['identical']}**; netx HDF5: {res['netx']}", "",
+           "| layer | neurons | snnconv spikes | Lava spikes | differing entries |", "|---|---|---|---|---|"]
+    for name, v in c["layers"].items():
+        out.append(f"| {name} | {v['neurons']} | {v['snnconv_spikes']} | {v['lava_spikes']} | {v['mismatches']} |")
+    hw = res["hardware"]
+    out += ["", "## Hardware report (Loihi 2 profile, docs/lava.md)", "", "```"]
+    from snnconv.backends.lava import format_hardware
+    out += [format_hardware(hw), "```", ""]
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", default="all", choices=["nir", "lava", "all"])
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md files from the committed .json")
     args = ap.parse_args()
+    if args.render:
+        (OUT / "nir_peers.md").write_text(render_nir(json.loads((OUT / "nir_peers.json").read_text())))
+        (OUT / "lava.md").write_text(render_lava(json.loads((OUT / "lava.json").read_text())))
+        return
     torch.set_num_threads(1)
     os.environ.setdefault("SNNCONV_NO_PROGRESS", "1")
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("nir", "all"):
             res = part_nir(Path(tmp))
             (OUT / "nir_peers.json").write_text(json.dumps(res, indent=2))
+            (OUT / "nir_peers.md").write_text(render_nir(res))
         if args.part in ("lava", "all"):
             res = part_lava(Path(tmp))
-            (OUT / "lava.json").write_text(json.dumps(res, indent=2))
+            (OUT / "lava.json").write_text(json.dumps(res, indent=2, default=lambda o: o.tolist()))
+            (OUT / "lava.md").write_text(render_lava(res))
 
 
 if __name__ == "__main__":
