@@ -231,8 +231,12 @@ def ann_macs(graph: Graph) -> float:
 def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, chunk: int = 8,
              layer_error: bool = True, encoder: Encoder | None = None) -> SimStats:
     """Run the SNN on ``split`` for ``timesteps`` steps; accuracy for every t <= T comes from this one run."""
+    from snnconv.passes.srp import presim_steps
     from snnconv.runtime import distributed as dist
 
+    if presim_steps(graph):
+        raise SnnconvError("this SNN has an SRP pre-run; simulate it with snnconv.passes.srp.simulate_srp, "
+                           "which scores the readout after the pre-run")
     sim = Simulator(graph, timesteps, chunk=chunk, encoder=encoder)
     part, first = _batch_shard(split, batch_size)  # under torchrun: this process's block of batches
     sim._batches = first  # global batch index: seeds of stochastic encoders match a one-process run
@@ -241,6 +245,22 @@ def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, 
                                start=first):
         sim.run(x, y, layer_error=layer_error and i < 4)  # layer error from the first batches only
     return dist.all_reduce_stats(sim.stats)
+
+
+def spike_format(graph: Graph) -> dict:
+    """What the hardware must carry per spike: graded (multi-level) and/or signed spikes."""
+    from snnconv.passes.sfn import graded_spikes
+
+    info = graded_spikes(graph)
+    needs = []
+    if info["graded"]:
+        needs.append(f"graded spikes with an integer payload of 0..{info['max_levels']} per step "
+                     f"(e.g. Loihi 2 graded spikes; binary-spike chips must unroll each step into "
+                     f"{info['max_levels']} sub-steps)")
+    if info["signed"]:
+        needs.append("signed spikes (a sign bit per spike, or two axons per neuron on binary-spike chips)")
+    info["hardware"] = "; ".join(needs) or "binary spikes"
+    return info
 
 
 def environment() -> dict:
@@ -293,6 +313,7 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
                    for t in cfg.timesteps},
         "ann_macs": macs, "ann_energy_uj": macs * E_MAC_PJ * 1e-6,
         "firing_rates": stats.firing_rates(), "layer_error": stats.layer_errors(),
+        "spikes": spike_format(snn),
         "passes": records, "coverage": coverage, "config": cfg.to_dict(), "environment": environment(),
         "seconds": None,
     }

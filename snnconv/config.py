@@ -32,12 +32,17 @@ METHODS = {
     # method name -> threshold_balance settings (a method is a choice of passes, not a fork)
     "max": {"method": "max"},
     "percentile": {"method": "percentile"},
+    # issue 3 methods (docs/conversion_methods.md): percentile + layer-wise calibration (Li et al. 2021);
+    # trained QCFS thresholds (Bu et al. 2022); scale-and-fire multi-level neurons (T = 1)
+    "calibration": {"method": "percentile"},
+    "qcfs": {"method": "percentile"},
+    "sfn": {"method": "percentile"},
 }
 
 
 @dataclass
 class ConversionConfig:
-    method: str = "percentile"  # max | percentile
+    method: str = "percentile"  # max | percentile | calibration | qcfs | sfn
     percentile: float = 99.9
     granularity: str = "channel"  # layer | channel
     reset: str = "subtract"  # subtract | zero
@@ -45,6 +50,11 @@ class ConversionConfig:
     leak: float = 0.95  # LIF decay per step (beta = exp(-dt/tau)); ignored for IF
     leak_compensation: bool = True  # LIF only: add the leaked charge back as bias
     v_init: float = 0.5  # initial membrane potential, fraction of threshold
+    levels: int = 4  # sfn: spike levels per step for activations not trained with QCFS
+    calibration: str = "bias"  # calibration: bias | potential (Li et al., ICML 2021)
+    calibration_timesteps: int = 4  # calibration: the T the SNN is calibrated for
+    signed: bool = False  # negative spikes cancel over-firing (signed_neurons pass)
+    qcfs_as_clip: bool = False  # max/percentile/calibration on QCFS weights: quantized clips as clip(0, lambda)
 
 
 @dataclass
@@ -58,6 +68,7 @@ CHOICES = {  # key -> allowed values, checked at load time
     "conversion.granularity": ("layer", "channel"),
     "conversion.reset": ("subtract", "zero"),
     "conversion.neuron": ("if", "lif"),
+    "conversion.calibration": ("bias", "potential"),
     "encoding": ENCODINGS,
 }
 #: keys that may be written as a mapping grouping related flat keys
@@ -100,9 +111,18 @@ class RunConfig:
         tb = {"name": "threshold_balance", **METHODS[c.method], "percentile": c.percentile,
               "granularity": c.granularity, "reset": c.reset, "neuron": c.neuron, "v_init": c.v_init,
               "leak": c.leak if c.neuron == "lif" else 1.0}
+        if c.method == "sfn":
+            tb = {"name": "sfn", "levels": c.levels, "method": "percentile", "percentile": c.percentile,
+                  "granularity": c.granularity}
         passes = ["fold_batchnorm", "remove_identity", tb]
+        if c.qcfs_as_clip and c.method != "qcfs":
+            passes.insert(2, "dequantize_clips")
         if c.neuron == "lif" and c.leak_compensation:
             passes.append("leak_compensation")
+        if c.method == "calibration":
+            passes.append({"name": "calibration", "mode": c.calibration, "timesteps": c.calibration_timesteps})
+        if c.signed:
+            passes.append("signed_neurons")
         return passes
 
     def to_dict(self) -> dict:
@@ -193,7 +213,8 @@ def normalize_passes(v, where: str) -> list:
 
 
 _SCALARS = {"str": str, "int": int, "float": float, "bool": bool}
-POSITIVE_KEYS = {"calib_samples", "eval_samples", "batch_size", "chunk"}
+POSITIVE_KEYS = {"calib_samples", "eval_samples", "batch_size", "chunk", "conversion.levels",
+                 "conversion.calibration_timesteps"}
 
 
 def _check_type(key: str, v, annotation: str, where: str):

@@ -216,7 +216,8 @@ def markdown(r: dict) -> str:
              f"- samples evaluated: {r['samples']}; calibration samples: {r['calib_samples']}",
              f"- conversion: {json.dumps(r['conversion'])}",
              f"- input encoding: {r.get('encoding', 'direct')} (first layer counted as {r.get('first_layer_ops', 'MAC')})",
-             f"- ANN accuracy: {r['ann_accuracy']:.2f}%", "",
+             f"- ANN accuracy: {r['ann_accuracy']:.2f}%",
+             *_spike_lines(r.get("spikes")), "",
              "| T | SNN acc (%) | gap to ANN | SynOps/sample | MACs/sample | energy (uJ/sample) |",
              "|---:|---:|---:|---:|---:|---:|"]
     for t, acc in r["snn_accuracy"].items():
@@ -233,3 +234,12 @@ def markdown(r: dict) -> str:
     lines += ["", "## Op coverage", "", r.get("coverage", ""), "", "## Environment", "",
               "```", json.dumps(r["environment"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _spike_lines(spikes: dict | None) -> list[str]:
+    """Mark graphs whose spikes are graded (multi-level) or signed, and what hardware must support."""
+    if not spikes:
+        return []
+    graded = f"yes, max {spikes['max_levels']} levels per step" if spikes["graded"] else "no (binary)"
+    return [f"- graded spikes: {graded}; signed spikes: {'yes' if spikes['signed'] else 'no'}; "
+            f"hardware must support: {spikes['hardware']}"]

@@ -30,6 +30,23 @@ for :math:`\Delta t = 1` step (it is a discrete-time model). LIF is the exact so
 :math:`I_t = (1-\beta) R\, i_t`. The only discretisation error is that spikes are aligned to step
 ends (a spike time is rounded up to the next step boundary, at most :math:`\Delta t`).
 
+**Signed spikes** (``signed=True``; Wang et al., IJCAI 2022, "Signed Neuron with Memory";
+Hu et al., TPAMI 2023, "Fast-SNN"): a neuron whose membrane is negative and which has emitted
+more positive than negative spikes so far emits a negative spike,
+:math:`s_t = \max(\lfloor v_t/\theta \rfloor, -\min(n_{t-1}, L))` for :math:`v_t < 0` (:math:`n` = net
+spike count), reset by subtraction (:math:`v_t \leftarrow v_t - \theta s_t`, i.e. :math:`+\theta`). It
+cancels spikes fired too early (over-firing) so the net count tracks the cumulative input; the
+net output never goes below zero, so the rate still approximates a ReLU.
+
+**Residual-membrane-potential pre-run** (``presim = tau > 0``; Hao et al., AAAI 2023, "Reducing
+ANN-SNN Conversion Error through Residual Membrane Potential", SRP): after the first ``tau`` steps a
+neuron whose membrane is not above zero (:math:`v \le 10^{-3}\theta`) is silenced for the rest of
+the run, and every membrane restarts at ``v_init``; the readout then only counts steps after the
+pre-run (see :mod:`snnconv.passes.srp`).
+
+``v_offset`` (absolute, shaped like one sample's output, or ``[C]``) is added to the initial
+membrane ``v_init * theta`` (potential calibration, :mod:`snnconv.passes.calibration`).
+
 With ``levels = 1`` spikes are binary; ``levels > 1`` is a multi-threshold (graded-spike)
 neuron. The output carries the amplitude :math:`\theta` so downstream weights stay those of
 the ANN; exporters fold it into the next layer. ``v_init`` is the initial membrane potential
@@ -59,6 +76,9 @@ class SpikingNeuron(Node):
     v_init: float = 0.0  # fraction of theta
     v_reset: float = 0.0  # absolute reset-to value, used by reset="zero"
     refractory: int = 0  # steps the neuron ignores input after a spike
+    signed: bool = False  # emit negative spikes to cancel earlier over-firing (net count stays >= 0)
+    presim: int = 0  # SRP pre-run steps (0: off)
+    v_offset: torch.Tensor | None = None  # absolute initial-membrane offset (potential calibration)
 
     def __post_init__(self):
         if self.reset not in RESET_MODES:
@@ -75,6 +95,10 @@ class SpikingNeuron(Node):
             raise ValueError(f"refractory must be a non-negative integer number of steps, got {self.refractory!r}")
         if self.v_reset != 0.0 and self.reset != "zero":
             raise ValueError("v_reset is only used with reset='zero'")
+        if (self.signed or self.presim) and self.refractory:
+            raise ValueError("signed spikes and the SRP pre-run are not supported with a refractory period")
+        if isinstance(self.presim, bool) or not isinstance(self.presim, int) or self.presim < 0:
+            raise ValueError(f"presim must be a non-negative integer number of steps, got {self.presim!r}")
         if torch.any(self.v_reset >= self.threshold):
             raise ValueError("v_reset must be below the threshold (else the neuron fires on every step)")
 
@@ -83,5 +107,8 @@ class SpikingNeuron(Node):
         thr = f"{th.item():.4g}" if th.numel() == 1 else f"[{th.numel()} ch, mean {th.mean().item():.4g}]"
         extra = f" v_reset={self.v_reset}" if self.v_reset else ""
         extra += f" refractory={self.refractory}" if self.refractory else ""
+        extra += " signed" if self.signed else ""
+        extra += f" presim={self.presim}" if self.presim else ""
+        extra += " v_offset" if self.v_offset is not None else ""
         return (f"{self.model.upper()} theta={thr} reset={self.reset} levels={self.levels} leak={self.leak} "
                 f"v0={self.v_init}{extra}")

@@ -40,7 +40,7 @@ def integrate_fire(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tens
         else:
             torch.div(v, th, out=s).floor_().clamp_(0, levels)
         if reset == "subtract":
-            v.sub_(s * th)
+            v.addcmul_(s, th, value=-1)  # v -= s * theta without a temporary
         else:
             v.masked_fill_(s > 0, v_reset)
     return counts * th, counts, v
@@ -75,6 +75,44 @@ def integrate_fire_refractory(current: torch.Tensor, v: torch.Tensor, ref: torch
     return counts * th, counts, v, ref
 
 
+@torch.no_grad()
+def integrate_fire_ext(current: torch.Tensor, state: dict, threshold: torch.Tensor, leak: float = 1.0,
+                       reset: str = "subtract", levels: int = 1, v_reset: float = 0.0, signed: bool = False,
+                       presim: int = 0, v_start: torch.Tensor | None = None):
+    """:func:`integrate_fire` with signed spikes and/or the SRP pre-run (equations in
+    :class:`snnconv.ir.SpikingNeuron`). ``state`` holds ``v``, the net spike count ``n``, the step
+    counter ``t`` and the SRP output mask (None until the pre-run ends); ``v_start`` is the
+    membrane the neurons restart from after the pre-run. Returns ``(output, counts, state)``.
+    """
+    th = threshold_view(threshold, current.dim() - 2)
+    v, n, t, mask = state["v"], state["n"], state["t"], state["mask"]
+    counts = torch.empty_like(current)
+    for i in range(current.shape[0]):
+        if leak != 1.0:
+            v.mul_(leak)
+        v.add_(current[i])
+        if levels == 1:
+            s = torch.ge(v, th).to(v.dtype)
+        else:
+            s = torch.div(v, th).floor_().clamp_(0, levels)
+        if signed:  # negative spikes only while the net count is positive
+            neg = torch.maximum(torch.div(v, th).floor_(), -n.clamp(max=levels))
+            s = torch.where(v < 0, neg, s)
+            n.add_(s)
+        if reset == "subtract":
+            v.sub_(s * th)
+        else:
+            v.masked_fill_(s != 0, v_reset)
+        counts[i] = s if mask is None else s * mask
+        t += 1
+        if presim and t == presim:  # SRP: silence neurons without residual potential, restart membranes
+            mask = (v > 1e-3 * th).to(v.dtype)
+            v.copy_(v_start.expand_as(v))
+            n.zero_()
+    state.update(v=v, n=n, t=t, mask=mask)
+    return counts * th, counts, state
+
+
 def run_spiking_neuron(node, current: torch.Tensor, state):
     """Simulator entry for :class:`snnconv.ir.SpikingNeuron`: ``(output, counts, state)`` over a chunk.
 
@@ -83,11 +121,21 @@ def run_spiking_neuron(node, current: torch.Tensor, state):
     being the remaining refractory steps per neuron.
     """
     refractory = node.refractory
+    extended = getattr(node, "signed", False) or getattr(node, "presim", 0)
     if state is None:
-        v = torch.zeros(current.shape[1:], dtype=current.dtype)
+        v = torch.zeros_like(current[0])  # same memory format as the input (channels-last in the simulator)
         if node.v_init:
             v += node.v_init * threshold_view(node.threshold, v.dim() - 1)
-        state = v if not refractory else (v, torch.zeros(current.shape[1:], dtype=torch.int32))
+        if getattr(node, "v_offset", None) is not None:  # potential calibration
+            off = node.v_offset
+            v += off.view(-1, *([1] * (v.dim() - 2))) if off.dim() == 1 and v.dim() > 2 else off
+        if extended:
+            state = {"v": v, "n": torch.zeros_like(v), "t": 0, "mask": None, "v_start": v[:1].clone()}
+        else:
+            state = v if not refractory else (v, torch.zeros(current.shape[1:], dtype=torch.int32))
+    if extended:
+        return integrate_fire_ext(current, state, node.threshold, node.leak, node.reset, node.levels, node.v_reset,
+                                  node.signed, node.presim, state["v_start"])
     if not refractory:
         return integrate_fire(current, state, node.threshold, node.leak, node.reset, node.levels, node.v_reset)
     out, counts, v, ref = integrate_fire_refractory(current, *state, node.threshold, node.leak, node.reset,

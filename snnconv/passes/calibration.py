@@ -1,0 +1,174 @@
+r"""Layer-wise SNN calibration: bias calibration and potential calibration.
+
+Li, Deng, Dong, Gong, Gu, "A Free Lunch From ANN: Towards Efficient, Accurate Spiking Neural
+Networks Calibration", ICML 2021 (code: github.com/yhhhli/SNN_Calibration). After threshold
+balancing, the converted network is simulated for the *target* ``T`` on a few calibration images
+(about 1k) and corrected layer by layer, in topological order, so that each layer's correction
+sees the already-corrected layers before it:
+
+* **bias calibration** (their "light pipeline", BC): the expected error of layer :math:`l`,
+  :math:`e_l = \mathbb{E}[a_l^{ANN}] - \mathbb{E}[\bar s_l^{SNN}]` (mean over samples and, for conv
+  maps, positions: one value per channel) is added to the bias feeding the neuron, so the
+  layer's mean SNN output matches the ANN. Here :math:`\bar s_l` is the neuron's output averaged
+  over the T steps, measured with the simulator.
+* **potential calibration** (their "advanced pipeline" for CIFAR, PC): instead of the bias, the
+  initial membrane potential of every neuron is offset by :math:`T\cdot e_l` (mean over samples
+  only, one value per neuron position), which injects the same total charge once.
+
+The ANN reference :math:`a_l` is the source network's activation (``target: relu``, as in Li et
+al.: the unclipped ReLU output, so the calibration also compensates the mean clipping error), or
+the clipped rate-equivalent activation of the converted graph (``target: clip``: only the
+flooring/unevenness error is compensated). Calibration is specific to its ``timesteps``;
+accuracy at other T is reported but not what it was tuned for. The cost is one simulation of the
+sub-network up to each neuron layer, on ``samples`` images for ``timesteps`` steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from snnconv.errors import SnnconvError
+from snnconv.ir import Clip, Graph, Scale
+from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.progress import progress
+from snnconv.runtime.interpreter import run_ann
+from snnconv.runtime.simulator import Simulator
+
+
+def _reduce(t: torch.Tensor, per_element: bool) -> torch.Tensor:
+    """Sum over the batch (and, per channel, over positions): ``[C, ...]`` or ``[C]``."""
+    if per_element or t.dim() == 2:
+        return t.sum(0)
+    return t.transpose(0, 1).reshape(t.shape[1], -1).sum(1)
+
+
+def _count(t: torch.Tensor, per_element: bool) -> int:
+    return t.shape[0] if (per_element or t.dim() == 2) else t.shape[0] * t[0, 0].numel()
+
+
+def ancestors_subgraph(graph: Graph, node: str) -> Graph:
+    """The part of ``graph`` that ``node`` depends on, with ``node`` as its only output."""
+    keep, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n not in keep:
+            keep.add(n)
+            stack.extend(graph.edges[n])
+    sub = Graph()
+    for name, n in graph.nodes.items():
+        if name in keep:
+            sub.nodes[name] = n
+            sub.edges[name] = list(graph.edges[name])
+            if n.kind == "input":
+                sub.inputs.append(name)
+    sub.outputs = [node]
+    return sub
+
+
+def insert_before(graph: Graph, dst: str, src: str, name: str, node) -> None:
+    """Put ``node`` on the edge ``src -> dst`` only (other consumers of ``src`` are untouched)."""
+    order = list(graph.nodes)
+    pos = order.index(dst)
+    graph.nodes = {k: graph.nodes[k] for k in order[:pos]} | {name: node} | {k: graph.nodes[k] for k in order[pos:]}
+    graph.edges[name] = [src]
+    graph.edges[dst] = [name if s == src else s for s in graph.edges[dst]]
+    node.shape = graph.nodes[src].shape
+
+
+@register_pass
+class Calibration(Pass):
+    name = "calibration"
+
+    @dataclass
+    class Config:
+        mode: str = "bias"  # "bias" (BC) or "potential" (PC)
+        timesteps: int = 4  # the T the SNN is calibrated for
+        samples: int = 1024  # calibration images used (from the calibration batches)
+        target: str = "relu"  # "relu": source ANN activation (Li et al.); "clip": clipped rate response
+        batch_size: int = 128
+
+        def validate(self, where: str) -> None:
+            checks = [(self.mode in ("bias", "potential"), "mode must be 'bias' or 'potential'"),
+                      (self.target in ("relu", "clip"), "target must be 'relu' or 'clip'"),
+                      (isinstance(self.timesteps, int) and self.timesteps >= 1, "timesteps must be a positive integer"),
+                      (isinstance(self.samples, int) and self.samples >= 1, "samples must be a positive integer"),
+                      (isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be positive")]
+            for ok, msg in checks:
+                if not ok:
+                    raise SnnconvError(f"{where}: {msg}")
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        c = self.config
+        neurons = [n for n, node in graph.nodes.items() if node.kind == "neuron"]
+        if not neurons:
+            raise SnnconvError("calibration runs after the conversion to neurons (put it after threshold_balance)")
+        batches = self._batches(ctx)
+        per_element = c.mode == "potential"
+        ref_graph = graph.copy()
+        if c.target == "relu":
+            for n in neurons:
+                ref_graph.replace(n, Clip(0.0, float("inf"), "relu"))
+        # ANN reference means, one pass over the calibration images
+        ref_sum: dict[str, torch.Tensor] = {}
+        ref_cnt: dict[str, int] = {}
+        wanted = set(neurons)
+
+        def record(name, t):
+            if name in wanted:
+                ref_sum[name] = ref_sum.get(name, 0) + _reduce(t, per_element)
+                ref_cnt[name] = ref_cnt.get(name, 0) + _count(t, per_element)
+
+        for x in batches:
+            run_ann(ref_graph, x, record=record)
+        before, after_err = {}, {}
+        for name in progress(neurons, desc=f"calibration ({c.mode}, T={c.timesteps})"):
+            err = ref_sum[name] / ref_cnt[name] - self._snn_mean(graph, name, batches, per_element)
+            before[name] = float(err.abs().mean())
+            node = graph.nodes[name]
+            if c.mode == "potential":
+                off = err * c.timesteps
+                if node.v_offset is not None:
+                    off = off + node.v_offset
+                graph.replace(name, node.replace(v_offset=off.float()))
+            else:
+                self._add_bias(graph, name, err.float())
+        ctx.log(self.name, f"{c.mode} calibration of {len(neurons)} neuron layer(s) for T={c.timesteps} on "
+                           f"{sum(len(x) for x in batches)} samples (target {c.target})",
+                mean_abs_error_before=before)
+        return graph
+
+    def _batches(self, ctx: PassContext) -> list[torch.Tensor]:
+        out, n = [], 0
+        for x in ctx.calibration_batches():
+            take = min(len(x), self.config.samples - n)
+            for i in range(0, take, self.config.batch_size):
+                out.append(x[i:min(take, i + self.config.batch_size)])
+            n += take
+            if n >= self.config.samples:
+                break
+        return out
+
+    def _snn_mean(self, graph: Graph, name: str, batches, per_element: bool) -> torch.Tensor:
+        sub = ancestors_subgraph(graph, name)
+        sim = Simulator(sub, self.config.timesteps, collect_stats=False)
+        total, count = 0, 0
+        for x in batches:
+            out = sim.mean_outputs(x)[name]
+            total = total + _reduce(out, per_element)
+            count += _count(out, per_element)
+        return total / count
+
+    @staticmethod
+    def _add_bias(graph: Graph, name: str, delta: torch.Tensor) -> None:
+        (src,) = graph.preds(name)
+        prod = graph.nodes[src]
+        if prod.kind in ("conv2d", "linear") and len(graph.succs(src)) == 1 and getattr(prod, "weight_int", None) is None:
+            bias = prod.bias if prod.bias is not None else torch.zeros(prod.weight.shape[0])
+            graph.replace(src, prod.replace(bias=bias + delta))
+            return
+        offset = delta.view(-1, *([1] * (len(graph.nodes[name].shape) - 1)))
+        if prod.kind == "scale" and prod.offset is not None and src.endswith(".calib") and len(graph.succs(src)) == 1:
+            graph.replace(src, prod.replace(offset=prod.offset + offset))
+            return
+        insert_before(graph, name, src, graph.unique_name(f"{name}.calib"), Scale(torch.tensor(1.0), offset))
