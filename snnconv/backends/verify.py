@@ -196,7 +196,13 @@ def verify(path: str | Path, x: torch.Tensor, timesteps: int, peers=PEERS, dt: f
             where = f"{'/'.join(Path(frame.filename).parts[-3:])}:{frame.lineno}"
             entry.update(status="failed", error=f"{type(e).__name__}: {msg}"[:400], where=where)
         else:
-            entry.update(status="ran", **compare(ref, got))
+            try:
+                entry.update(status="ran", **compare(ref, got))
+            except RuntimeError as e:  # ran, but produced tensors of another shape than snnconv's
+                shapes = {k: tuple(v.shape) for k, v in got["spikes"].items()} | {"output": tuple(got["outputs"].shape)}
+                entry.update(status="ran, outputs not comparable", error=f"{type(e).__name__}: {e}"[:300],
+                             peer_shapes={k: list(v) for k, v in shapes.items()},
+                             expected_output=list(ref["outputs"].shape))
         report["peers"][peer] = entry
     return report
 
