@@ -63,7 +63,7 @@ class QCFS(nn.Module):
         return qcfs(x, self.threshold, self.levels, self.shift)
 
     def extra_repr(self) -> str:
-        return f"levels={self.levels}, threshold={float(self.threshold):.4g}, shift={self.shift}"
+        return f"levels={self.levels}, threshold={float(self.threshold.detach()):.4g}, shift={self.shift}"
 
 
 def to_qcfs(model: nn.Module, levels: int = 4, avgpool: bool = True, threshold: float = 8.0) -> nn.Module:

@@ -1,0 +1,239 @@
+"""Accuracy benchmark of the conversion methods (issue 3) -> docs/benchmarks/accuracy.{md,json}.
+
+    python scripts/bench_accuracy.py --suite mnist --data-dir ../shared/datasets
+    python scripts/bench_accuracy.py --suite cifar10 --data-dir ../shared/datasets --eval-samples 1000 \\
+        --methods qcfs,sfn
+
+For each suite (model/dataset) it loads the ANN checkpoints, converts with each method and
+simulates once to max(T); accuracy, firing rate, SynOps and energy at every smaller T come from
+the same run. Methods (``--methods``, comma-separated):
+
+* ``max``: layer-wise max-norm thresholds (Diehl et al. 2015), v0 = theta/2
+* ``percentile``: 99.9th percentile per channel (Rueckauer et al. 2017), v0 = theta/2 (snnconv default)
+* ``calibration``: percentile + layer-wise bias calibration for T = --calib-T (Li et al. ICML 2021)
+* ``calibration_pc``: percentile + potential (initial membrane) calibration (Li et al. ICML 2021)
+* ``qcfs``: IF neurons with the trained QCFS thresholds, v0 = theta/2 (Bu et al. ICLR 2022)
+* ``sfn``: scale-and-fire multi-level neurons (graded spikes), exact at T = 1 on QCFS nets
+* ``qcfs_signed``: qcfs + negative spikes that cancel over-firing
+* ``qcfs_srp``: qcfs + SRP pre-run of --srp-tau steps (Hao et al. AAAI 2023); latency tau + T
+
+ReLU methods (max, percentile, calibration*) use the suite's ReLU checkpoint when it has one
+(MNIST: the bundled ReLU CNN); otherwise (CIFAR-10) they run on the QCFS-trained weights with the
+quantized clips treated as plain clip(0, lambda) (``qcfs_as_clip``), the comparison Bu et al. make.
+
+Resumable: results are cached per (suite, method) in the JSON; a method already there with the
+same samples and timesteps is skipped unless --force. The markdown is re-rendered from the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from snnconv.api import ann_accuracy, convert_graph, environment, resolve_model, simulate, spike_format
+from snnconv.checkpoints import BUNDLED_DIR, cached_checkpoint
+from snnconv.config import ConversionConfig, RunConfig, parse_timesteps
+from snnconv.data.datasets import load_dataset
+from snnconv.frontends.torch import from_torch
+from snnconv.passes import Pipeline
+from snnconv.runtime.simulator import E_AC_PJ, E_MAC_PJ
+
+RELU_METHODS = ("max", "percentile", "calibration", "calibration_pc")
+METHODS = ("max", "percentile", "calibration", "calibration_pc", "qcfs", "sfn", "qcfs_signed", "qcfs_srp")
+
+SUITES = {
+    "mnist": {"model": "mnist_cnn", "dataset": "mnist", "relu": str(BUNDLED_DIR / "mnist_cnn-mnist.pt"),
+              "qcfs": str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt")},
+    "cifar10": {"model": "resnet20", "dataset": "cifar10", "relu": None,
+                "qcfs": str(cached_checkpoint("resnet20", "cifar10"))},
+}
+
+# Published anchors (same architectures, CIFAR-10; their ANNs and training, not ours).
+QCFS_SRC = ("Bu et al., ICLR 2022, arXiv:2303.04347 (code github.com/putshua/SNN_conversion_QCFS); "
+            "values as quoted in issue 3, not re-read from the paper's tables here")
+ANCHORS = [
+    {"what": "QCFS ResNet-20 (ANN 91.77)", "dataset": "cifar10", "acc": {"4": 83.75, "8": 89.55}, "source": QCFS_SRC},
+    {"what": "QCFS ResNet-18", "dataset": "cifar10", "acc": {"4": 90.43}, "source": QCFS_SRC},
+    {"what": "ECL ResNet-18 (Liu et al., ICML 2025, 'Efficient ANN-SNN Conversion with Error Compensation "
+             "Learning')", "dataset": "cifar10", "acc": {"2": 94.75},
+     "source": "arXiv:2506.01968, abstract (checked)"},
+    {"what": "NQ ResNet-18", "dataset": "cifar10", "acc": {"4": 95.37}, "source": "as quoted in issue 3 (not verified here)"},
+]
+
+
+def method_config(method: str, args, qcfs_as_clip: bool) -> list:
+    if method in RELU_METHODS:
+        kw = {"max": dict(method="max", granularity="layer"), "percentile": dict(method="percentile"),
+              "calibration": dict(method="calibration", calibration="bias", calibration_timesteps=args.calib_T),
+              "calibration_pc": dict(method="calibration", calibration="potential",
+                                     calibration_timesteps=args.calib_T)}[method]
+        return RunConfig(conversion=ConversionConfig(qcfs_as_clip=qcfs_as_clip, **kw)).pipeline_spec()
+    if method == "sfn":
+        return RunConfig(conversion=ConversionConfig(method="sfn")).pipeline_spec()
+    spec = RunConfig(conversion=ConversionConfig(method="qcfs", signed=method == "qcfs_signed")).pipeline_spec()
+    if method == "qcfs_srp":
+        spec.append({"name": "srp", "presim": args.srp_tau})
+    return spec
+
+
+def per_t(stats, ts, acc, offset: int = 0) -> dict:
+    """Accuracy, firing rate (spike events per neuron per step), SynOps, MACs and energy at each t
+    (cumulative over the first offset + t steps: SRP's pre-run is paid for)."""
+    neurons = sum(stats.neurons.values())
+    spikes = sum(stats.spikes.values(), torch.zeros(stats.timesteps)).cumsum(0)
+    synops, macs, energy = stats.synops_per_sample(), stats.macs_per_sample(), stats.energy_uj()
+    out = {}
+    for t in ts:
+        k = offset + t - 1
+        out[str(t)] = {"acc": acc[t - 1], "firing_rate": float(spikes[k] / (neurons * stats.samples * (k + 1))),
+                       "synops": synops[k], "macs": macs[k], "energy_uj": energy[k], "latency": offset + t}
+    return out
+
+
+def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | None:
+    s = SUITES[suite]
+    relu = method in RELU_METHODS
+    weights = s["relu"] if relu and s["relu"] else s["qcfs"]
+    if not Path(weights).is_file():
+        print(f"[{suite}/{method}] skipped: no checkpoint {weights}", flush=True)
+        return None
+    qcfs_as_clip = relu and not s["relu"]
+    cfg = RunConfig(model=s["model"], dataset=s["dataset"], data_dir=args.data_dir, weights=weights)
+    model, shape, source = resolve_model(cfg, log_fn=lambda m: None)
+    graph, _ = from_torch(model, shape)
+    key = f"ann:{Path(weights).name}:{len(test)}"
+    if key not in store.setdefault("ann", {}):
+        store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
+                             "samples": len(test), "acc": ann_accuracy(graph, test)[0]}
+    spec = method_config(method, args, qcfs_as_clip)
+    t0 = time.time()
+    snn, records = convert_graph(graph, calib_batches, Pipeline.from_config(spec))
+    t_conv = time.time() - t0
+    row = {"method": method, "weights": weights, "ann_key": key, "qcfs_as_clip": qcfs_as_clip, "pipeline": spec,
+           "samples": len(test), "timesteps": ts, "calib_samples": sum(len(x) for x in calib_batches),
+           "spikes": spike_format(snn), "convert_seconds": round(t_conv, 1)}
+    if qcfs_as_clip:  # the ANN these thresholds approximate: the QCFS weights with plain clips
+        deq, _ = convert_graph(graph, calib_batches, Pipeline.from_config(["dequantize_clips"]))
+        ckey = key + ":as_clip"
+        if ckey not in store["ann"]:
+            store["ann"][ckey] = {**store["ann"][key], "activation": "clip(0, lambda)", "acc": ann_accuracy(deq, test)[0]}
+        row["ann_clip_key"] = ckey
+    if method == "qcfs_srp":
+        from snnconv.passes.srp import simulate_srp
+
+        acc, stats = simulate_srp(snn, test, max(ts), args.batch_size)
+        row["per_t"] = per_t(stats, ts, acc, offset=args.srp_tau)
+        row["srp_tau"] = args.srp_tau
+    else:
+        stats = simulate(snn, test, max(ts), args.batch_size, layer_error=False)
+        row["per_t"] = per_t(stats, ts, stats.accuracy())
+    row["seconds"] = round(time.time() - t0, 1)
+    print(f"[{suite}/{method}] ANN {store['ann'][key]['acc']:.2f} | " +
+          " ".join(f"T{t}={row['per_t'][str(t)]['acc']:.2f}" for t in ts) + f" ({row['seconds']}s)", flush=True)
+    return row
+
+
+def render(data: dict) -> str:
+    lines = ["# Accuracy of the conversion methods vs timesteps", "",
+             "Produced by `scripts/bench_accuracy.py` (commands per suite below) on the project's 2-core CPU machine,",
+             "shared with other jobs. Every number is measured here unless it is in the *published anchors* table.",
+             f"Energy: E_AC = {E_AC_PJ} pJ per SynOp, E_MAC = {E_MAC_PJ} pJ per MAC, the first layer (analog input) "
+             "counted as MACs every step. Firing rate: spike events per neuron per step, averaged over all neurons "
+             "(a graded spike of any size is one event).", ""]
+    for suite, sd in data.get("suites", {}).items():
+        lines += [f"## {suite}: {sd['title']}", "", f"Command(s): {'; '.join(f'`{c}`' for c in sd.get('commands', []))}", ""]
+        anns = sd.get("ann", {})
+        for k, a in anns.items():
+            lines.append(f"- ANN `{Path(a['weights']).name}` ({a['activation']}{', L=' + str(a['levels']) if a['levels'] else ''}): "
+                         f"**{a['acc']:.2f}%** on {a['samples']} test images")
+        lines.append("")
+        rows = [r for r in sd.get("methods", {}).values()]
+        if not rows:
+            lines += ["(no method measured yet)", ""]
+            continue
+        ts = rows[0]["timesteps"]
+        lines += ["| method | ANN | " + " | ".join(f"T={t}" for t in ts) + " |",
+                  "|---|---:|" + "---:|" * len(ts)]
+        for r in rows:
+            ann = anns[r.get("ann_clip_key") or r["ann_key"]]["acc"]
+            cells = [f"{r['per_t'][str(t)]['acc']:.2f} ({r['per_t'][str(t)]['acc'] - ann:+.2f})" for t in ts]
+            lines.append(f"| {r['method']}{' (latency tau+T, tau=' + str(r['srp_tau']) + ')' if r.get('srp_tau') else ''} "
+                         f"| {ann:.2f} | " + " | ".join(cells) + " |")
+        lines += ["", "Cells: SNN accuracy % (gap to the ANN the method converts). Samples: "
+                  + ", ".join(sorted({f"{r['samples']}" for r in rows})) + " test images.", "",
+                  "Firing rate / energy per sample (uJ) at each T:", "",
+                  "| method | spikes | " + " | ".join(f"T={t}" for t in ts) + " |", "|---|---|" + "---|" * len(ts)]
+        for r in rows:
+            sp = r["spikes"]
+            kind = f"graded <= {sp['max_levels']}" if sp["graded"] else "binary"
+            kind += ", signed" if sp["signed"] else ""
+            lines.append(f"| {r['method']} | {kind} | " + " | ".join(
+                f"{r['per_t'][str(t)]['firing_rate']:.3f} / {r['per_t'][str(t)]['energy_uj']:.3g}" for t in ts) + " |")
+        lines.append("")
+        for r in rows:
+            lines.append(f"- `{r['method']}`: pipeline `{json.dumps(r['pipeline'])}`; "
+                         f"{'QCFS weights with clips as clip(0, lambda); ' if r['qcfs_as_clip'] else ''}"
+                         f"calibration images {r['calib_samples']}; convert {r['convert_seconds']} s, total {r['seconds']} s")
+        lines.append("")
+    lines += ["## Published anchors (their ANNs and training, CIFAR-10)", "", "| what | T | accuracy | source |", "|---|---|---:|---|"]
+    for a in ANCHORS:
+        for t, v in a["acc"].items():
+            lines.append(f"| {a['what']} | {t} | {v} | {a['source']} |")
+    lines += ["", "## Environment", "", "```", json.dumps(data.get("environment", {}), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", choices=sorted(SUITES), default="mnist")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--methods", default="max,percentile,calibration,qcfs,sfn")
+    ap.add_argument("--timesteps", default="1,2,4,8,16,32,64")
+    ap.add_argument("--eval-samples", type=int, default=None, help="seeded test subset (default: full test set)")
+    ap.add_argument("--calib-samples", type=int, default=1024)
+    ap.add_argument("--calib-T", type=int, default=4, help="T the calibration methods calibrate for")
+    ap.add_argument("--srp-tau", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--force", action="store_true", help="re-run methods already in the JSON")
+    ap.add_argument("--out", default="docs/benchmarks")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        sys.exit(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+    ts = parse_timesteps(args.timesteps)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / "accuracy.json"
+    data = json.loads(jpath.read_text()) if jpath.is_file() else {}
+    s = SUITES[args.suite]
+    store = data.setdefault("suites", {}).setdefault(args.suite, {"title": f"{s['model']} on {s['dataset']}"})
+    cmd = "python " + " ".join(sys.argv)
+    if cmd not in store.setdefault("commands", []):
+        store["commands"].append(cmd)
+    test = load_dataset(s["dataset"], args.data_dir, train=False).subset(args.eval_samples, 0)
+    calib = load_dataset(s["dataset"], args.data_dir, train=True).subset(args.calib_samples, 1)
+    calib_batches = [x for x, _ in calib.batches(256)]
+    for m in methods:
+        old = store.setdefault("methods", {}).get(m)
+        if old and not args.force and old["samples"] == len(test) and old["timesteps"] == ts:
+            print(f"[{args.suite}/{m}] cached", flush=True)
+            continue
+        row = run_method(args.suite, m, args, ts, test, calib_batches, store)
+        if row is None:
+            continue
+        store["methods"][m] = row
+        data["environment"] = {**environment(), "date": time.strftime("%Y-%m-%d")}
+        jpath.write_text(json.dumps(data, indent=1))
+        (out / "accuracy.md").write_text(render(data))
+    (out / "accuracy.md").write_text(render(data))
+
+
+if __name__ == "__main__":
+    main()

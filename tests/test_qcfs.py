@@ -1,0 +1,95 @@
+"""QCFS activation (Bu et al., ICLR 2022): the custom op's straight-through gradients, its exact
+mapping by the torch frontend, and conversion-aware training through the API."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from snnconv.checkpoints import load_checkpoint
+from snnconv.frontends.torch import from_torch
+from snnconv.models.qcfs import QCFS, init_thresholds, qcfs, to_qcfs
+from snnconv.models.zoo import build_model
+from snnconv.runtime.interpreter import run_ann
+
+
+def reference_qcfs(x, lam, levels, shift):
+    """The same function written with a detached floor (straight-through estimator by construction)."""
+    u = torch.clamp(x / lam, 0.0, 1.0)
+    q = torch.floor(u * levels + shift) / levels
+    return lam * (u + (q - u).detach())
+
+
+@pytest.mark.parametrize("levels", [1, 4, 8])
+def test_qcfs_forward_and_ste_gradients(levels):
+    torch.manual_seed(levels)
+    x = (torch.randn(500) * 2).requires_grad_()
+    lam = torch.tensor(1.3, requires_grad=True)
+    y = qcfs(x, lam, levels, 0.5)
+    # forward: lambda/L * clip(floor(xL/lambda + 1/2), 0, L)
+    expect = lam.detach() / levels * torch.clamp(torch.floor(x.detach() * levels / lam.detach() + 0.5), 0, levels)
+    assert torch.allclose(y.detach(), expect, atol=1e-6)
+    g = torch.randn(500)
+    gx, glam = torch.autograd.grad(y, (x, lam), g)
+    # the formula: dy/dx = 1 inside [0, lambda], 0 outside; dy/dlambda = q(u) - u inside, q(u) = 1 above
+    u = x.detach() / lam.detach()
+    inside = ((u >= 0) & (u <= 1)).float()
+    q = expect / lam.detach()
+    assert torch.allclose(gx, g * inside)
+    assert torch.allclose(glam, (g * (q - u * inside)).sum(), rtol=1e-5, atol=1e-5)
+    # and the same as autograd through the detached-floor reference
+    x2, lam2 = x.detach().clone().requires_grad_(), lam.detach().clone().requires_grad_()
+    rx, rlam = torch.autograd.grad(reference_qcfs(x2, lam2, levels, 0.5), (x2, lam2), g)
+    assert torch.allclose(gx, rx) and torch.allclose(glam, rlam, rtol=1e-5, atol=1e-5)
+
+
+def test_qcfs_module_threshold_is_learnable():
+    m = QCFS(levels=4, threshold=2.0)
+    y = m(torch.linspace(-1, 5, 50)).sum()
+    y.backward()
+    assert m.threshold.grad is not None and m.threshold.grad.abs() > 0
+    with pytest.raises(ValueError):
+        QCFS(levels=0)
+
+
+def test_to_qcfs_replaces_relus_and_maxpool():
+    model = to_qcfs(build_model("vgg16"), levels=4)
+    assert not any(isinstance(m, (nn.ReLU, nn.MaxPool2d)) for m in model.modules())
+    assert sum(isinstance(m, QCFS) for m in model.modules()) == 14
+    assert sum(isinstance(m, nn.AvgPool2d) for m in model.modules()) == 5
+
+
+def test_frontend_maps_qcfs_exactly():
+    torch.manual_seed(0)
+    model = to_qcfs(build_model("mnist_cnn", in_channels=1), levels=4).eval()
+    batches = [torch.randn(64, 1, 28, 28)]
+    init_thresholds(model, batches)
+    lams = [float(m.threshold.detach()) for m in model.modules() if isinstance(m, QCFS)]
+    assert len(lams) == 4 and all(v > 0 for v in lams) and len(set(lams)) > 1
+    graph, _ = from_torch(model, (1, 28, 28))
+    clips = [n for n in graph.nodes.values() if n.kind == "clip"]
+    assert [c.levels for c in clips] == [4] * 4 and [c.source for c in clips] == ["qcfs"] * 4
+    assert sorted(c.hi for c in clips) == pytest.approx(sorted(lams))
+    x = torch.randn(16, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(run_ann(graph, x), model(x), atol=1e-5)
+
+
+def test_train_qcfs_one_epoch_via_api(tmp_path):
+    from snnconv.api import RunConfig, resolve_model, train
+
+    out = tmp_path / "qcfs.pt"
+    res = train("mnist_cnn", "mnist-bundled", None, epochs=1, batch_size=64, lr=0.05, out=str(out), log_fn=lambda m: None,
+                activation="qcfs", levels=4)
+    ckpt = load_checkpoint(out)
+    assert ckpt["activation"] == "qcfs" and ckpt["levels"] == 4 and res["accuracy"] == ckpt["accuracy"]
+    assert any(k.endswith("threshold") for k in ckpt["state_dict"])
+    model, shape, source = resolve_model(RunConfig(model="mnist_cnn", dataset="mnist-bundled", weights=str(out)))
+    assert source["activation"] == "qcfs" and sum(isinstance(m, QCFS) for m in model.modules()) == 4
+    # fine-tuning a ReLU checkpoint into QCFS form starts from percentile thresholds
+    relu = tmp_path / "relu.pt"
+    train("mnist_cnn", "mnist-bundled", None, epochs=1, batch_size=64, out=str(relu), log_fn=lambda m: None)
+    ft = tmp_path / "ft.pt"
+    train("mnist_cnn", "mnist-bundled", None, epochs=1, batch_size=64, lr=0.01, out=str(ft), log_fn=lambda m: None,
+          activation="qcfs", levels=2, init_from=str(relu))
+    assert load_checkpoint(ft)["levels"] == 2
