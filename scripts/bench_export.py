@@ -158,7 +158,7 @@ def render_nir(res: dict) -> str:
            f"Command: `{res['command']}` (torch {res['environment']['torch']}, {res['environment']['threads']} thread).",
            "Reference = snnconv's simulation of the file (`import_nir`), same input, same steps; peers load the file "
            "with their own NIR importers (settings in `docs/nir.md`). Spike comparison is per (step, neuron) entry.", ""]
-    for key in ("mnist_cnn", "resnet20"):
+    for key in [k for k in ("mnist_cnn", "resnet20") if k in res]:
         r = res[key]
         out += [f"## {key}", "", f"- weights: {r['weights']}", f"- conversion: {r['conversion']}",
                 f"- input: {r['samples']} test images, T = {r['timesteps']}"]
