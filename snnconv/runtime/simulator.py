@@ -23,6 +23,7 @@ from the nonzero weight pattern); MACs for synaptic nodes fed by analog (static)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -81,7 +82,7 @@ class Simulator:
     """Runs a converted graph for ``timesteps`` steps; accumulate statistics over batches with :meth:`run`."""
 
     def __init__(self, graph: Graph, timesteps: int, chunk: int = 8, collect_stats: bool = True,
-                 encoder: Encoder | None = None, record: tuple[str, ...] = ()):
+                 encoder: Encoder | None = None, record: tuple[str, ...] = (), channels_last: bool = True):
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ValueError("the simulator needs a graph with one input and one output")
         self.graph, self.T, self.chunk, self.collect = graph, timesteps, max(1, min(chunk, timesteps)), collect_stats
@@ -100,6 +101,26 @@ class Simulator:
             raise ValueError(f"cannot record unknown nodes {unknown}")
         self.record, self.recorded = tuple(record), {}
         self._taps: dict[str, list[torch.Tensor]] = {}
+        # performance (docs/benchmarks/simulator.md): 4-D activations flow channels-last and conv
+        # weights are converted once (oneDNN's fast layout on CPU; the same math, summed in another
+        # order); spike events of binary neurons are reused for SynOps instead of re-deriving them
+        self.channels_last = channels_last
+        self._fast: dict[str, object] = {}
+        if channels_last:
+            for name, node in graph.nodes.items():
+                w = getattr(node, "weight", None)
+                if node.kind == "conv2d" and isinstance(w, torch.Tensor) and w.dim() == 4:
+                    self._fast[name] = node.replace(weight=w.contiguous(memory_format=torch.channels_last))
+        self._events: dict[str, torch.Tensor] = {}  # node -> its 0/1 spike counts [Tc*B, ...] this chunk
+        # ``chunk`` is an upper bound: a chunk's largest activation is kept under ``chunk_bytes``
+        # (large fresh buffers cost page faults and fall out of cache; per-step batches of 64-128
+        # samples keep oneDNN convolutions fastest). Results do not depend on the chunk size.
+        sizes = [math.prod(n.shape) for n in graph.nodes.values() if getattr(n, "shape", None)]
+        self._sample_numel = max(sizes) if sizes else 1
+        self.chunk_bytes = 8 * 2 ** 20
+
+    def _chunk_for(self, batch: int) -> int:
+        return max(1, min(self.chunk, self.chunk_bytes // max(1, batch * self._sample_numel * 4)))
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, layer_error: bool = False) -> torch.Tensor:
@@ -108,12 +129,15 @@ class Simulator:
         state: dict[str, torch.Tensor] = {}
         enc_state = None if self.encoder.static else self.encoder.start(x, self._batches)
         self._batches += 1
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         acc = None
         self._taps = {n: [] for n in self.record}
         sums: dict[str, torch.Tensor] = {} if layer_error else None
         logits = []
-        for t0 in range(0, self.T, self.chunk):
-            tc = min(self.chunk, self.T - t0)
+        chunk = self._chunk_for(B)
+        for t0 in range(0, self.T, chunk):
+            tc = min(chunk, self.T - t0)
             out, static = self._run_chunk(x, tc, t0, state, sums, enc_state)
             out = out.unsqueeze(0).expand(tc, *out.shape) if static else out.view(tc, B, *out.shape[1:])
             csum = out.cumsum(0) if acc is None else acc + out.cumsum(0)
@@ -137,8 +161,9 @@ class Simulator:
         sums: dict[str, torch.Tensor] = {}
         enc_state = None if self.encoder.static else self.encoder.start(x, self._batches)
         self._batches += 1
-        for t0 in range(0, self.T, self.chunk):
-            self._run_chunk(x, min(self.chunk, self.T - t0), t0, state, sums, enc_state)
+        chunk = self._chunk_for(x.shape[0])
+        for t0 in range(0, self.T, chunk):
+            self._run_chunk(x, min(chunk, self.T - t0), t0, state, sums, enc_state)
         return {k: v / self.T for k, v in sums.items()}
 
     # -- one chunk -------------------------------------------------------------------------------
@@ -175,8 +200,8 @@ class Simulator:
                 static = all(s for _, s in ins)
                 tensors = [v if (s == static or not s) else v.repeat(tc, *([1] * (v.dim() - 1))) for v, s in ins]
                 if self.collect and node.synaptic:
-                    self._count_synops(name, node, ins[0], t0, tc, B)
-                values[name] = (KERNELS[node.kind](node, tensors), static)
+                    self._count_synops(name, node, ins[0], t0, tc, B, self._events.get(srcs[0]))
+                values[name] = (KERNELS[node.kind](self._fast.get(name, node), tensors), static)
             if name in self._taps:
                 v, st = values[name]
                 self._taps[name].append(v.unsqueeze(0).expand(tc, *v.shape) if st else v.view(tc, B, *v.shape[1:]))
@@ -184,6 +209,8 @@ class Simulator:
                 remaining[s] -= 1
                 if remaining[s] == 0 and s not in g.outputs:
                     del values[s]
+                    self._events.pop(s, None)
+        self._events.clear()
         return values[g.outputs[0]]
 
     def _stateful(self, name, node, cur, state):
@@ -192,10 +219,18 @@ class Simulator:
         y, counts, state[name] = NEURON_DYNAMICS[node.kind](node, cur, state.get(name))
         if self.collect:
             t0 = self._t0
-            per_step = torch.count_nonzero(counts.flatten(1), dim=1).double()
+            dims = tuple(range(1, counts.dim()))  # reduce in place: no copy of a channels-last tensor
+            if node.kind == "neuron" and node.levels == 1 and not getattr(node, "signed", False) \
+                    and counts[0].numel() < 2 ** 24:  # 0/1 counts: their float32 sum is exact
+                per_step = counts.sum(dims).double()
+            else:
+                per_step = torch.count_nonzero(counts, dim=dims).double()
             st = self.stats.spikes.setdefault(name, torch.zeros(self.T, dtype=torch.float64))
             st[t0:t0 + len(per_step)] += per_step
             self.stats.neurons[name] = counts[0, 0].numel()
+            if node.kind == "neuron" and node.levels == 1 and not getattr(node, "signed", False):
+                # binary spikes: the counts are the events (output = counts * theta, theta > 0)
+                self._events[name] = counts.reshape(-1, *counts.shape[2:])
         return y
 
     def _gated_maxpool(self, name, node, cur, state):
@@ -213,7 +248,7 @@ class Simulator:
         return torch.stack(outs)
 
     # -- statistics ------------------------------------------------------------------------------
-    def _count_synops(self, name, node, inp, t0, tc, B):
+    def _count_synops(self, name, node, inp, t0, tc, B, events=None):
         x, static = inp
         if static:  # analog input: dense MACs every timestep (the hardware recomputes them)
             m = self.stats.macs.setdefault(name, torch.zeros(self.T, dtype=torch.float64))
@@ -222,7 +257,15 @@ class Simulator:
             m[t0:t0 + tc] += self._macs[name] * B
             return
         fan = self._fanout_map(name, node, x.shape[1:])
-        events = x.reshape(tc * B, -1).ne(0).to(fan.dtype)
+        src = x if events is None else events
+        if src.dim() == 4 and not src.is_contiguous() and src.is_contiguous(memory_format=torch.channels_last):
+            # channels-last: read it as [N, H, W, C] (a view) against the fan-out map in that order
+            key = name + "@cl"
+            if key not in self._fanout:
+                self._fanout[key] = fan.view(x.shape[1:]).permute(1, 2, 0).reshape(-1).contiguous()
+            fan, src = self._fanout[key], src.permute(0, 2, 3, 1)
+        src = src.reshape(tc * B, -1)
+        events = src.ne(0).to(fan.dtype) if events is None else src
         s = self.stats.synops.setdefault(name, torch.zeros(self.T, dtype=torch.float64))
         s[t0:t0 + tc] += torch.mv(events, fan).view(tc, B).sum(1)
 
