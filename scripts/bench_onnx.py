@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from snnconv.backends.onnx_export import register_torch_qcfs_symbolic
 from snnconv.api import conversion_pipeline, convert_graph, environment, resolve_model
 from snnconv.config import ConversionConfig, RunConfig, parse_timesteps
 from snnconv.data.datasets import dataset_info, load_dataset
@@ -88,6 +89,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     onnx_path = Path(args.onnx_out or Path(tmp.name) / f"{args.model}.onnx")
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    register_torch_qcfs_symbolic()  # QCFS-trained models: the custom op is written as Mul-Add-Floor-Clip-Mul
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(1, *shape),), str(onnx_path), dynamo=False, opset_version=17,

@@ -199,8 +199,38 @@ def test_export_writes_qcfs_and_scale_nodes(tmp_path):
     g.infer_shapes()
     info = export_onnx(g, tmp_path / "q.onnx")
     assert info["max_abs_diff"] <= 1e-4
+    again, _ = from_onnx(tmp_path / "q.onnx")  # the QCFS chain is folded back into one quantized clip
+    assert [n.levels for n in again.nodes.values() if n.kind == "clip"] == [4]
+    assert again.kinds()["scale"] == 2  # Scale with an offset is written as Mul + Add and read back as two
+    x0 = torch.randn(8, 2, 4, 4)
+    assert (run_ann(again, x0) - run_ann(g, x0)).abs().max() <= 1e-5
     x = torch.randn(64, 2, 4, 4)
     assert np.abs(onnxruntime_run(tmp_path / "q.onnx", x)[0] - run_ann(g, x).numpy()).max() <= 1e-4
+
+
+def test_qcfs_model_through_torch_onnx_export(tmp_path):
+    """A QCFS activation (custom op) exported by torch.onnx.export as Mul-Add-Floor-Clip-Mul is folded back
+    into one quantized clip; a Floor outside that pattern is reported as unsupported."""
+    from snnconv.backends.onnx_export import register_torch_qcfs_symbolic
+    from snnconv.models.qcfs import to_qcfs
+
+    register_torch_qcfs_symbolic()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3, 2, 1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(64, 10))
+    model = to_qcfs(net, levels=4, threshold=1.5).eval()
+    path = torch_to_onnx(model, (1, 16, 16), tmp_path / "qcfs.onnx")
+    graph, table = from_onnx(path)
+    assert "| Floor | 2 | yes |" in table
+    clips = [n for n in graph.nodes.values() if n.kind == "clip"]
+    assert len(clips) == 2 and all(c.levels == 4 and abs(c.hi - 1.5) < 1e-6 and c.shift == 0.5 for c in clips)
+    assert "scale" not in graph.kinds()
+    x = torch.randn(16, 1, 16, 16)
+    assert (run_ann(graph, x) - run_ann(from_torch(model, (1, 16, 16))[0], x)).abs().max() <= 1e-5
+    nodes = [helper.make_node("Floor", ["x"], ["f"], name="lonely_floor"),
+             helper.make_node("Flatten", ["f"], ["y"], name="flat")]
+    with pytest.raises(UnsupportedOpError, match="Floor at ONNX node 'lonely_floor'"):
+        from_onnx(_helper_model(nodes, {}, out_shape=("N", 72)))
 
 
 def test_export_refuses_spiking_graph_and_writes_nothing(tmp_path):

@@ -205,3 +205,24 @@ def export_onnx(graph: Graph, path: str | Path, input_shape: tuple[int, ...] | N
         Path(tmp).unlink(missing_ok=True)
         raise
     return {"path": str(path), "nodes": len(model.graph.node), "opset": OPSET, "max_abs_diff": err}
+
+
+def register_torch_qcfs_symbolic(opset: int = OPSET) -> None:
+    """Teach ``torch.onnx.export`` (TorchScript exporter) the ``snnconv::qcfs`` custom op.
+
+    It is written as ``Mul(L / lambda) -> Add(shift) -> Floor -> Clip(0, L) -> Mul(lambda / L)``
+    (the QCFS activation of Bu et al., ICLR 2022, in the form the IR kernel computes it), which
+    :func:`snnconv.frontends.onnx.from_onnx` folds back into one quantized clip."""
+    import snnconv.models.qcfs  # noqa: F401 - registers the custom op
+    from torch.onnx import register_custom_op_symbolic
+    from torch.onnx.symbolic_helper import parse_args
+
+    @parse_args("v", "v", "i", "f")
+    def qcfs_symbolic(g, x, lam, levels, shift):
+        levels_c = g.op("Constant", value_t=torch.tensor(float(levels)))
+        y = g.op("Mul", x, g.op("Div", levels_c, lam))
+        y = g.op("Floor", g.op("Add", y, g.op("Constant", value_t=torch.tensor(float(shift)))))
+        y = g.op("Clip", y, g.op("Constant", value_t=torch.tensor(0.0)), levels_c)
+        return g.op("Mul", y, g.op("Div", lam, levels_c))
+
+    register_custom_op_symbolic("snnconv::qcfs", qcfs_symbolic, opset)

@@ -122,6 +122,7 @@ class _Builder:
         self.consumers: Counter = Counter(i for n in graph.node for i in n.input if i)
         self.consumers.update(o.name for o in graph.output)
         self.linear_from_matmul: dict[str, str] = {}  # IR Linear from a MatMul -> its ONNX output
+        self.onnx_of: dict[str, str] = {}  # IR node -> the ONNX value it computes
 
     # -- helpers --------------------------------------------------------------------------
     def rank(self, name: str) -> int | None:
@@ -139,6 +140,7 @@ class _Builder:
         base = (node.name or f"{node.op_type.lower()}_{node.output[0]}").lstrip("/")
         name = self.g.add(self.g.unique_name(base), ir_node, srcs)
         self.env[node.output[out_index]] = name
+        self.onnx_of[name] = node.output[out_index]
         return name
 
     def location(self, node, idx: int) -> str:
@@ -237,6 +239,8 @@ def _convert(b: _Builder, node, ins: list) -> bool:
         if not (is_t(x) and all(is_c(v) for v in ins[1:5])) or at.get("training_mode", 0) or out_used(1):
             return False
         b.emit(node, BatchNorm(_t(ins[1]), _t(ins[2]), _t(ins[3]), _t(ins[4]), float(at.get("epsilon", 1e-5))), [x])
+    elif op == "Floor":
+        return _qcfs_floor(b, node, x)
     elif op == "Relu":
         b.emit(node, Clip(0.0, math.inf, "relu"), [x])
     elif op == "Clip":
@@ -359,6 +363,63 @@ def _per_sample_target(b: _Builder, node, ins: list, at: dict) -> list[int] | No
     return rest
 
 
+class _QcfsChain:
+    """A partly matched QCFS activation (Bu et al., ICLR 2022) as written by ONNX exporters:
+    ``Mul(L / lambda) -> Add(shift) -> Floor -> Clip(0, L) -> Mul(lambda / L)``; folded into one
+    quantized :class:`~snnconv.ir.Clip` (``levels = L``, ``hi = lambda``) when the chain completes."""
+
+    def __init__(self, src: str, scales: list[str], in_scale: float, shift: float, where: str, levels: int = 0):
+        self.src, self.scales, self.in_scale, self.shift, self.where, self.levels = \
+            src, scales, in_scale, shift, where, levels
+
+
+def _scalar(v) -> float | None:
+    return float(v.reshape(-1)[0]) if isinstance(v, np.ndarray) and v.size == 1 else None
+
+
+def _qcfs_floor(b: _Builder, node, x) -> bool:
+    """Floor after ``Scale(L / lambda)`` and ``Scale(1, shift)``: the start of a QCFS chain."""
+    add = b.g.nodes.get(x) if isinstance(x, str) else None
+    if add is None or add.kind != "scale" or add.offset is None or add.offset.numel() != 1 \
+            or add.scale.numel() != 1 or float(add.scale) != 1.0 or b.consumers[b.onnx_of.get(x, "")] != 1:
+        return False
+    (mul_name,) = b.g.edges[x]
+    mul = b.g.nodes[mul_name]
+    if mul.kind != "scale" or mul.offset is not None or mul.scale.numel() != 1 \
+            or b.consumers[b.onnx_of.get(mul_name, "")] != 1 or b.consumers[node.output[0]] != 1:
+        return False
+    shift = float(add.offset)
+    if not (0.0 <= shift < 1.0 and float(mul.scale) > 0):
+        return False
+    b.env[node.output[0]] = _QcfsChain(b.g.edges[mul_name][0], [x, mul_name], float(mul.scale), shift,
+                                       b.location(node, -1))
+    return True
+
+
+def _qcfs_step(b: _Builder, node, ins: list) -> bool:
+    """Continue a QCFS chain: ``Clip(0, L)`` after the Floor, then ``Mul(lambda / L)`` closes it."""
+    op = node.op_type
+    chain = ins[0] if isinstance(ins[0], _QcfsChain) else (ins[1] if len(ins) > 1 else None)
+    if not isinstance(chain, _QcfsChain):
+        return False
+    if op == "Clip" and not chain.levels and ins[0] is chain and len(ins) == 3:
+        lo, hi = _scalar(ins[1]), _scalar(ins[2])
+        if lo != 0.0 or hi is None or hi < 1 or hi != int(hi) or b.consumers[node.output[0]] != 1:
+            return False
+        b.env[node.output[0]] = _QcfsChain(chain.src, chain.scales, chain.in_scale, chain.shift, chain.where, int(hi))
+        return True
+    if op == "Mul" and chain.levels and len(ins) == 2:
+        c = _scalar(ins[1] if ins[0] is chain else ins[0])
+        if c is None or abs(c * chain.in_scale - 1.0) > 1e-4:
+            return False
+        for name in chain.scales:  # the two Scale nodes become part of the quantized clip
+            del b.g.nodes[name], b.g.edges[name]
+        b.emit(node, Clip(0.0, chain.levels / chain.in_scale, "qcfs", levels=chain.levels, shift=chain.shift),
+               [chain.src])
+        return True
+    return False
+
+
 def _arith(b: _Builder, node, ins: list) -> bool:
     op = node.op_type
     if len(ins) != 2:
@@ -470,7 +531,14 @@ def from_onnx(path_or_model, input_shape: tuple[int, ...] | None = None, check: 
         b.coverage[op] += 1
         ins = [b.env.get(i) if i else None for i in node.input]
         ok = False
-        if node.domain in ("", "ai.onnx") and not any(i and b.env.get(i) is None for i in node.input):
+        chains = [v for v in ins if isinstance(v, _QcfsChain)]
+        if chains:
+            ok = _qcfs_step(b, node, ins)
+            if not ok:  # the Floor it started from is not part of a QCFS activation after all
+                b.unsupported.append(("Floor", chains[0].where))
+                b.unsupported_kinds.add("Floor")
+                ins = [v.src if isinstance(v, _QcfsChain) else v for v in ins]
+        elif node.domain in ("", "ai.onnx") and not any(i and b.env.get(i) is None for i in node.input):
             try:
                 if not any(isinstance(v, str) for v in ins) or node.op_type == "Shape":
                     ok = _fold(b, node, ins)
