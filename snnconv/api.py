@@ -56,6 +56,11 @@ def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, .
 
     For a ``.onnx`` path the first item is the checked ``onnx.ModelProto`` instead (turn either into
     a graph with :func:`ingest`)."""
+    if cfg.model.startswith("hf:"):  # HuggingFace transformer: (PreTrainedModel, its input shape, source)
+        from snnconv.frontends.hf import hf_input_shape, load_hf
+
+        model, _ = load_hf(cfg.model[3:], tokenizer=False)
+        return model, hf_input_shape(model), {"weights": cfg.model[3:], "checkpoint_accuracy": None, "format": "hf"}
     check_dataset_name(cfg.dataset)
     in_ch, ncls = dataset_info(cfg.dataset)
     size = 28 if in_ch == 1 else 32
@@ -128,6 +133,10 @@ def _resolve_onnx(cfg: RunConfig, shape: tuple[int, ...]):
 def ingest(model, input_shape: tuple[int, ...]) -> tuple[Graph, str]:
     """The IR graph and op-coverage table of what :func:`resolve_model` returned: an ``nn.Module``
     goes through the PyTorch frontend, an ONNX model through :func:`snnconv.frontends.onnx.from_onnx`."""
+    if isinstance(model, nn.Module) and hasattr(model, "main_input_name") and hasattr(model, "config"):
+        from snnconv.frontends.hf import from_hf  # a HuggingFace PreTrainedModel
+
+        return from_hf(model, seq_len=input_shape[-1])
     if isinstance(model, nn.Module):
         return from_torch(model, input_shape)
     from snnconv.frontends.onnx import from_onnx
@@ -281,6 +290,10 @@ def held_out_split(dataset: str, data_dir, n: int, seed: int) -> Split:
 
 def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     """The `snnconv convert` job: returns the report and writes it (atomically) to ``cfg.output_dir``."""
+    if cfg.model.startswith("hf:"):  # transformer job: embeddings cosine instead of accuracy
+        from snnconv.hf_convert import run_convert_hf
+
+        return run_convert_hf(cfg, log_fn, coverage_fn)
     torch.manual_seed(cfg.seed)
     t_start = time.time()
     pipeline = Pipeline.from_config(cfg.pipeline_spec())  # validate the config before any heavy work

@@ -20,6 +20,8 @@ from torch import nn
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
                         Input, Linear, MaxPool2d, Reshape, Scale)
+from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNorm, MatMul, Permute, Select, Slice,
+                                    Softmax)
 
 aten = torch.ops.aten
 
@@ -127,6 +129,8 @@ def _convert_call(b: _Builder, n) -> bool:
                [b.src(args[0])])
     elif t in (aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor, aten.mul_.Tensor, aten.sub.Tensor):
         return _arith(b, n)
+    elif t is aten.cat.default and any(_is_param(b, a) for a in args[0]):
+        return _concat_const(b, n, args[0], int(arg(1, 0)), out_shape)
     elif t is aten.cat.default:
         dim = int(arg(1, 0))
         rank = len(out_shape) if out_shape else 4
@@ -166,6 +170,8 @@ def _convert_call(b: _Builder, n) -> bool:
     elif t in (aten.dropout.default, aten.dropout_.default, aten.clone.default, aten.contiguous.default,
                aten.alias.default, aten.detach.default, aten.feature_dropout.default):
         b.emit(n, Identity(), [b.src(args[0])])
+    elif _convert_transformer_op(b, n, t, args, out_shape):
+        pass
     elif t is operator.getitem:
         if args[1] != 0:
             return False
@@ -182,10 +188,15 @@ def _arith(b: _Builder, n) -> bool:
     if t in (aten.add.Tensor, aten.add_.Tensor) and is_node(x) and is_node(y) and alpha == 1:
         b.emit(n, Add(), [b.src(x), b.src(y)])
         return True
+    if t in (aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor, aten.mul_.Tensor) and is_node(y) and not is_node(x) \
+            and alpha == 1:
+        x, y = y, x  # commutative: put the constant on the right
     # constant operand: scalar or a parameter/constant tensor -> Scale node
     if is_node(x) and not is_node(y):
         c = b.tensor(y) if _is_param(b, y) else torch.tensor(float(y))
-        c = c.detach().clone().float()
+        c = _per_sample_const(c.detach().clone().float(), n)
+        if c is None:
+            return False
         if t in (aten.mul.Tensor, aten.mul_.Tensor):
             b.emit(n, Scale(c), [b.src(x)])
         elif t is aten.sub.Tensor:
@@ -194,6 +205,153 @@ def _arith(b: _Builder, n) -> bool:
             b.emit(n, Scale(torch.tensor(1.0), c * alpha), [b.src(x)])
         return True
     return False
+
+
+def _per_sample_const(c: torch.Tensor, n) -> torch.Tensor | None:
+    """A constant operand as a per-sample tensor (broadcast over the batch), or None if it varies per sample.
+
+    A constant with the full rank of the output carries a batch dimension (an ``expand`` to the
+    capture batch, e.g. BERT's token-type embeddings, a ViT class token): it is per-sample if its
+    rows are all equal, and then the first row is kept."""
+    val = n.meta.get("val")
+    rank = len(val.shape) if hasattr(val, "shape") else None
+    if rank is None or c.dim() < rank:
+        return c
+    if c.shape[0] != 1 and not torch.equal(c, c[:1].expand_as(c)):
+        return None
+    return c[0]
+
+
+def _concat_const(b: _Builder, n, parts, dim: int, out_shape) -> bool:
+    """cat([const, x]) / cat([x, const]) with a per-sample constant -> ConcatConst."""
+    if len(parts) != 2 or out_shape is None or dim % len(out_shape) == 0:
+        return False
+    first = _is_param(b, parts[0])
+    const, node = (parts[0], parts[1]) if first else (parts[1], parts[0])
+    if _is_param(b, node) or not hasattr(node, "name") or node.name not in b.env:
+        return False
+    c = _per_sample_const(b.tensor(const).detach().clone().float(), n)
+    if c is None or c.dim() != len(out_shape) - 1:
+        return False
+    b.emit(n, ConcatConst(c, dim % len(out_shape), first), [b.src(node)])
+    return True
+
+
+def _node_arg(b: _Builder, a) -> bool:
+    return hasattr(a, "name") and isinstance(b.env.get(a.name), str)
+
+
+def _convert_transformer_op(b: _Builder, n, t, args, out_shape) -> bool:
+    """Transformer ops (layer norm, GELU, softmax, attention matmuls, embeddings, views); False if not one."""
+    rank = len(out_shape) if out_shape is not None else None
+    in_rank = len(args[0].meta["val"].shape) if args and hasattr(args[0], "meta") and "val" in args[0].meta else None
+    if t is aten.layer_norm.default:
+        shape = tuple(args[1])
+        w = b.tensor(args[2]) if len(args) > 2 and args[2] is not None else None
+        bias = b.tensor(args[3]) if len(args) > 3 and args[3] is not None else None
+        eps = float(args[4]) if len(args) > 4 else float(n.kwargs.get("eps", 1e-5))
+        b.emit(n, LayerNorm(_opt_clone(w), _opt_clone(bias), eps, shape), [b.src(args[0])])
+    elif t is aten.gelu.default:
+        approx = n.kwargs.get("approximate", args[1] if len(args) > 1 else "none")
+        b.emit(n, Activation("gelu_tanh" if approx == "tanh" else "gelu"), [b.src(args[0])])
+    elif t in (aten.tanh.default, aten.sigmoid.default, aten.silu.default):
+        b.emit(n, Activation(_op_name(t).split(".")[0]), [b.src(args[0])])
+    elif t in (aten.softmax.int, aten._softmax.default):
+        dim = int(args[1]) % rank
+        b.emit(n, Softmax(dim - rank), [b.src(args[0])])
+    elif t in (aten.matmul.default, aten.bmm.default) and _node_arg(b, args[0]) and _node_arg(b, args[1]):
+        if rank < 3:
+            return False  # a product over the batch dimension
+        b.emit(n, MatMul(), [b.src(args[0]), b.src(args[1])])
+    elif t is aten.matmul.default and _node_arg(b, args[0]) and _is_param(b, args[1]) and \
+            b.tensor(args[1]).dim() == 2:
+        b.emit(n, Linear(b.tensor(args[1]).detach().t().contiguous().clone()), [b.src(args[0])])
+    elif t is aten.embedding.default and _is_param(b, args[0]) and _node_arg(b, args[1]):
+        pad = args[2] if len(args) > 2 else n.kwargs.get("padding_idx", -1)
+        b.emit(n, Embedding(b.tensor(args[0]).detach().clone(), None if pad is None or pad < 0 else int(pad)),
+               [b.src(args[1])])
+    elif t is aten.transpose.int:
+        d0, d1 = int(args[1]) % rank, int(args[2]) % rank
+        if 0 in (d0, d1):
+            return False
+        dims = list(range(rank))
+        dims[d0], dims[d1] = d1, d0
+        b.emit(n, Permute(tuple(dims)), [b.src(args[0])])
+    elif t is aten.permute.default:
+        dims = tuple(int(d) % rank for d in args[1])
+        if dims[0] != 0:
+            return False
+        b.emit(n, Permute(dims), [b.src(args[0])])
+    elif t in (aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default):
+        if out_shape[0] != args[0].meta["val"].shape[0] or (t is aten.unsqueeze.default and int(args[1]) % rank == 0):
+            return False
+        b.emit(n, Reshape(tuple(out_shape[1:])), [b.src(args[0])])
+    elif t is aten.select.int:
+        dim = int(args[1]) % in_rank
+        if dim == 0:
+            return False
+        b.emit(n, Select(dim, int(args[2])), [b.src(args[0])])
+    elif t is aten.slice.Tensor:
+        dim = int(args[1]) % in_rank if len(args) > 1 else 0
+        start = args[2] if len(args) > 2 else None
+        end = args[3] if len(args) > 3 else None
+        step = int(args[4]) if len(args) > 4 else 1
+        size = args[0].meta["val"].shape[dim]
+        if tuple(out_shape) == tuple(args[0].meta["val"].shape):
+            b.emit(n, Identity(), [b.src(args[0])])
+        elif dim == 0:
+            return False
+        else:
+            b.emit(n, Slice(dim, int(start or 0), None if end is None or end >= size else int(end), step),
+                   [b.src(args[0])])
+    elif t in (aten._to_copy.default, aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten.type_as.default,
+               aten.lift_fresh_copy.default):
+        b.emit(n, Identity(), [b.src(args[0])])  # the IR is float; embeddings cast their ids themselves
+    elif t in (aten.div.Tensor, aten.div_.Tensor) and _node_arg(b, args[0]) and not _node_arg(b, args[1]):
+        c = b.tensor(args[1]) if _is_param(b, args[1]) else torch.tensor(float(args[1]))
+        c = _per_sample_const(1.0 / c.detach().clone().float(), n)
+        if c is None:
+            return False
+        b.emit(n, Scale(c), [b.src(args[0])])
+    elif t is aten.rsub.Scalar and _node_arg(b, args[0]):
+        alpha = float(n.kwargs.get("alpha", 1))
+        b.emit(n, Scale(torch.tensor(-alpha), torch.tensor(float(args[1]))), [b.src(args[0])])
+    elif t is aten.scaled_dot_product_attention.default:
+        return _sdpa(b, n, args)
+    else:
+        return False
+    return True
+
+
+def _sdpa(b: _Builder, n, args) -> bool:
+    """softmax(Q K^T * scale + mask) V, decomposed into IR nodes (matmul, scale, add, softmax, matmul)."""
+    q, k, v = args[:3]
+    mask = args[3] if len(args) > 3 else n.kwargs.get("attn_mask")
+    dropout = args[4] if len(args) > 4 else n.kwargs.get("dropout_p", 0.0)
+    causal = args[5] if len(args) > 5 else n.kwargs.get("is_causal", False)
+    scale = n.kwargs.get("scale", args[6] if len(args) > 6 else None)
+    if causal or dropout or n.kwargs.get("enable_gqa", False) or not all(_node_arg(b, a) for a in (q, k, v)):
+        return False
+    rank = len(q.meta["val"].shape)
+    scale = float(scale) if scale is not None else 1.0 / math.sqrt(q.meta["val"].shape[-1])
+    base = b.name_for(n)
+    g = b.g
+    dims = list(range(rank))
+    dims[-1], dims[-2] = dims[-2], dims[-1]
+    kt = g.add(g.unique_name(base + ".key_t"), Permute(tuple(dims)), [b.src(k)])
+    s = g.add(g.unique_name(base + ".scores"), MatMul(), [b.src(q), kt])
+    s = g.add(g.unique_name(base + ".scaled"), Scale(torch.tensor(scale)), [s])
+    if mask is not None:
+        if _node_arg(b, mask):
+            s = g.add(g.unique_name(base + ".masked"), Add(), [s, b.src(mask)])
+        else:
+            m = b.tensor(mask)
+            m = torch.zeros(m.shape).masked_fill(~m, float("-inf")) if m.dtype == torch.bool else m.float()
+            c = m[0] if m.dim() == rank else m
+            s = g.add(g.unique_name(base + ".masked"), Scale(torch.tensor(1.0), c.clone()), [s])
+    p = g.add(g.unique_name(base + ".softmax"), Softmax(-1), [s])
+    b.env[n.name] = g.add(g.unique_name(base), MatMul(), [p, b.src(v)])
+    return True
 
 
 def _opt_clone(t):
@@ -251,17 +409,48 @@ def coverage_table(counts: Counter, unsupported: set[str]) -> str:
     return "\n".join(lines)
 
 
-def from_torch(model: nn.Module, input_shape: tuple[int, ...], check: bool = True) -> tuple[Graph, str]:
+def _live_nodes(graph) -> set:
+    """fx nodes the outputs depend on (dead code, e.g. an unused pooler or shape asserts, is skipped)."""
+    live, stack = set(), [n for n in graph.nodes if n.op == "output"]
+    while stack:
+        n = stack.pop()
+        if n in live:
+            continue
+        live.add(n)
+        stack.extend(n.all_input_nodes)
+    return live
+
+
+def _fold_constant(b: _Builder, n) -> bool:
+    """Evaluate an op whose inputs are all constants (position ids, masks of constants, expanded
+    class tokens ...) at ingest time; its result becomes a constant for the ops that use it."""
+    if any(a.name not in b.params for a in n.all_input_nodes) or \
+            not (isinstance(n.target, torch._ops.OpOverload) or n.target is operator.getitem):
+        return False
+    try:
+        val = n.target(*torch.fx.node.map_arg(n.args, lambda a: b.params[a.name]),
+                       **torch.fx.node.map_arg(n.kwargs, lambda a: b.params[a.name]))
+    except Exception:  # noqa: BLE001 - not foldable: mapped (or reported) like any other op
+        return False
+    b.params[n.name] = val
+    return True
+
+
+def from_torch(model: nn.Module, input_shape: tuple[int, ...], check: bool = True,
+               example: torch.Tensor | None = None) -> tuple[Graph, str]:
     """Ingest ``model`` (per-sample ``input_shape``, e.g. (3, 32, 32)) into the IR.
 
     Returns ``(graph, coverage_table)``. Raises :class:`UnsupportedOpError` naming every
     unsupported op and its location. With ``check``, the IR run as an ANN must reproduce the
-    module's output (max abs error 1e-4 relative to the output scale).
+    module's output (max abs error 1e-4 relative to the output scale). ``example`` (a batch of
+    2 or more) is the capture and check input; default ``randn``. Ops on constants only are
+    folded at ingest; ops the output does not depend on are skipped.
     """
     model = model.eval()
-    example = torch.randn(2, *input_shape)
+    example = torch.randn(2, *input_shape) if example is None else example
     graph, params, method = _capture(model, example)
     b = _Builder(params)
+    live = _live_nodes(graph)
     for n in graph.nodes:
         if n.op == "placeholder":
             if n.name in params:
@@ -270,8 +459,12 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...], check: bool = Tru
         elif n.op == "get_attr":
             continue
         elif n.op == "call_function":
+            if n not in live:
+                continue
             name = _op_name(n.target)
             b.coverage[name] += 1
+            if _fold_constant(b, n):
+                continue
             try:
                 ok = _convert_call(b, n)
             except (KeyError, TypeError, ValueError, IndexError):

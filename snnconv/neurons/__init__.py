@@ -11,6 +11,7 @@ from snnconv.neurons.cuba_lif import run_cuba_lif
 from snnconv.neurons.hodgkin_huxley import run_hodgkin_huxley
 from snnconv.neurons.integrate_fire import run_spiking_neuron
 from snnconv.neurons.izhikevich import run_izhikevich
+from snnconv.neurons.signed_if import run_signed_neuron
 
 NEURON_DYNAMICS = {
     "neuron": run_spiking_neuron,
@@ -18,4 +19,5 @@ NEURON_DYNAMICS = {
     "cuba_lif": run_cuba_lif,
     "izhikevich": run_izhikevich,
     "hodgkin_huxley": run_hodgkin_huxley,
+    "signed_neuron": run_signed_neuron,
 }

@@ -91,3 +91,8 @@ KERNELS: dict[str, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     "maxpool2d": lambda n, xs: F.max_pool2d(xs[0], n.kernel_size, n.stride, n.padding, n.dilation, n.ceil_mode),
     "adaptive_avgpool2d": lambda n, xs: F.adaptive_avg_pool2d(xs[0], n.output_size),
 }
+
+# transformer nodes (layer norm, softmax, matmul, embeddings, views, signed neuron): snnconv.runtime.operators
+from snnconv.runtime.operators import TRANSFORMER_KERNELS  # noqa: E402
+
+KERNELS.update(TRANSFORMER_KERNELS)
