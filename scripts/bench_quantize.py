@@ -69,7 +69,7 @@ def main() -> None:
         ("ternary", {"name": "quantize", "scheme": "ternary"}, None),
         ("int4 QAT", {"name": "quantize", "scheme": "int", "bits": 4}, ("int", 4)),
         ("ternary QAT", {"name": "quantize", "scheme": "ternary"}, ("ternary", 2)),
-        ("loihi profile (int8/layer, pow2)", {"name": "quantize", "profile": "loihi", "timesteps": max(ts)}, None),
+        ("loihi profile", {"name": "quantize", "profile": "loihi", "timesteps": max(ts)}, None),
         ("prune 50% magnitude", {"name": "prune", "sparsity": 0.5, "method": "magnitude"}, None),
         ("prune 50% activity", {"name": "prune", "sparsity": 0.5, "method": "activity"}, None),
         ("prune 50% magnitude channel", {"name": "prune", "sparsity": 0.5, "method": "magnitude",
@@ -123,7 +123,10 @@ def render(data: dict, path: Path) -> None:
              "direct input) followed by the row's pass; simulated on the same test samples. `bits` is the stored "
              "weight width (ternary = 1.58 bits of information, stored in 2); size counts weights at their bits plus "
              "fp32 scales and biases. QAT rows fine-tune the ANN with a straight-through estimator first "
-             "(`snnconv.training.qat`). SynOps per sample at the largest T.", ""]
+             "(`snnconv.training.qat`, BN statistics frozen). SynOps per sample at the largest T. Size counts pruned "
+             "weights densely (no sparse format). Test samples: the seeded subset named in each section (the full "
+             "10k MNIST test set was not run: the shared 2-core machine was at load average 12-18 during these runs). "
+             "Percentages in parentheses: difference to fp32 on the same samples.", ""]
     for key, d in data.items():
         ts = d["timesteps"]
         lines += [f"## {key}", "", f"Command: `{d['command']}` ({d['samples']} test samples, {d['date']}); "
