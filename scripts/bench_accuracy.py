@@ -107,8 +107,9 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
     graph, _ = from_torch(model, shape)
     key = f"ann:{Path(weights).name}:{len(test)}"
     if key not in store.setdefault("ann", {}):
+        acc, macs = ann_accuracy(graph, test)
         store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
-                             "samples": len(test), "acc": ann_accuracy(graph, test)[0]}
+                             "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6}
     spec = method_config(method, args, qcfs_as_clip)
     t0 = time.time()
     snn, records = convert_graph(graph, calib_batches, Pipeline.from_config(spec))
@@ -137,6 +138,23 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
     return row
 
 
+def targets(suite: str, sd: dict) -> list[str]:
+    """Issue 3's targets next to what was measured (gaps to the method's own ANN)."""
+    goals = {"mnist": [("qcfs", 2, 0.2), ("sfn", 1, 0.5)],
+             "cifar10": [("qcfs", 4, 1.0), ("qcfs", 8, 0.3), ("sfn", 1, None)]}[suite]
+    out = []
+    for m, t, tol in goals:
+        r = sd.get("methods", {}).get(m)
+        if not r or str(t) not in r["per_t"]:
+            out.append(f"- target {m} T={t}" + (f" within {tol} of the ANN" if tol else "") + ": not measured yet")
+            continue
+        gap = r["per_t"][str(t)]["acc"] - sd["ann"][r["ann_key"]]["acc"]
+        verdict = "" if tol is None else (" -> met" if gap >= -tol else " -> NOT met")
+        out.append(f"- target {m} T={t}" + (f" within {tol}" if tol else " (report the gap)") +
+                   f": measured gap {gap:+.2f} points on {r['samples']} images{verdict}")
+    return ["Issue 3 targets:", ""] + out + [""]
+
+
 def render(data: dict) -> str:
     lines = ["# Accuracy of the conversion methods vs timesteps", "",
              "Produced by `scripts/bench_accuracy.py` (commands per suite below) on the project's 2-core CPU machine,",
@@ -148,8 +166,9 @@ def render(data: dict) -> str:
         lines += [f"## {suite}: {sd['title']}", "", f"Command(s): {'; '.join(f'`{c}`' for c in sd.get('commands', []))}", ""]
         anns = sd.get("ann", {})
         for k, a in anns.items():
+            energy = f"; {a['energy_uj']:.3g} uJ/sample at {E_MAC_PJ} pJ/MAC" if "energy_uj" in a else ""
             lines.append(f"- ANN `{Path(a['weights']).name}` ({a['activation']}{', L=' + str(a['levels']) if a['levels'] else ''}): "
-                         f"**{a['acc']:.2f}%** on {a['samples']} test images")
+                         f"**{a['acc']:.2f}%** on {a['samples']} test images{energy}")
         lines.append("")
         rows = [r for r in sd.get("methods", {}).values()]
         if not rows:
@@ -174,6 +193,7 @@ def render(data: dict) -> str:
             lines.append(f"| {r['method']} | {kind} | " + " | ".join(
                 f"{r['per_t'][str(t)]['firing_rate']:.3f} / {r['per_t'][str(t)]['energy_uj']:.3g}" for t in ts) + " |")
         lines.append("")
+        lines += targets(suite, sd)
         for r in rows:
             lines.append(f"- `{r['method']}`: pipeline `{json.dumps(r['pipeline'])}`; "
                          f"{'QCFS weights with clips as clip(0, lambda); ' if r['qcfs_as_clip'] else ''}"
