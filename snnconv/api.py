@@ -330,6 +330,10 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
         "passes": records, "coverage": coverage, "config": cfg.to_dict(), "environment": environment(),
         "seconds": None,
     }
+    if any(getattr(n, "operator", False) for n in snn.nodes.values()):  # operator nodes are not neurons: say so
+        from snnconv.passes.spiking_transformer import spiking_census
+
+        report["spiking_census"] = spiking_census(snn)
     for t in cfg.timesteps:
         log_fn(f"T={t:>3}: SNN {acc[t - 1]:.2f}% (ANN {ann_acc:.2f}%)")
     report["seconds"] = round(time.time() - t_start, 2)
@@ -341,6 +345,11 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
                 snn.save(out / "snn.pt")
                 graph.save(out / "ann.pt")
             write_report(out, report, html_page=cfg.output.html)
+            if "spiking_census" in report:
+                from snnconv.passes.spiking_transformer import census_markdown
+
+                with open(out / "report.md", "a") as f:
+                    f.write("\n## Spiking census\n\n" + census_markdown(report["spiking_census"]) + "\n")
         written = (["snn.pt", "ann.pt"] if cfg.output.graphs else []) + ["report.json", "report.md"] + \
             (["report.html"] if cfg.output.html else []) + ["accuracy_vs_T.png"]
         log_fn(f"wrote {cfg.output_dir}/ ({', '.join(written)})")

@@ -144,12 +144,12 @@ class Unsupported(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
-        self.act = nn.Sigmoid()
+        self.act = nn.Mish()
         self.fc = nn.Linear(4 * 6 * 6, 5)
 
     def forward(self, x):
         x = self.act(self.conv(x))
-        return torch.tanh(self.fc(x.flatten(1)))
+        return torch.sin(self.fc(x.flatten(1)))
 
 
 def test_unsupported_ops_are_all_named_with_locations():
@@ -158,20 +158,20 @@ def test_unsupported_ops_are_all_named_with_locations():
     err = info.value
     msg = str(err)
     assert isinstance(err, SnnconvError)
-    assert "sigmoid" in msg and "tanh" in msg
+    assert "mish" in msg and "sin" in msg
     ops = dict(err.ops)
-    assert "module 'act'" in ops["sigmoid.default"] and "Sigmoid" in ops["sigmoid.default"]
-    assert "node 'tanh'" in ops["tanh.default"]
+    assert "module 'act'" in ops["mish.default"] and "Mish" in ops["mish.default"]
+    assert "node 'sin'" in ops["sin.default"]
     # the coverage table marks them unsupported and the supported conv as supported
-    assert "| sigmoid.default | 1 | no |" in err.coverage
-    assert "| tanh.default | 1 | no |" in err.coverage
+    assert "| mish.default | 1 | no |" in err.coverage
+    assert "| sin.default | 1 | no |" in err.coverage
     assert "| conv2d.default | 1 | yes |" in err.coverage
 
 
 def test_unsupported_op_error_lists_only_the_unsupported_ops():
     with pytest.raises(UnsupportedOpError) as info:
         from_torch(Unsupported(), (3, 8, 8))
-    assert sorted(op for op, _ in info.value.ops) == ["sigmoid.default", "tanh.default"]
+    assert sorted(op for op, _ in info.value.ops) == ["mish.default", "sin.default"]
     assert "| linear.default | 1 | yes |" in info.value.coverage
 
 
