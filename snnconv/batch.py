@@ -151,9 +151,22 @@ def _same_config(report_path: Path, cfg: RunConfig) -> bool:
 
 
 def _summary_of(report: dict) -> dict:
+    """The key results of a report. Classifier runs report accuracy; transformer (hf:) runs report
+    the cosine similarity of ANN and SNN embeddings: both become ``metric`` / ``curve`` / ``curve_all_t``."""
     keep = ("model", "dataset", "samples", "ann_accuracy", "snn_accuracy", "snn_accuracy_all_t", "energy", "max_T",
             "seconds", "ann_energy_uj")
-    return {k: report.get(k) for k in keep}
+    out = {k: report.get(k) for k in keep}
+    if report.get("snn_accuracy") is not None:
+        out.update(metric="accuracy (%)", curve=report["snn_accuracy"], curve_all_t=report.get("snn_accuracy_all_t"))
+    elif report.get("cosine") is not None:
+        out.update(metric="cosine", curve=report["cosine"], curve_all_t=report.get("cosine_all_t"))
+    else:
+        out.update(metric="-", curve={}, curve_all_t=None)
+    return out
+
+
+def _fmt(v, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
 
 
 def run_item(item: BatchItem, out_dir: str, resume: bool = False, threads: int | None = None) -> dict:
@@ -247,20 +260,21 @@ def write_summary(out: Path, summary: dict) -> None:
 
 def summary_markdown(summary: dict) -> str:
     items = summary["items"]
-    ts = sorted({int(t) for r in items if r.get("report") for t in r["report"]["snn_accuracy"]})
-    lines = ["| item | status | model | dataset | ANN acc (%) | " + " | ".join(f"T={t}" for t in ts) +
+    ts = sorted({int(t) for r in items if r.get("report") for t in r["report"].get("curve", {})})
+    lines = ["| item | status | model | dataset | metric | ANN acc (%) | " + " | ".join(f"T={t}" for t in ts) +
              " | energy uJ @ max T | seconds | error |",
-             "|---|---|---|---|---:|" + "---:|" * len(ts) + "---:|---:|---|"]
+             "|---|---|---|---|---|---:|" + "---:|" * len(ts) + "---:|---:|---|"]
     for r in items:
         rep = r.get("report")
         if rep:
-            accs = [f"{rep['snn_accuracy'][str(t)]:.2f}" if str(t) in rep["snn_accuracy"] else "-" for t in ts]
-            e = rep["energy"].get(str(rep["max_T"]), {}).get("energy_uj")
-            lines.append(f"| {r['name']} | {r['status']} | {rep['model']} | {rep['dataset']} | "
-                         f"{rep['ann_accuracy']:.2f} | " + " | ".join(accs) +
-                         f" | {e:.4g} | {rep.get('seconds')} | |")
+            curve = rep.get("curve", {})
+            vals = [_fmt(curve.get(str(t)), ".2f" if rep.get("metric", "").startswith("acc") else ".4f") for t in ts]
+            e = ((rep.get("energy") or {}).get(str(rep.get("max_T"))) or {}).get("energy_uj")
+            lines.append(f"| {r['name']} | {r['status']} | {rep.get('model')} | {rep.get('dataset')} | "
+                         f"{rep.get('metric', '-')} | {_fmt(rep.get('ann_accuracy'))} | " + " | ".join(vals) +
+                         f" | {_fmt(e, '.4g')} | {rep.get('seconds')} | |")
         else:
             err = (r.get("error") or "").replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {r['name']} | {r['status']} | - | - | - | " + " | ".join("-" for _ in ts) +
+            lines.append(f"| {r['name']} | {r['status']} | - | - | - | - | " + " | ".join("-" for _ in ts) +
                          f" | - | - | {err} |")
     return "\n".join(lines) + "\n"

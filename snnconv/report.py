@@ -174,35 +174,53 @@ def write_html(path: Path, report: dict) -> None:
 
 
 def comparison_html(summary: dict) -> str:
-    """One page across the items of a batch: status table, accuracy-vs-T overlay, energy at max T."""
+    """One page across the items of a batch: status table, metric-vs-T overlay, energy at max T.
+
+    Items are batch summaries (``snnconv.batch``): ``report`` holds ``metric`` (accuracy or, for
+    transformer runs, cosine), ``curve`` {T: value} and ``curve_all_t``."""
     plt = _plt()
     items = summary["items"]
-    done = [it for it in items if it.get("report")]
-    ts = sorted({int(t) for it in done for t in it["report"]["snn_accuracy"]})
+    done = [it for it in items if it.get("report") and it["report"].get("curve")]
+    ts = sorted({int(t) for it in done for t in it["report"]["curve"]})
     title = f"snnconv batch: {len(items)} item(s)"
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{summary.get('ok', 0)} finished, {summary.get('failed', 0)} failed, "
             f"{summary.get('skipped', 0)} skipped (resumed).</p>"]
+    fmt = lambda v, spec=".2f": "-" if v is None else format(v, spec)  # noqa: E731
     rows = []
     for it in items:
         r = it.get("report")
         status = f'<span class="{"fail" if it["status"] == "failed" else "ok"}">{html.escape(it["status"])}</span>'
         link = f'<a href="{html.escape(it["name"])}/report.html">{html.escape(it["name"])}</a>' if r else html.escape(it["name"])
         if r:
-            accs = [f"{r['snn_accuracy'][str(t)]:.2f}" if str(t) in r["snn_accuracy"] else "-" for t in ts]
-            e = r["energy"][str(r["max_T"])]["energy_uj"] if str(r["max_T"]) in r["energy"] else None
-            rows.append([link, status, r["model"], r["dataset"], f"{r['ann_accuracy']:.2f}", *accs,
-                         f"{e:.4g}" if e is not None else "-", r.get("seconds", "-")])
+            curve, spec = r.get("curve") or {}, ".2f" if str(r.get("metric", "")).startswith("acc") else ".4f"
+            e = ((r.get("energy") or {}).get(str(r.get("max_T"))) or {}).get("energy_uj")
+            rows.append([link, status, str(r.get("model")), str(r.get("dataset")), str(r.get("metric", "-")),
+                         fmt(r.get("ann_accuracy")), *[fmt(curve.get(str(t)), spec) for t in ts], fmt(e, ".4g"),
+                         str(r.get("seconds", "-"))])
         else:
-            rows.append([link, status, "-", "-", "-", *(["-"] * len(ts)), "-", html.escape(it.get("error", ""))[:300]])
-    body.append(_table(["item", "status", "model", "dataset", "ANN acc", *[f"T={t}" for t in ts],
-                        "energy uJ @ max T", "seconds / error"], rows, left=4))
-    if done:
+            rows.append([link, status, "-", "-", "-", "-", *(["-"] * len(ts)), "-",
+                         html.escape(it.get("error", ""))[:300]])
+    body.append(_table(["item", "status", "model", "dataset", "metric", "ANN acc", *[f"T={t}" for t in ts],
+                        "energy uJ @ max T", "seconds / error"], rows, left=5))
+    for metric in dict.fromkeys(it["report"].get("metric") for it in done):
         fig, ax = plt.subplots(figsize=(7.5, 4.5))
         for it in done:
-            _accuracy_axes(ax, it["report"], label=it["name"], with_ann=False)
+            r = it["report"]
+            if r.get("metric") != metric:
+                continue
+            tt = sorted(int(t) for t in r["curve"])
+            line = ax.plot(tt, [r["curve"][str(t)] for t in tt], "o", label=it["name"])[0]
+            if r.get("curve_all_t"):
+                ax.plot(range(1, len(r["curve_all_t"]) + 1), r["curve_all_t"], "-", lw=1, alpha=0.6,
+                        color=line.get_color())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ts, [str(t) for t in ts])
+        ax.set_xlabel("timesteps T")
+        ax.set_ylabel(str(metric))
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        body += ["<h2>Accuracy vs T</h2>", _png(fig)]
+        body += [f"<h2>{html.escape(str(metric))} vs T</h2>", _png(fig)]
     failed = [it for it in items if it["status"] == "failed"]
     if failed:
         body += ["<h2>Failures</h2>", "<ul>" + "".join(

@@ -32,9 +32,15 @@ def test_report_html_is_self_contained_and_complete(tmp_path):
     write_html(tmp_path / "again.html", json.loads((out / "report.json").read_text()))
     assert (tmp_path / "again.html").read_text().count("data:image/png") == 4
 
-    summary = {"items": [{"name": "a", "status": "ok", "report": report},
+    from snnconv.batch import _summary_of
+
+    summary = {"items": [{"name": "a", "status": "ok", "report": _summary_of(report)},
+                         {"name": "h", "status": "ok", "report": _summary_of(
+                             {"model": "hf:x", "dataset": "sentences", "max_T": 2, "cosine": {"1": 0.9, "2": 0.95},
+                              "cosine_all_t": [0.9, 0.95]})},
                          {"name": "b", "status": "failed", "error": "x.yaml: key 'conversion.method' expects ...",
                           "config_file": "x.yaml"}], "ok": 1, "failed": 1, "skipped": 0}
     cmp_page = comparison_html(summary)
     assert 'href="a/report.html"' in cmp_page and "Failures" in cmp_page and "conversion.method" in cmp_page
-    assert cmp_page.count("data:image/png;base64,") == 1
+    assert cmp_page.count("data:image/png;base64,") == 2  # one plot per metric: accuracy, cosine
+    assert "<td>0.9500</td>" in cmp_page
