@@ -249,9 +249,16 @@ def main() -> None:
         if row is None:
             continue
         store["methods"][m] = row
+        # merge into the file as it is now (another suite may be running in parallel)
+        data = json.loads(jpath.read_text()) if jpath.is_file() else {}
+        cur = data.setdefault("suites", {}).setdefault(args.suite, {"title": store["title"]})
+        for k in ("ann", "methods"):
+            cur.setdefault(k, {}).update(store.get(k, {}))
+        cur["commands"] = sorted(set(cur.get("commands", [])) | set(store["commands"]))
         data["environment"] = {**environment(), "date": time.strftime("%Y-%m-%d")}
         jpath.write_text(json.dumps(data, indent=1))
         (out / "accuracy.md").write_text(render(data))
+    data = json.loads(jpath.read_text()) if jpath.is_file() else data
     (out / "accuracy.md").write_text(render(data))
 
 
