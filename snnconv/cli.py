@@ -388,51 +388,6 @@ def evolve(
     _err(f"wrote {output_dir}/ (evolve.json, evolve.png, snn_*.pt)")
 
 
-@app.command()
-def evolve(
-    model: str = typer.Option("mnist_cnn", help="zoo model name or checkpoint .pt (its output must be a linear readout)"),
-    weights: Optional[str] = typer.Option(None, help="checkpoint for a zoo model (default: the model cache / bundled)"),
-    dataset: str = typer.Option("mnist", help="dataset the model was trained on (clean); the stream is its test split"),
-    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
-    shift: str = typer.Option("rotate:45", help="shift of the streamed data: rotate:DEG | invert | noise:STD | contrast:F | none"),
-    rule: str = typer.Option("rstdp,ed", help="comma-separated plasticity rules for the readout: rstdp, ed"),
-    timesteps: int = typer.Option(32),
-    clean: int = typer.Option(1000, help="clean samples at the start of the stream"),
-    shifted: int = typer.Option(4000, help="shifted samples after them"),
-    heldout: int = typer.Option(1000, help="other test samples scored after the stream (clean and shifted)"),
-    window: int = typer.Option(500, help="sliding window of the accuracy curve"),
-    batch_size: int = typer.Option(20, help="stream batch: predicted, then learned from"),
-    lr: Optional[float] = typer.Option(None, help="learning rate for every rule (default: per-rule defaults)"),
-    seed: int = typer.Option(0),
-    output_dir: str = typer.Option("artifacts/evolve", help="run folder: evolve.json, evolve.png, snn_<rule>.pt"),
-):
-    """Adapt a converted SNN's readout online (prequential) on a shifted data stream with R-STDP or ED,
-    and plot accuracy over the stream with and without evolution."""
-    import json
-
-    from snnconv.learning.evolve import apply_readout, plot_evolve, run_evolve
-    from snnconv.output import atomic_dir
-
-    rules = tuple(r.strip() for r in rule.split(",") if r.strip())
-    bad = [r for r in rules if r not in ("rstdp", "ed")]
-    if bad or not rules:
-        raise SnnconvError(f"unknown rule(s) {bad or rule!r} (known: rstdp, ed)")
-    params = {r: {"lr": lr} for r in rules} if lr is not None else None
-    res = run_evolve(model, dataset, data_dir, weights, shift, rules, timesteps, clean, shifted, window, batch_size,
-                     heldout=heldout, seed=seed, params=params, log_fn=_err)
-    rep = res["report"]
-    with atomic_dir(output_dir) as out:
-        (out / "evolve.json").write_text(json.dumps(rep, indent=1))
-        plot_evolve(rep, out / "evolve.png")
-        res["snn"].save(out / "snn_frozen.pt")
-        for r in rules:
-            apply_readout(res["snn"], res["learners"][r]).save(out / f"snn_{r}.pt")
-    for k, v in rep["prequential_accuracy"].items():
-        typer.echo(f"{k:>7}: stream shifted part {v['shifted_part']:.2f}%, last {window} {v['last_window']:.2f}%, "
-                   f"held-out shifted {rep['heldout']['shifted'][k]:.2f}%, clean {rep['heldout']['clean'][k]:.2f}%")
-    _err(f"wrote {output_dir}/ (evolve.json, evolve.png, snn_*.pt)")
-
-
 def main() -> None:
     logging.basicConfig(level=os.environ.get("SNNCONV_LOG", "WARNING"), format="%(message)s")
     try:
