@@ -161,7 +161,15 @@ def render(data: dict) -> str:
              "shared with other jobs. Every number is measured here unless it is in the *published anchors* table.",
              f"Energy: E_AC = {E_AC_PJ} pJ per SynOp, E_MAC = {E_MAC_PJ} pJ per MAC, the first layer (analog input) "
              "counted as MACs every step. Firing rate: spike events per neuron per step, averaged over all neurons "
-             "(a graded spike of any size is one event).", ""]
+             "(a graded spike of any size is one event).", "",
+             "Methods: `max` (layer-wise max, v0 = theta/2), `percentile` (99.9th per channel, v0 = theta/2), "
+             "`calibration` / `calibration_pc` (percentile + bias / initial-potential calibration of Li et al. 2021, "
+             "calibrated for the T in their pipeline, so their accuracy at other T is not what they were tuned for), "
+             "`qcfs` (IF neurons at the trained QCFS thresholds), `sfn` (multi-level scale-and-fire neurons, "
+             "graded spikes), `qcfs_signed` (+ negative spikes), `qcfs_srp` (+ SRP pre-run; its T excludes the "
+             "pre-run, energy includes it). On CIFAR-10 there is no ReLU checkpoint: the ReLU methods convert the "
+             "QCFS-trained weights with every quantized clip treated as plain clip(0, lambda) (`qcfs_as_clip`, the "
+             "comparison Bu et al. make); their gap is to that clip ANN. See docs/conversion_methods.md.", ""]
     for suite, sd in data.get("suites", {}).items():
         lines += [f"## {suite}: {sd['title']}", "", f"Command(s): {'; '.join(f'`{c}`' for c in sd.get('commands', []))}", ""]
         anns = sd.get("ann", {})
@@ -174,16 +182,17 @@ def render(data: dict) -> str:
         if not rows:
             lines += ["(no method measured yet)", ""]
             continue
-        ts = rows[0]["timesteps"]
+        ts = sorted({t for r in rows for t in r["timesteps"]})
         lines += ["| method | ANN | " + " | ".join(f"T={t}" for t in ts) + " |",
                   "|---|---:|" + "---:|" * len(ts)]
         for r in rows:
             ann = anns[r.get("ann_clip_key") or r["ann_key"]]["acc"]
-            cells = [f"{r['per_t'][str(t)]['acc']:.2f} ({r['per_t'][str(t)]['acc'] - ann:+.2f})" for t in ts]
+            cells = [f"{r['per_t'][str(t)]['acc']:.2f} ({r['per_t'][str(t)]['acc'] - ann:+.2f})"
+                     if str(t) in r["per_t"] else "-" for t in ts]
             lines.append(f"| {r['method']}{' (latency tau+T, tau=' + str(r['srp_tau']) + ')' if r.get('srp_tau') else ''} "
                          f"| {ann:.2f} | " + " | ".join(cells) + " |")
-        lines += ["", "Cells: SNN accuracy % (gap to the ANN the method converts). Samples: "
-                  + ", ".join(sorted({f"{r['samples']}" for r in rows})) + " test images.", "",
+        lines += ["", "Cells: SNN accuracy % (gap to the ANN the method converts, on the same images). Test images "
+                  "per method: " + ", ".join(f"{r['method']} {r['samples']}" for r in rows) + ".", "",
                   "Firing rate / energy per sample (uJ) at each T:", "",
                   "| method | spikes | " + " | ".join(f"T={t}" for t in ts) + " |", "|---|---|" + "---|" * len(ts)]
         for r in rows:
@@ -191,7 +200,8 @@ def render(data: dict) -> str:
             kind = f"graded <= {sp['max_levels']}" if sp["graded"] else "binary"
             kind += ", signed" if sp["signed"] else ""
             lines.append(f"| {r['method']} | {kind} | " + " | ".join(
-                f"{r['per_t'][str(t)]['firing_rate']:.3f} / {r['per_t'][str(t)]['energy_uj']:.3g}" for t in ts) + " |")
+                f"{r['per_t'][str(t)]['firing_rate']:.3f} / {r['per_t'][str(t)]['energy_uj']:.3g}"
+                if str(t) in r["per_t"] else "-" for t in ts) + " |")
         lines.append("")
         lines += targets(suite, sd)
         for r in rows:
