@@ -120,7 +120,9 @@ class RunConfig:
         if c.neuron == "lif" and c.leak_compensation:
             passes.append("leak_compensation")
         if c.method == "calibration":
-            passes.append({"name": "calibration", "mode": c.calibration, "timesteps": c.calibration_timesteps})
+            # A QCFS-trained net computes clip(0, lambda), not ReLU: calibrate towards that function.
+            passes.append({"name": "calibration", "mode": c.calibration, "timesteps": c.calibration_timesteps,
+                           "target": "clip" if c.qcfs_as_clip else "relu"})
         if c.signed:
             passes.append("signed_neurons")
         return passes

@@ -280,3 +280,13 @@ def snnconv_cli_factory(monkeypatch, capsys, tmp_path):
 
     monkeypatch.chdir(tmp_path)
     return lambda *args: run_main(*args, monkeypatch=monkeypatch, capsys=capsys)
+
+
+def test_calibration_on_qcfs_weights_targets_the_clipped_function():
+    # A QCFS-trained net computes clip(0, lambda); an unclipped ReLU reference would add wrong biases.
+    from snnconv.config import ConversionConfig, RunConfig
+
+    spec = RunConfig(conversion=ConversionConfig(method="calibration", qcfs_as_clip=True)).pipeline_spec()
+    assert [p for p in spec if isinstance(p, dict) and p["name"] == "calibration"][0]["target"] == "clip"
+    spec = RunConfig(conversion=ConversionConfig(method="calibration")).pipeline_spec()
+    assert [p for p in spec if isinstance(p, dict) and p["name"] == "calibration"][0]["target"] == "relu"
