@@ -26,6 +26,13 @@ log = logging.getLogger("snnconv")
 PASSES: dict[str, type["Pass"]] = {}
 
 
+def check_config(where: str, checks: list[tuple[bool, str]]) -> None:
+    """Raise a one-line :class:`SnnconvError` for the first failed ``(ok, message)`` check of a pass config."""
+    for ok, msg in checks:
+        if not ok:
+            raise SnnconvError(f"{where}: {msg}")
+
+
 def register_pass(cls):
     PASSES[cls.name] = cls
     return cls

@@ -30,7 +30,7 @@ import torch
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Clip, Graph, Scale
-from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.passes.base import Pass, PassContext, register_pass, check_config
 from snnconv.progress import progress
 from snnconv.runtime.interpreter import run_ann
 from snnconv.runtime.simulator import Simulator
@@ -94,9 +94,7 @@ class Calibration(Pass):
                       (isinstance(self.timesteps, int) and self.timesteps >= 1, "timesteps must be a positive integer"),
                       (isinstance(self.samples, int) and self.samples >= 1, "samples must be a positive integer"),
                       (isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be positive")]
-            for ok, msg in checks:
-                if not ok:
-                    raise SnnconvError(f"{where}: {msg}")
+            check_config(where, checks)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config
@@ -121,7 +119,7 @@ class Calibration(Pass):
 
         for x in batches:
             run_ann(ref_graph, x, record=record)
-        before, after_err = {}, {}
+        before = {}
         for name in progress(neurons, desc=f"calibration ({c.mode}, T={c.timesteps})"):
             err = ref_sum[name] / ref_cnt[name] - self._snn_mean(graph, name, batches, per_element)
             before[name] = float(err.abs().mean())

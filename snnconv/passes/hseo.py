@@ -45,7 +45,7 @@ import torch
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
-from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.passes.base import Pass, PassContext, register_pass, check_config
 from snnconv.progress import progress
 
 
@@ -177,9 +177,7 @@ class HSEO(Pass):
                       (self.generations >= 1, "generations must be >= 1"),
                       (float(self.threshold_bounds[0]) > 0, "threshold_bounds must be positive"),
                       (0 < float(self.leak_bounds[0]) and float(self.leak_bounds[1]) <= 1, "leak_bounds must lie in (0, 1]")]
-            for ok, msg in checks:
-                if not ok:
-                    raise SnnconvError(f"{where}: {msg}")
+            check_config(where, checks)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config

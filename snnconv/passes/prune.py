@@ -33,7 +33,7 @@ import torch
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
-from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.passes.base import Pass, PassContext, register_pass, check_config
 from snnconv.runtime.interpreter import run_ann
 
 
@@ -123,9 +123,7 @@ class Prune(Pass):
                       (self.method in ("magnitude", "activity"), "method must be 'magnitude' or 'activity'"),
                       (self.scope in ("global", "layer"), "scope must be 'global' or 'layer'"),
                       (self.structure in ("unstructured", "channel"), "structure must be 'unstructured' or 'channel'")]
-            for ok, msg in checks:
-                if not ok:
-                    raise SnnconvError(f"{where}: {msg}")
+            check_config(where, checks)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config

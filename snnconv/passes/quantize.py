@@ -51,7 +51,7 @@ import torch
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph, Scale
-from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.passes.base import Pass, PassContext, register_pass, check_config
 
 PROFILES = {
     "loihi": {"scheme": "int", "bits": 8, "granularity": "layer", "power_of_two": True, "threshold_bits": 17,
@@ -157,9 +157,7 @@ class Quantize(Pass):
                       (self.profile is None or self.profile in PROFILES,
                        f"profile must be one of {', '.join(PROFILES)}"),
                       (self.timesteps >= 1, "timesteps must be >= 1")]
-            for ok, msg in checks:
-                if not ok:
-                    raise SnnconvError(f"{where}: {msg}")
+            check_config(where, checks)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config

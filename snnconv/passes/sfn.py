@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import torch
 
-from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.ir import Graph, SpikingNeuron
 from snnconv.passes.activation_stats import activation_scales
-from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.passes.base import Pass, PassContext, check_config, register_pass
+from snnconv.passes.threshold_balance import rate_clips
 
 
 @register_pass
@@ -53,17 +53,11 @@ class ScaleAndFire(Pass):
                       (self.method in ("max", "percentile"), "method must be 'max' or 'percentile'"),
                       (0 < self.percentile <= 100, "percentile must be in (0, 100]"),
                       (self.granularity in ("layer", "channel"), "granularity must be 'layer' or 'channel'")]
-            for ok, msg in checks:
-                if not ok:
-                    raise SnnconvError(f"{where}: {msg}")
+            check_config(where, checks)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config
-        clips = [n for n, node in graph.nodes.items() if node.kind == "clip"]
-        bad = [(f"clip[{graph.nodes[n].source} lo={graph.nodes[n].lo}]", f"node '{n}'") for n in clips
-               if graph.nodes[n].lo != 0.0]
-        if bad:
-            raise UnsupportedOpError(bad)
+        clips = rate_clips(graph)
         if not clips:
             ctx.log(self.name, "no activations to convert")
             return graph

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from snnconv.ir import Graph, SignedNeuron
-from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.passes.base import Pass, PassContext, register_pass, check_config
 from snnconv.progress import progress
 from snnconv.runtime.interpreter import run_ann
 
@@ -78,15 +78,11 @@ class SpikingTransformer(Pass):
         max_rows: int = 20000  # calibration rows (tokens) kept per neuron for the percentile
 
         def validate(self, where: str) -> None:
-            from snnconv.errors import SnnconvError
-
             checks = [(self.levels >= 1, "levels must be >= 1"),
                       (self.max_spikes >= 0, "max_spikes must be >= 0"),
                       (0 < self.percentile <= 100, "percentile must be in (0, 100]"),
                       (self.granularity in ("feature", "layer"), "granularity must be 'feature' or 'layer'")]
-            for ok, msg in checks:
-                if not ok:
-                    raise SnnconvError(f"{where}: {msg}")
+            check_config(where, checks)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config

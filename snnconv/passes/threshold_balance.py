@@ -26,7 +26,18 @@ import torch
 from snnconv.errors import UnsupportedOpError
 from snnconv.ir import Graph, SpikingNeuron
 from snnconv.passes.activation_stats import activation_scales
-from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.passes.base import Pass, PassContext, check_config, register_pass
+
+
+def rate_clips(graph: Graph) -> list[str]:
+    """The clip nodes of ``graph``; raises :class:`UnsupportedOpError` naming every clip with a
+    negative lower bound, which a non-negative spike rate cannot represent."""
+    clips = [n for n, node in graph.nodes.items() if node.kind == "clip"]
+    bad = [(f"clip[{graph.nodes[n].source} lo={graph.nodes[n].lo}]", f"node '{n}'") for n in clips
+           if graph.nodes[n].lo != 0.0]
+    if bad:
+        raise UnsupportedOpError(bad)
+    return clips
 
 
 @register_pass
@@ -45,24 +56,16 @@ class ThresholdBalance(Pass):
         max_samples: int = 2_000_000
 
         def validate(self, where: str) -> None:
-            from snnconv.errors import SnnconvError
-
             checks = [(self.method in ("max", "percentile"), "method must be 'max' or 'percentile'"),
                       (0 < self.percentile <= 100, "percentile must be in (0, 100]"),
                       (self.granularity in ("layer", "channel"), "granularity must be 'layer' or 'channel'"),
                       (self.reset in ("subtract", "zero"), "reset must be 'subtract' or 'zero'"),
                       (self.neuron in ("if", "lif"), "neuron must be 'if' or 'lif'")]
-            for ok, msg in checks:
-                if not ok:
-                    raise SnnconvError(f"{where}: {msg}")
+            check_config(where, checks)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config
-        clips = [n for n, node in graph.nodes.items() if node.kind == "clip"]
-        bad = [("clip" + f"[{graph.nodes[n].source} lo={graph.nodes[n].lo}]", f"node '{n}'") for n in clips
-               if graph.nodes[n].lo != 0.0]
-        if bad:
-            raise UnsupportedOpError(bad)
+        clips = rate_clips(graph)
         if not clips:
             ctx.log(self.name, "no activations to convert")
             return graph
