@@ -101,6 +101,7 @@ def train(
     out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
     activation: str = typer.Option("relu", help="relu, or qcfs (conversion-aware, Bu et al. ICLR 2022)"),
     levels: int = typer.Option(4, help="QCFS quantization levels L (with --activation qcfs)"),
+    bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
 ):
     """Train a zoo ANN (ReLU or QCFS); resumable: re-run the same command to continue."""
     from snnconv.api import TRAIN_PLAN
@@ -109,7 +110,7 @@ def train(
 
     build_model(model)
     do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30, 0))[0], batch_size, lr, out, seed,
-             log_fn=_err, activation=activation, levels=levels)
+             log_fn=_err, activation=activation, levels=levels, bf16=bf16)
 
 
 @app.command()

@@ -26,6 +26,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     augment: bool = True
     seed: int = 0
+    # bfloat16 autocast: about 2x faster on CPUs with AVX512-BF16/AMX; weights and the optimizer stay fp32
+    bf16: bool = False
 
 
 @torch.no_grad()
@@ -63,7 +65,8 @@ def train_ann(model: nn.Module, train: Split, test: Split, cfg: TrainConfig, out
         bar = progress(train.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed + epoch),
                        total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for x, y in bar:
-            loss = loss_fn(model(x), y)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
