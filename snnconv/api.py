@@ -151,7 +151,8 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
 
     ``activation='qcfs'`` trains conversion-aware (QCFS, Bu et al. 2022) with ``levels`` steps.
     ``init_from`` (a checkpoint of the same architecture) fine-tunes instead of training from
-    scratch; QCFS thresholds then start at the 99.9th percentile of each layer's ReLU input.
+    scratch; QCFS thresholds then start at the 99.9th percentile of each layer's ReLU input, or,
+    from a QCFS checkpoint with other ``levels``, at its trained thresholds (re-quantized to ``levels``).
     """
     from snnconv.training.ann import TrainConfig, train_ann
 
@@ -168,6 +169,12 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
 
             model = to_qcfs(model, levels)
             init_thresholds(model, [x for x, _ in train_split.subset(1024, seed).batches(256)])
+        elif activation == "qcfs" and levels != src.get("levels", 0):
+            from snnconv.models.qcfs import QCFS
+
+            for m in model.modules():  # a QCFS net re-trained for another L keeps its thresholds
+                if isinstance(m, QCFS):
+                    m.levels = levels
     else:
         model = with_activation(model, activation, levels)
     path = Path(out) if out else checkpoints.cached_checkpoint(model_name, checkpoint_key(dataset))
@@ -291,6 +298,8 @@ def held_out_split(dataset: str, data_dir, n: int, seed: int) -> Split:
 def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     """The `snnconv convert` job: returns the report and writes it (atomically) to ``cfg.output_dir``."""
     if cfg.model.startswith("hf:"):  # transformer job: embeddings cosine instead of accuracy
+        if cfg.output.export:
+            raise SnnconvError(f"--export {','.join(cfg.output.export)}: not available for HuggingFace models")
         from snnconv.hf_convert import run_convert_hf
 
         return run_convert_hf(cfg, log_fn, coverage_fn)
@@ -308,6 +317,10 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     snn, records = convert_graph(graph, calib_batches, pipeline,
                                  labelled=lambda: held_out_split(cfg.dataset, cfg.data_dir, cfg.calib_samples,
                                                                  cfg.seed + 1).batches(256))
+    if cfg.output.export:  # refuse an unexportable graph now, not after the simulation
+        from snnconv.backends.exports import check_exports
+
+        check_exports(cfg.output.export, snn)
     ann_acc, macs = ann_accuracy(graph, test)
     log_fn(f"ANN accuracy {ann_acc:.2f}% on {len(test)} samples")
     T = max(cfg.timesteps)
@@ -344,6 +357,11 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
             if cfg.output.graphs:
                 snn.save(out / "snn.pt")
                 graph.save(out / "ann.pt")
+            if cfg.output.export:  # inside the atomic folder: a failed export leaves no run folder
+                from snnconv.backends.exports import write_exports
+
+                report["exports"] = write_exports(out, cfg.output.export, snn, graph, shape, cfg.dataset,
+                                                  cfg.data_dir, log_fn)
             write_report(out, report, html_page=cfg.output.html)
             if "spiking_census" in report:
                 from snnconv.passes.spiking_transformer import census_markdown
@@ -351,6 +369,6 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
                 with open(out / "report.md", "a") as f:
                     f.write("\n## Spiking census\n\n" + census_markdown(report["spiking_census"]) + "\n")
         written = (["snn.pt", "ann.pt"] if cfg.output.graphs else []) + ["report.json", "report.md"] + \
-            (["report.html"] if cfg.output.html else []) + ["accuracy_vs_T.png"]
+            (["report.html"] if cfg.output.html else []) + ["accuracy_vs_T.png"] + report.get("exports", [])
         log_fn(f"wrote {cfg.output_dir}/ ({', '.join(written)})")
     return report

@@ -58,12 +58,14 @@ def convert(
     batch_size: Optional[int] = typer.Option(None),
     encoding: Optional[str] = typer.Option(None, help="input coding: direct | rate | latency | delta"),
     train_if_missing: bool = typer.Option(False, help="train the ANN first when no checkpoint is cached"),
+    exports: Optional[list[str]] = typer.Option(None, "--export", help="also write onnx (ann.onnx) | nir (snn.nir) | "
+                                                "lava (lava/) into the run folder; repeatable or comma list"),
 ):
     """Convert a trained ANN to an SNN and report accuracy vs T, firing rates and energy.
 
     With no --model/--dataset/--config it converts the bundled MNIST CNN (offline, < 1 min)."""
     from snnconv.api import run_convert
-    from snnconv.config import load_config, parse_timesteps
+    from snnconv.config import load_config, parse_exports, parse_timesteps
 
     overrides = {"model": model, "weights": weights, "dataset": dataset, "data_dir": data_dir,
                  "timesteps": parse_timesteps(timesteps) if timesteps else None, "output_dir": output_dir,
@@ -73,7 +75,8 @@ def convert(
                                 "reset": reset, "v_init": v_init,
                                 "neuron": neuron, "leak": leak, "levels": levels, "calibration": calibration,
                                 "calibration_timesteps": calib_timesteps, "signed": signed,
-                                "qcfs_as_clip": qcfs_as_clip}}
+                                "qcfs_as_clip": qcfs_as_clip},
+                 "output": {"export": parse_exports(",".join(exports), "--export") if exports else None}}
     cfg = load_config(config, overrides)
     from snnconv.runtime import distributed
 
@@ -125,8 +128,10 @@ def finetune(
     seed: int = typer.Option(0),
     out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
     levels: int = typer.Option(4, help="QCFS quantization levels L"),
+    bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
 ):
-    """Fine-tune a trained ReLU ANN into QCFS form (thresholds start at the 99.9th percentile)."""
+    """Fine-tune a trained ReLU ANN into QCFS form (thresholds start at the 99.9th percentile), or a
+    QCFS ANN to another number of levels L (thresholds start at the trained ones)."""
     from snnconv.api import train as do_train
     from snnconv.models.zoo import build_model
 
@@ -134,7 +139,7 @@ def finetune(
     if not Path(weights).is_file():
         raise SnnconvError(f"weights file {weights} not found")
     do_train(model, dataset, data_dir, epochs, batch_size, lr, out, seed, log_fn=_err, activation="qcfs",
-             levels=levels, init_from=weights)
+             levels=levels, init_from=weights, bf16=bf16)
 
 
 @app.command()

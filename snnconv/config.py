@@ -61,6 +61,7 @@ class ConversionConfig:
 class OutputConfig:
     html: bool = True  # write report.html (self-contained) next to report.json / report.md
     graphs: bool = True  # write the converted and source graphs (snn.pt, ann.pt)
+    export: list = field(default_factory=list)  # also write these formats into the run folder: onnx | nir | lava
 
 
 CHOICES = {  # key -> allowed values, checked at load time
@@ -163,6 +164,8 @@ def _typed(cls, values: dict, where: str, prefix: str = ""):
             v = _typed(ConversionConfig if k == "conversion" else OutputConfig, v, where, f"{key}.")
         elif k == "timesteps":
             v = parse_timesteps(v, f"{where}: key 'timesteps'")
+        elif key == "output.export":
+            v = parse_exports(v, f"{where}: key '{key}'")
         elif k == "passes":
             v = None if v is None else normalize_passes(v, where)
         else:
@@ -256,6 +259,26 @@ def parse_timesteps(v, where: str = "timesteps") -> list[int]:
     return ts
 
 
+#: formats ``convert --export`` / ``output.export`` can write (snnconv.backends.exports)
+EXPORT_FORMATS = ("onnx", "nir", "lava")
+
+
+def parse_exports(v, where: str = "export") -> list[str]:
+    """``"nir,lava"``, ``["nir", "lava"]`` or ``None`` -> ``["nir", "lava"]`` (each once, order kept)."""
+    if v is None:
+        return []
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise SnnconvError(f"{where}: expected export formats ({', '.join(EXPORT_FORMATS)}), got {v!r}")
+    out = []
+    for i in (i.strip() for i in items if i.strip()):
+        if i not in EXPORT_FORMATS:
+            raise SnnconvError(f"{where}: unknown export format {i!r} (known: {', '.join(EXPORT_FORMATS)})")
+        if i not in out:
+            out.append(i)
+    return out
+
+
 def read_yaml(path: str | Path) -> dict:
     """The top-level mapping of a YAML file; one-line errors for a missing file or bad YAML."""
     p = Path(path)
@@ -282,8 +305,10 @@ def load_config(path: str | Path | None, overrides: dict, values: dict | None = 
         values = read_yaml(path) if path is not None else {}
     values = _ungroup(values, where)
     overrides = dict(overrides)
-    conv_over = {k: v for k, v in overrides.pop("conversion", {}).items() if v is not None}
+    sections = {s: {k: v for k, v in (overrides.pop(s, None) or {}).items() if v is not None}
+                for s in ("conversion", "output")}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if conv_over:
-        values["conversion"] = {**(values.get("conversion") or {}), **conv_over}
+    for section, over in sections.items():
+        if over:
+            values[section] = {**(values.get(section) or {}), **over}
     return _typed(RunConfig, values, where)

@@ -168,15 +168,25 @@ def _bias_fixed(b_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mant, exp, mant * 2 ** exp
 
 
-def quantize(graph: Graph, x: torch.Tensor) -> dict:
-    """The Loihi 2 fixed-point network of ``graph`` for inputs ``x`` (see the module docstring)."""
+def _lower(graph: Graph) -> Graph:
+    """The graph in unit-threshold form (float64), or the NIR refusal reworded for Loihi."""
     from snnconv.backends.nir import lower_for_nir
 
     try:
-        low = _double_graph(lower_for_nir(graph, pool="sum"))
+        return _double_graph(lower_for_nir(graph, pool="sum"))
     except SnnconvError as e:
         raise SnnconvError(str(e).replace("cannot export to NIR", "cannot export to Lava/Loihi (Loihi LIF: reset "
                                                                    "to 0, v starts at 0, binary spikes)")) from None
+
+
+def check_lava(graph: Graph) -> None:
+    """Raise the one-line refusal now if ``graph`` cannot be mapped to Lava (cheap: no quantization)."""
+    _chain(_lower(graph))
+
+
+def quantize(graph: Graph, x: torch.Tensor) -> dict:
+    """The Loihi 2 fixed-point network of ``graph`` for inputs ``x`` (see the module docstring)."""
+    low = _lower(graph)
     spiking, sources = _chain(low)
     layers = []
     # layer 0: the analog input's constant current becomes a per-sample bias

@@ -1,0 +1,126 @@
+"""``snnconv convert --export onnx|nir|lava``: exports land in the run folder, written by the backends'
+own export functions; a graph an export refuses fails the whole run with the backend's one-line message,
+a non-zero exit code and no (partial) run folder."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from snnconv.config import load_config, parse_exports
+from snnconv.errors import SnnconvError
+from test_cli import leftovers, run_main
+
+# the bundled MNIST CNN on the bundled subset, as small as a conversion gets
+SMALL = ["--model", "mnist_cnn", "--dataset", "mnist-bundled", "--timesteps", "2", "--eval-samples", "8",
+         "--calib-samples", "16"]
+NIR_OK = ["--reset", "zero", "--v-init", "0"]
+
+
+@pytest.fixture
+def snnconv_cli(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    return lambda *args: run_main(*args, monkeypatch=monkeypatch, capsys=capsys)
+
+
+def _error_line(proc) -> str:
+    """The one stderr line after the conversion's progress lines; the run must have failed with exit 2."""
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return errors[0]
+
+
+def test_exports_written_into_run_folder(tmp_path, snnconv_cli):
+    from snnconv.backends.nir import import_nir
+    from snnconv.ir import Graph
+    from snnconv.runtime.interpreter import run_ann
+
+    out = tmp_path / "run"
+    proc = snnconv_cli("convert", *SMALL, *NIR_OK, "--output-dir", out, "--export", "nir", "--export", "onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert {"snn.nir", "ann.onnx", "snn.pt", "report.json"} <= {p.name for p in out.iterdir()}
+    assert not leftovers(out) and not list(out.glob("*.part")) and not list(out.glob(".*"))
+    import json
+
+    assert json.loads((out / "report.json").read_text())["exports"] == ["snn.nir", "ann.onnx"]
+    # the NIR file is the converted SNN: same outputs over time as snn.pt
+    from snnconv.api import simulate
+    from snnconv.data.datasets import load_dataset
+
+    split = load_dataset("mnist-bundled", train=False).subset(4)
+    acc_pt = simulate(Graph.load(out / "snn.pt"), split, 4, layer_error=False).accuracy()
+    acc_nir = simulate(import_nir(out / "snn.nir"), split, 4, layer_error=False).accuracy()
+    assert acc_pt == acc_nir
+    # the ONNX file is the ANN before conversion
+    import onnxruntime as ort
+
+    x, _ = next(iter(split.batches(4)))
+    sess = ort.InferenceSession(str(out / "ann.onnx"))
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    want = run_ann(Graph.load(out / "ann.pt"), x)
+    assert torch.allclose(torch.from_numpy(got), want if torch.is_tensor(want) else want[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    ([], "reset by subtraction"),  # default conversion: subtract reset, v_init 0.5
+    ([*NIR_OK, "--method", "sfn"], "graded spikes"),
+])
+def test_nir_refusal_fails_the_run(flags, fragment, tmp_path, snnconv_cli):
+    out = tmp_path / "run"
+    line = _error_line(snnconv_cli("convert", *SMALL, *flags, "--output-dir", out, "--export", "onnx,nir"))
+    assert "cannot export to NIR" in line and fragment in line
+    assert not out.exists() and not leftovers(out)
+
+
+def test_max_pool_refused(tmp_path, snnconv_cli):
+    from torch import nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 13 * 13, 10))
+    from snnconv.backends.onnx_export import export_onnx
+    from snnconv.frontends.torch import from_torch
+
+    export_onnx(from_torch(m.eval(), (1, 28, 28))[0], tmp_path / "maxpool.onnx")  # an ANN file convert accepts
+    out = tmp_path / "run"
+    line = _error_line(snnconv_cli("convert", "--model", tmp_path / "maxpool.onnx", *SMALL[2:], *NIR_OK,
+                                   "--output-dir", out, "--export", "nir"))
+    assert "max pooling" in line and not out.exists() and not leftovers(out)
+
+
+def test_failure_while_writing_leaves_no_folder(tmp_path, snnconv_cli, monkeypatch):
+    """A failure after the checks (here: in the ONNX writer, after the NIR file was written) discards the run."""
+    from snnconv.backends import onnx_export
+
+    def broken(*_a, **_k):
+        raise SnnconvError("onnx writer broke")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", broken)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("previous run")  # an existing run folder survives a failed rerun untouched
+    line = _error_line(snnconv_cli("convert", *SMALL, *NIR_OK, "--output-dir", out, "--export", "nir,onnx"))
+    assert line == "error: onnx writer broke"
+    assert [p.name for p in out.iterdir()] == ["old.txt"] and not leftovers(out)
+
+
+def test_lava_without_venv_fails_before_simulating(tmp_path, snnconv_cli, monkeypatch):
+    monkeypatch.setenv("SNNCONV_LAVA_VENV", str(tmp_path / "no-venv"))
+    out = tmp_path / "run"
+    proc = snnconv_cli("convert", *SMALL, *NIR_OK, "--output-dir", out, "--export", "lava")
+    assert "setup_lava.sh" in _error_line(proc)
+    assert "T=" not in proc.stderr  # refused right after conversion, before the simulation
+    assert not out.exists() and not leftovers(out)
+
+
+def test_export_option_parsing(tmp_path):
+    assert parse_exports("nir, onnx,nir") == ["nir", "onnx"]
+    with pytest.raises(SnnconvError, match="unknown export format 'dot'"):
+        parse_exports(["nir", "dot"])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("output:\n  export: [lava, nir]\n")
+    assert load_config(cfg, {}).output.export == ["lava", "nir"]
+    assert load_config(cfg, {"output": {"export": ["onnx"]}}).output.export == ["onnx"]
+    cfg.write_text("output:\n  export: nirr\n")
+    with pytest.raises(SnnconvError, match="output.export.*unknown export format 'nirr'"):
+        load_config(cfg, {})
