@@ -2,6 +2,10 @@
 labelled split of the *training* set (the test set is only used for the final before/after numbers).
 
     python scripts/bench_hseo.py --model mnist_cnn --dataset mnist --data-dir ../shared/datasets --timesteps 2
+    python scripts/bench_hseo.py --model resnet20 --dataset cifar10 --weights resnet20_qcfs4_cifar10.pt --timesteps 2
+
+The starting point is the conversion of ``--method`` (default: ``qcfs`` for a QCFS-trained checkpoint,
+its trained thresholds; else ``percentile``).
 
 Writes docs/benchmarks/hseo.{json,md} (one section per model/dataset/T).
 """
@@ -16,7 +20,7 @@ from pathlib import Path
 import torch
 
 from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, held_out_split, resolve_model, simulate
-from snnconv.config import RunConfig
+from snnconv.config import ConversionConfig, RunConfig
 from snnconv.data.datasets import load_dataset
 from snnconv.frontends.torch import from_torch
 from snnconv.passes import PassContext, Pipeline
@@ -27,6 +31,9 @@ def main() -> None:
     ap.add_argument("--model", default="mnist_cnn")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--weights", default=None, help="checkpoint file (default: the cached/bundled one)")
+    ap.add_argument("--method", default=None, help="conversion method (default: qcfs for QCFS checkpoints, "
+                                                    "else percentile)")
     ap.add_argument("--timesteps", type=int, default=2)
     ap.add_argument("--eval-samples", type=int, default=2000)
     ap.add_argument("--calib-samples", type=int, default=1024)
@@ -39,13 +46,15 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     T = args.timesteps
-    model, shape, source = resolve_model(RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir))
+    model, shape, source = resolve_model(RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+                                                   weights=args.weights))
+    method = args.method or ("qcfs" if source.get("activation") == "qcfs" else "percentile")
     test = load_dataset(args.dataset, args.data_dir, train=False).subset(args.eval_samples)
     calib = load_dataset(args.dataset, args.data_dir, train=True).subset(args.calib_samples, seed=1)
     held = held_out_split(args.dataset, args.data_dir, args.calib_samples, 1).subset(args.search_samples, seed=3)
     graph, _ = from_torch(model, shape)
     batches = [x for x, _ in calib.batches(256)]
-    base, _ = convert_graph(graph, batches, conversion_pipeline())
+    base, _ = convert_graph(graph, batches, conversion_pipeline(ConversionConfig(method=method)))
     spec = {"name": "hseo", "timesteps": T, "population": args.population, "generations": args.generations,
             "seed": args.seed, "synops_weight": args.synops_weight, "samples": args.search_samples}
     t0 = time.time()
@@ -68,7 +77,7 @@ def main() -> None:
     data[f"{args.model}/{args.dataset}/T={T}"] = {
         "ann_accuracy": ann, "test_samples": len(test), "search_samples": len(held), "timesteps": T,
         "config": spec, "search_seconds": round(search_s, 1), "search": info, "test": res,
-        "weights": source.get("weights"), "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
+        "weights": source.get("weights"), "method": method, "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
     jpath.write_text(json.dumps(data, indent=2))
     render(data, out / "hseo.md")
 
@@ -84,6 +93,7 @@ def render(data: dict, path: Path) -> None:
         s = d["search"]
         lines += [f"## {key}", "", f"Command: `{d['command']}` ({d['date']}; {d['test_samples']} test samples, "
                   f"{d['search_samples']} search samples, {s['evaluations']} evaluations, {d['search_seconds']} s). "
+                  f"Weights `{Path(d['weights'] or '-').name}`, conversion `{d.get('method', 'percentile')}`. "
                   f"ANN accuracy {d['ann_accuracy']:.2f}%.", "",
                   "| | test accuracy | SynOps/sample | energy µJ/sample | calibration accuracy | calibration SynOps |",
                   "|---|---:|---:|---:|---:|---:|",
@@ -95,8 +105,22 @@ def render(data: dict, path: Path) -> None:
                   + f" (start {s['fitness_start']:.2f}).", "",
                   "Found: threshold scales " + ", ".join(f"{k} {v:.3f}" for k, v in s["params"]["threshold_scale"].items())
                   + "; v_init " + ", ".join(f"{k} {v:.3f}" for k, v in s["params"]["v_init"].items())
-                  + (f"; leak {s['params']['leak']:.4f}" if "leak" in s["params"] else "") + ".", ""]
+                  + (f"; leak {s['params']['leak']:.4f}" if "leak" in s["params"] else "") + ".", "",
+                  verdict(b, a), ""]
     path.write_text("\n".join(lines) + "\n")
+
+
+def verdict(before: dict, after: dict, tol: float = 0.3) -> str:
+    """Issue 5's question on the test set: better accuracy, or lower energy at equal accuracy (within ``tol`` points)?"""
+    da = after["accuracy"] - before["accuracy"]
+    de = 100.0 * (after["energy_uj"] / before["energy_uj"] - 1)
+    if da > tol:
+        what = "improves test accuracy"
+    elif da >= -tol and de < 0:
+        what = f"lower energy at equal accuracy (within {tol} points)"
+    else:
+        what = "no improvement on the test set"
+    return f"Test set: accuracy {da:+.2f} points, energy {de:+.1f}% -> {what}."
 
 
 if __name__ == "__main__":

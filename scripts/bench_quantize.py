@@ -1,12 +1,16 @@
 """Quantized and pruned SNNs: accuracy at T=4 and T=8, bits, sparsity, size and SynOps.
 
     python scripts/bench_quantize.py --model mnist_cnn --dataset mnist --data-dir ../shared/datasets --eval-samples 2000
+    python scripts/bench_quantize.py --model resnet20 --dataset cifar10 --weights resnet20_qcfs4_cifar10.pt \
+        --eval-samples 2000 --qat-samples 5000 --bf16
 
 Rows: fp32; post-training int8 / int4 / ternary (per-channel, `quantize` pass); quantization-aware
 fine-tuned int4 / ternary (`snnconv.training.qat`, STE, then the same pass); the Loihi fixed-point
 profile; 50% pruning (magnitude and activity, unstructured, global). Every row is the same
-converted pipeline (fold_batchnorm, threshold_balance defaults) plus the row's pass, simulated on
-the same test samples. Writes docs/benchmarks/quantize.{json,md}.
+converted pipeline (``--method``: the conversion method of ``snnconv.config.ConversionConfig``;
+by default ``qcfs`` for QCFS-trained checkpoints, the trained thresholds, else ``percentile``)
+plus the row's pass, simulated on the same test samples. Writes docs/benchmarks/quantize.{json,md},
+one section per model/dataset (``--rows`` merges rows into an existing section).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from pathlib import Path
 import torch
 
 from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, resolve_model, simulate
-from snnconv.config import RunConfig
+from snnconv.config import ConversionConfig, RunConfig
 from snnconv.data.datasets import load_dataset
 from snnconv.frontends.torch import from_torch
 from snnconv.passes import PassContext, Pipeline
@@ -32,6 +36,10 @@ def main() -> None:
     ap.add_argument("--model", default="mnist_cnn")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--weights", default=None, help="checkpoint file (default: the cached/bundled one)")
+    ap.add_argument("--method", default=None, help="conversion method (default: qcfs for QCFS checkpoints, "
+                                                    "else percentile)")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the QAT fine-tuning")
     ap.add_argument("--eval-samples", type=int, default=2000)
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--qat-samples", type=int, default=20000, help="training samples for the QAT epoch")
@@ -43,25 +51,28 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     ts = [int(t) for t in args.timesteps.split(",")]
-    cfg = RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir)
+    cfg = RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir, weights=args.weights)
     model, shape, source = resolve_model(cfg)
+    method = args.method or ("qcfs" if source.get("activation") == "qcfs" else "percentile")
+    conversion = ConversionConfig(method=method)
     test = load_dataset(args.dataset, args.data_dir, train=False).subset(args.eval_samples)
     train = load_dataset(args.dataset, args.data_dir, train=True)
     calib = train.subset(args.calib_samples, seed=1)
     batches = [x for x, _ in calib.batches(256)]
     graph, _ = from_torch(model, shape)
     ann, _ = ann_accuracy(graph, test)
-    base, _ = convert_graph(graph, batches, conversion_pipeline())
-    print(f"ANN {ann:.2f}% on {len(test)} samples", flush=True)
+    base, _ = convert_graph(graph, batches, conversion_pipeline(conversion))
+    print(f"ANN {ann:.2f}% on {len(test)} samples; conversion {method}", flush=True)
 
     def qat_graph(scheme: str, bits: int):
         from snnconv.training.qat import qat_finetune
 
         m = copy.deepcopy(model)
         m, hist = qat_finetune(m, train.subset(args.qat_samples, seed=2), scheme, bits, epochs=args.qat_epochs,
-                               lr=args.qat_lr, augment=not args.dataset.startswith("mnist"))
+                               lr=args.qat_lr, augment=not args.dataset.startswith("mnist"), bf16=args.bf16)
         g, _ = from_torch(m.eval(), shape)
-        return convert_graph(g, batches, conversion_pipeline())[0], hist
+        hist[-1]["ann_accuracy"] = ann_accuracy(g, test)[0]  # the fine-tuned, quantized ANN on the same samples
+        return convert_graph(g, batches, conversion_pipeline(conversion))[0], hist
 
     rows_spec = [
         ("fp32", None, None), ("int8", {"name": "quantize", "scheme": "int", "bits": 8}, None),
@@ -106,31 +117,41 @@ def main() -> None:
     jpath = out / "quantize.json"
     data = json.loads(jpath.read_text()) if jpath.is_file() else {}
     key = f"{args.model}/{args.dataset}"
-    if wanted and key in data:  # merge rows into an existing section
-        keep = [r for r in data[key]["rows"] if r["row"] not in {r2["row"] for r2 in rows}]
+    command = "python " + " ".join(sys.argv)
+    commands = [command]
+    old = data.get(key)
+    if wanted and old and old["samples"] == len(test) and old["timesteps"] == ts:  # merge rows into the section
+        keep = [r for r in old["rows"] if r["row"] not in {r2["row"] for r2 in rows}]
         rows = keep + rows
         order = [r[0] for r in rows_spec]
         rows.sort(key=lambda r: order.index(r["row"]) if r["row"] in order else 99)
+        commands = [c for c in old.get("commands", [old.get("command")]) if c and c != command] + commands
     data[key] = {"ann_accuracy": ann, "samples": len(test), "timesteps": ts, "weights": source.get("weights"),
-                 "rows": rows, "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
+                 "conversion": {"method": method, "pipeline": RunConfig(conversion=conversion).pipeline_spec()},
+                 "rows": rows, "commands": commands, "date": time.strftime("%Y-%m-%d")}
     jpath.write_text(json.dumps(data, indent=2))
     render(data, out / "quantize.md")
 
 
 def render(data: dict, path: Path) -> None:
     lines = ["# Quantized and pruned SNNs", "",
-             "Each row: the default conversion (BN folding, p99.9 per-channel thresholds, IF, v_init = theta/2, "
-             "direct input) followed by the row's pass; simulated on the same test samples. `bits` is the stored "
+             "Each row: the section's conversion (BN folding, IF neurons, v_init = theta/2, direct input; thresholds "
+             "at the 99.9th percentile per channel for `percentile`, the trained clip levels for `qcfs`) followed by "
+             "the row's pass; simulated on the same test samples. `bits` is the stored "
              "weight width (ternary = 1.58 bits of information, stored in 2); size counts weights at their bits plus "
              "fp32 scales and biases. QAT rows fine-tune the ANN with a straight-through estimator first "
              "(`snnconv.training.qat`, BN statistics frozen). SynOps per sample at the largest T. Size counts pruned "
-             "weights densely (no sparse format). Test samples: the seeded subset named in each section (the full "
-             "10k MNIST test set was not run: the shared 2-core machine was at load average 12-18 during these runs). "
+             "weights densely (no sparse format). Pruning is applied to the converted SNN without fine-tuning. "
+             "Test samples: the seeded subset named in each section (the full 10k test sets were not run: the "
+             "benchmarks share a 2-core machine with training jobs). "
              "Percentages in parentheses: difference to fp32 on the same samples.", ""]
     for key, d in data.items():
         ts = d["timesteps"]
-        lines += [f"## {key}", "", f"Command: `{d['command']}` ({d['samples']} test samples, {d['date']}); "
-                  f"ANN accuracy **{d['ann_accuracy']:.2f}%** on the same samples.", "",
+        conv = d.get("conversion", {"method": "percentile"})
+        cmds = d.get("commands") or [d["command"]]
+        lines += [f"## {key}", "", "Command(s): " + "; ".join(f"`{c}`" for c in cmds) +
+                  f" ({d['samples']} test samples, {d['date']}); weights `{Path(d['weights'] or '-').name}`, "
+                  f"conversion `{conv['method']}`; ANN accuracy **{d['ann_accuracy']:.2f}%** on the same samples.", "",
                   "| row | bits | sparsity | size KiB | " + " | ".join(f"SNN T={t}" for t in ts) +
                   f" | SynOps T={ts[-1]} |", "|---|---:|---:|---:|" + "---:|" * len(ts) + "---:|"]
         fp = next((r for r in d["rows"] if r["row"] == "fp32"), None)
@@ -151,10 +172,31 @@ def render(data: dict, path: Path) -> None:
         qat = [r for r in d["rows"] if "qat" in r]
         if qat:
             lines += ["", "QAT fine-tuning: " + "; ".join(
-                f"{r['row']}: " + ", ".join(f"epoch {h['epoch']} loss {h['loss']:.3f} ({h['seconds']} s)"
-                                            for h in r["qat"]) for r in qat) + "."]
-        lines.append("")
+                f"{r['row']}: " + ", ".join(f"epoch {h['epoch']} loss {h['loss']:.3f} ({h['seconds']} s"
+                                            + (f"; quantized ANN {h['ann_accuracy']:.2f}%" if "ann_accuracy" in h else "")
+                                            + ")" for h in r["qat"]) for r in qat) + "."]
+        lines += [""] + checks(d) + [""]
     path.write_text("\n".join(lines) + "\n")
+
+
+def checks(d: dict) -> list[str]:
+    """Issue 5's checks under the table: int8 within 0.3 points of fp32; the cost of the other rows."""
+    rows = {r["row"]: r for r in d["rows"]}
+    fp = rows.get("fp32")
+    if not fp:
+        return []
+    out = []
+    for label, tol in (("int8", 0.3), ("int4", None), ("ternary", None), ("int4 QAT", None), ("ternary QAT", None),
+                       ("prune 50% magnitude", None), ("prune 50% activity", None)):
+        r = rows.get(label)
+        if not r:
+            continue
+        gaps = {t: r["accuracy"][str(t)] - fp["accuracy"][str(t)] for t in d["timesteps"]}
+        text = ", ".join(f"{g:+.2f} at T={t}" for t, g in gaps.items())
+        verdict = "" if tol is None else (f" -> within {tol}: met" if all(g >= -tol for g in gaps.values())
+                                          else f" -> within {tol}: NOT met")
+        out.append(f"- {label}: {text}{verdict}")
+    return ["Accuracy vs the fp32 SNN (points, same samples):", ""] + out if out else []
 
 
 if __name__ == "__main__":

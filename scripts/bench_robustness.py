@@ -1,10 +1,13 @@
 """Accuracy vs noise level (0-45%) for the plain and the noise-robust SNN, beside a nearest-class-mean baseline.
 
     python scripts/bench_robustness.py --model mnist_cnn --dataset mnist --data-dir ../shared/datasets --eval-samples 500
+    python scripts/bench_robustness.py --model resnet20 --dataset cifar10 --weights resnet20_qcfs4_cifar10.pt \
+        --eval-samples 500 --train-samples 5000 --bf16
 
 The robust model is the same ANN fine-tuned with the noise curriculum of
 `snnconv.training.robust.robust_finetune` (0 -> 45%, Gaussian / spike-flip / weight noise), then
-converted with the same default pipeline. Noise kinds and the baseline: see
+converted with the same pipeline (``--method``, default ``qcfs`` for a QCFS-trained checkpoint, else
+``percentile``). Noise kinds and the baseline: see
 `snnconv.passes.robustness`. Writes docs/benchmarks/robustness.{json,md} and
 robustness_<model>_<dataset>.png.
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 
 from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, resolve_model
-from snnconv.config import RunConfig
+from snnconv.config import ConversionConfig, RunConfig
 from snnconv.data.datasets import load_dataset
 from snnconv.frontends.torch import from_torch
 from snnconv.passes.robustness import NearestClassMean, noise_curves
@@ -36,6 +39,10 @@ def main() -> None:
     ap.add_argument("--model", default="mnist_cnn")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--weights", default=None, help="checkpoint file (default: the cached/bundled one)")
+    ap.add_argument("--method", default=None, help="conversion method (default: qcfs for QCFS checkpoints, "
+                                                    "else percentile)")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the robust fine-tuning")
     ap.add_argument("--eval-samples", type=int, default=500)
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--train-samples", type=int, default=20000, help="samples for the robust fine-tuning epoch(s)")
@@ -47,7 +54,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     levels = [float(v) for v in args.levels.split(",")]
-    model, shape, source = resolve_model(RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir))
+    model, shape, source = resolve_model(RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+                                                   weights=args.weights))
+    method = args.method or ("qcfs" if source.get("activation") == "qcfs" else "percentile")
     train = load_dataset(args.dataset, args.data_dir, train=True)
     test = load_dataset(args.dataset, args.data_dir, train=False).subset(args.eval_samples)
     batches = [x for x, _ in train.subset(args.calib_samples, seed=1).batches(256)]
@@ -57,13 +66,13 @@ def main() -> None:
     t0 = time.time()
     robust, hist = robust_finetune(copy.deepcopy(model), train.subset(args.train_samples, seed=2), epochs=args.epochs,
                                    timesteps=args.timesteps, x_max=x_max, value_range=value_range, lr=args.lr,
-                                   augment=not args.dataset.startswith("mnist"))
+                                   augment=not args.dataset.startswith("mnist"), bf16=args.bf16)
     ft_s = time.time() - t0
     result = {"levels": levels, "timesteps": args.timesteps, "x_max": x_max, "value_range": value_range,
               "finetune": hist, "finetune_seconds": round(ft_s, 1), "models": {}}
     for label, m in (("plain", model), ("robust", robust)):
         g, _ = from_torch(m.eval(), shape)
-        snn, _ = convert_graph(g, batches, conversion_pipeline())
+        snn, _ = convert_graph(g, batches, conversion_pipeline(ConversionConfig(method=method)))
         ann, _ = ann_accuracy(g, test)
         curves = {}
         for kind in KINDS:
@@ -78,7 +87,7 @@ def main() -> None:
     plot(result, png, key)
     jpath = out / "robustness.json"
     data = json.loads(jpath.read_text()) if jpath.is_file() else {}
-    data[key] = {**result, "samples": len(test), "weights": source.get("weights"), "png": png.name,
+    data[key] = {**result, "samples": len(test), "weights": source.get("weights"), "method": method, "png": png.name,
                  "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
     jpath.write_text(json.dumps(data, indent=2))
     render(data, out / "robustness.md")
@@ -123,7 +132,8 @@ def render(data: dict, path: Path) -> None:
         lines += [f"## {key}", "", f"Command: `{d['command']}` ({d['samples']} test samples, T={d['timesteps']}, "
                   f"{d['date']}). ANN clean accuracy: plain {p['ann_accuracy']:.2f}%, robust {r['ann_accuracy']:.2f}%. "
                   f"Fine-tuning: " + ", ".join(f"epoch {h['epoch']} loss {h['loss']:.3f}" for h in d["finetune"])
-                  + f" ({d['finetune_seconds']} s). Figure: `{d['png']}`.", "",
+                  + f" ({d['finetune_seconds']} s). Weights `{Path(d['weights'] or '-').name}`, conversion "
+                  f"`{d.get('method', 'percentile')}`. Figure: `{d['png']}`.", "",
                   "| noise | model | " + " | ".join(f"{v * 100:g}%" for v in lv) + " |",
                   "|---|---|" + "---:|" * len(lv)]
         for kind in KINDS:

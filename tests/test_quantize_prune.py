@@ -184,3 +184,18 @@ def test_qat_codes_survive_bn_folding():
     for name, node in q.nodes.items():
         if node.kind in ("conv2d", "linear"):
             torch.testing.assert_close(node.weight, folded.nodes[name].weight, rtol=1e-5, atol=1e-7)
+
+
+def test_qat_bf16_autocast_keeps_fp32_quantized_weights():
+    from snnconv.data.datasets import load_dataset
+    from snnconv.training.qat import qat_finetune
+
+    torch.manual_seed(0)
+    model = build_model("mnist_cnn", 10, 1).eval()
+    w0 = model.features[0].weight.detach().clone()
+    train = load_dataset("mnist-bundled", train=True).subset(128)
+    model, hist = qat_finetune(model, train, "int", 4, epochs=1, batch_size=64, bf16=True, log=lambda *_: None)
+    conv = model.features[0].weight
+    assert conv.dtype == torch.float32 and hist[0]["loss"] > 0
+    assert not torch.equal(conv.detach(), fake_quantize(w0, "int", 4))  # it trained
+    torch.testing.assert_close(conv.detach(), fake_quantize(conv, "int", 4), rtol=1e-6, atol=0)  # int4 baked in

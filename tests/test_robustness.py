@@ -87,3 +87,15 @@ def test_robust_eval_and_finetune_run_on_a_tiny_model():
     w0 = model.fc2.weight.detach().clone()
     model, hist = robust_finetune(model, train.subset(128), epochs=1, batch_size=64, log=lambda *_: None)
     assert len(hist) == 1 and hist[0]["final_level"] > 0.3 and not torch.equal(w0, model.fc2.weight)
+
+
+def test_robust_finetune_bf16_keeps_fp32_weights():
+    from snnconv.training.robust import robust_finetune
+
+    torch.manual_seed(0)
+    model = build_model("mnist_cnn", 10, 1).eval()
+    w0 = model.fc2.weight.detach().clone()
+    train = load_dataset("mnist-bundled", train=True).subset(128)
+    model, hist = robust_finetune(model, train, epochs=1, batch_size=64, bf16=True, log=lambda *_: None)
+    assert model.fc2.weight.dtype == torch.float32 and hist[0]["loss"] > 0
+    assert not torch.equal(w0, model.fc2.weight)

@@ -68,8 +68,11 @@ def _freeze_bn(model: nn.Module) -> None:
 def qat_finetune(model: nn.Module, train: Split, scheme: str = "ternary", bits: int = 8, epochs: int = 1,
                  lr: float = 0.01, batch_size: int = 128, seed: int = 0, augment: bool = False,
                  granularity: str = "channel", keep_first_last: bool = False, test: Split | None = None,
-                 log=print) -> tuple[nn.Module, list[dict]]:
-    """Fine-tune ``model`` (in place) with fake-quantized weights; returns it finalized and the history."""
+                 log=print, bf16: bool = False) -> tuple[nn.Module, list[dict]]:
+    """Fine-tune ``model`` (in place) with fake-quantized weights; returns it finalized and the history.
+
+    ``bf16``: bfloat16 autocast for the forward pass (as ``TrainConfig.bf16``; the latent weights, the
+    fake quantizer and the optimizer stay fp32)."""
     torch.manual_seed(seed)
     prepare_qat(model, scheme, bits, granularity, keep_first_last)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
@@ -83,7 +86,8 @@ def qat_finetune(model: nn.Module, train: Split, scheme: str = "ternary", bits: 
         t0, total, seen = time.time(), 0.0, 0
         for x, y in progress(train.batches(batch_size, shuffle=True, augment=augment, seed=seed + epoch),
                              total=-(-len(train) // batch_size), desc=f"QAT {scheme} epoch {epoch + 1}"):
-            loss = loss_fn(model(x), y)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -40,8 +40,11 @@ def rate_flip_average(x: torch.Tensor, x_max: float, rate: float, timesteps: int
 def robust_finetune(model: nn.Module, train: Split, epochs: int = 2, max_level: float = 0.45, ramp: float = 0.5,
                     kinds: tuple[str, ...] = ("gaussian", "flip", "weight"), timesteps: int = 8,
                     x_max: float = 1.0, value_range: float = 1.0, lr: float = 0.01, batch_size: int = 128,
-                    seed: int = 0, augment: bool = False, log=print) -> tuple[nn.Module, list[dict]]:
-    """Fine-tune ``model`` in place under the noise curriculum; returns it and the per-epoch history."""
+                    seed: int = 0, augment: bool = False, log=print, bf16: bool = False) -> tuple[nn.Module, list[dict]]:
+    """Fine-tune ``model`` in place under the noise curriculum; returns it and the per-epoch history.
+
+    ``bf16``: bfloat16 autocast for the forward pass (as ``TrainConfig.bf16``; weights, the injected
+    noise and the optimizer stay fp32)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
@@ -72,7 +75,8 @@ def robust_finetune(model: nn.Module, train: Split, epochs: int = 2, max_level: 
                         n = w * (0.5 * level) * torch.randn(w.shape, generator=gen)
                         w.add_(n)
                         noise.append(n)
-            loss = loss_fn(model(x), y)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             with torch.no_grad():
