@@ -87,6 +87,28 @@ def main() -> None:
                                          "structure": "channel"}, None),
     ]
     wanted = None if args.rows == "all" else set(args.rows.split(","))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / "quantize.json"
+    key = f"{args.model}/{args.dataset}"
+    command = "python " + " ".join(sys.argv)
+
+    def save(new_rows: list) -> None:
+        """Write the section now (after every row, so an interrupted run keeps the rows it measured)."""
+        data = json.loads(jpath.read_text()) if jpath.is_file() else {}
+        rows, commands = list(new_rows), [command]
+        old = data.get(key)
+        if wanted and old and old["samples"] == len(test) and old["timesteps"] == ts:  # merge rows into the section
+            rows = [r for r in old["rows"] if r["row"] not in {r2["row"] for r2 in rows}] + rows
+            order = [r[0] for r in rows_spec]
+            rows.sort(key=lambda r: order.index(r["row"]) if r["row"] in order else 99)
+            commands = [c for c in old.get("commands", [old.get("command")]) if c and c != command] + commands
+        data[key] = {"ann_accuracy": ann, "samples": len(test), "timesteps": ts, "weights": source.get("weights"),
+                     "conversion": {"method": method, "pipeline": RunConfig(conversion=conversion).pipeline_spec()},
+                     "rows": rows, "commands": commands, "date": time.strftime("%Y-%m-%d")}
+        jpath.write_text(json.dumps(data, indent=2))
+        render(data, out / "quantize.md")
+
     rows = []
     for label, spec, qat in rows_spec:
         if wanted and label not in wanted:
@@ -112,25 +134,7 @@ def main() -> None:
         rows.append(row)
         print(label, " ".join(f"T{t}={acc[t - 1]:.2f}" for t in ts), f"size {row['size_kib']:.1f} KiB",
               f"sparsity {row['sparsity']:.3f}", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    jpath = out / "quantize.json"
-    data = json.loads(jpath.read_text()) if jpath.is_file() else {}
-    key = f"{args.model}/{args.dataset}"
-    command = "python " + " ".join(sys.argv)
-    commands = [command]
-    old = data.get(key)
-    if wanted and old and old["samples"] == len(test) and old["timesteps"] == ts:  # merge rows into the section
-        keep = [r for r in old["rows"] if r["row"] not in {r2["row"] for r2 in rows}]
-        rows = keep + rows
-        order = [r[0] for r in rows_spec]
-        rows.sort(key=lambda r: order.index(r["row"]) if r["row"] in order else 99)
-        commands = [c for c in old.get("commands", [old.get("command")]) if c and c != command] + commands
-    data[key] = {"ann_accuracy": ann, "samples": len(test), "timesteps": ts, "weights": source.get("weights"),
-                 "conversion": {"method": method, "pipeline": RunConfig(conversion=conversion).pipeline_spec()},
-                 "rows": rows, "commands": commands, "date": time.strftime("%Y-%m-%d")}
-    jpath.write_text(json.dumps(data, indent=2))
-    render(data, out / "quantize.md")
+        save(rows)
 
 
 def render(data: dict, path: Path) -> None:
