@@ -78,75 +78,81 @@ def lava_python() -> Path:
     return py
 
 
-# -- structure: chain of spiking layers with composed linear maps ----------------------------------------
-def _chain(g: Graph) -> tuple[list[str], list[str]]:
-    """Spiking nodes in order, and for each its source (input or previous spiking node); refuses branches."""
-    from snnconv.runtime.kernels import KERNELS  # noqa: F401  (kernels validate node kinds below)
-
+# -- structure: spiking layers, each fed by one or more earlier layers through composed linear maps ------
+def _structure(g: Graph) -> tuple[list[str], dict[str, list[str]], dict[str, int]]:
+    """Spiking nodes in order, the sources of each (the input and/or earlier spiking nodes reached
+    backwards through non-spiking, linear nodes), and each node's depth (synaptic hops on the
+    longest path from the input). Refuses what Lava's ``LIF`` cannot run."""
     spiking = [n for n, node in g.nodes.items() if node.spiking]
     if not spiking:
         raise SnnconvError("Lava export: the graph has no spiking layer")
     bad = [f"{n} ({g.nodes[n].kind}/{getattr(g.nodes[n], 'model', '')})" for n in spiking
-           if g.nodes[n].kind != "neuron" or g.nodes[n].model != "if"]
+           if g.nodes[n].kind != "neuron" or g.nodes[n].model not in ("if", "lif")]
     if bad:
-        raise SnnconvError(f"Lava export supports IF neurons (dv=0) only; not: {', '.join(bad)} -> convert with --neuron if")
+        raise SnnconvError(f"Lava export maps IF and LIF neurons (Loihi CUBA LIF, du=4095) only; not: "
+                           f"{', '.join(bad)} -> convert with --neuron if or --neuron lif")
 
-    def source(name: str) -> str:
-        seen, stack, found = set(), list(g.edges[name]), set()
+    def sources(name: str) -> list[str]:
+        seen, stack, found = set(), list(g.edges[name]), []
         while stack:
             s = stack.pop()
             if s in seen:
                 continue
             seen.add(s)
             if g.nodes[s].spiking or g.nodes[s].kind == "input":
-                found.add(s)
+                found.append(s)
             else:
                 stack += g.edges[s]
-        if len(found) != 1:
-            raise SnnconvError(f"Lava export supports feed-forward chains; '{name}' reads from {sorted(found)} "
-                               f"(residual adds are not mapped to Lava yet)")
-        return found.pop()
+        return sorted(found, key=list(g.nodes).index)
 
-    sources = [source(n) for n in spiking] + [source(g.outputs[0])]
-    expected = [g.inputs[0]] + spiking
-    if sources != expected:
-        raise SnnconvError(f"Lava export supports feed-forward chains (layer sources {sources})")
-    return spiking, sources
+    srcs = {n: sources(n) for n in spiking + [g.outputs[0]]}
+    if len(srcs[g.outputs[0]]) != 1 or not g.nodes[srcs[g.outputs[0]][0]].spiking:
+        raise SnnconvError(f"Lava export: the readout must read one spiking layer, it reads {srcs[g.outputs[0]]}")
+    depth = {g.inputs[0]: -1}
+    for n in spiking:  # a layer fed only by the (analog) input has depth 0; each Sparse hop adds one step
+        depth[n] = max(0, *(depth[s] + 1 for s in srcs[n]))
+    return spiking, srcs, depth
 
 
-def _linear_map(g: Graph, src: str, dst: str, x: torch.Tensor, include_dst: bool) -> torch.Tensor:
-    """Evaluate the non-spiking nodes between ``src`` and ``dst`` with ``src`` = ``x`` ([B, ...])."""
+def _linear_map(g: Graph, vals: dict, dst: str, include_dst: bool = False) -> torch.Tensor:
+    """Evaluate the non-spiking nodes up to ``dst`` (its input, or ``dst`` itself) with the given source
+    values ``{node: [B, ...]}``; nodes that read anything else are skipped."""
     from snnconv.runtime.kernels import KERNELS
 
     names = list(g.nodes)
-    vals = {src: x}
-    for name in names[names.index(src) + 1: names.index(dst) + (1 if include_dst else 0)]:
-        if g.nodes[name].spiking or not all(s in vals for s in g.edges[name]):
+    vals = dict(vals)
+    start = min(names.index(s) for s in vals)
+    for name in names[start + 1: names.index(dst) + (1 if include_dst else 0)]:
+        if name in vals or g.nodes[name].spiking or not all(s in vals for s in g.edges[name]):
             continue
         vals[name] = KERNELS[g.nodes[name].kind](g.nodes[name], [vals[s] for s in g.edges[name]])
-    last = dst if include_dst else g.edges[dst][0]
-    return vals[last].flatten(1)
+    return vals[dst if include_dst else g.edges[dst][0]].flatten(1)
 
 
-def _compose(g: Graph, src: str, dst: str, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact sparse matrix ``M`` [N_dst, N_src] and bias ``b`` of the linear ops from ``src`` to ``dst``'s input."""
+def _zeros(g: Graph, srcs: list[str], batch: int = 1) -> dict:
+    return {s: torch.zeros(batch, *g.nodes[s].shape, dtype=torch.float64) for s in srcs}
+
+
+def _compose(g: Graph, srcs: list[str], src: str, dst: str, chunk: int = 1024) -> torch.Tensor:
+    """Exact sparse matrix ``M`` [N_dst, N_src]: the part of ``dst``'s input current that is linear in
+    ``src`` (the other sources held at 0, the constant part subtracted). Residual adds give one
+    matrix per source; Lava sums them at the ``LIF``'s ``a_in`` port."""
     shape = g.nodes[src].shape
     n = int(np.prod(shape))
     with torch.no_grad():
-        b = _linear_map(g, src, dst, torch.zeros(1, *shape, dtype=torch.float64), False)[0]
+        b = _linear_map(g, _zeros(g, srcs), dst)[0]
         rows, cols, vals = [], [], []
         for i0 in range(0, n, chunk):
             k = min(chunk, n - i0)
             basis = torch.zeros(k, n, dtype=torch.float64)
             basis[torch.arange(k), torch.arange(i0, i0 + k)] = 1
-            y = _linear_map(g, src, dst, basis.view(k, *shape), False) - b
+            y = _linear_map(g, {**_zeros(g, srcs, k), src: basis.view(k, *shape)}, dst) - b
             nz = y.nonzero()
             rows.append(nz[:, 1])
             cols.append(nz[:, 0] + i0)
             vals.append(y[nz[:, 0], nz[:, 1]])
-        m = torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals),
-                                    (b.numel(), n), check_invariants=True).coalesce()
-    return m, b
+        return torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals),
+                                       (b.numel(), n), check_invariants=True).coalesce()
 
 
 def _double_graph(g: Graph) -> Graph:
@@ -181,103 +187,158 @@ def _lower(graph: Graph) -> Graph:
 
 def check_lava(graph: Graph) -> None:
     """Raise the one-line refusal now if ``graph`` cannot be mapped to Lava (cheap: no quantization)."""
-    _chain(_lower(graph))
+    _structure(_lower(graph))
+
+
+def _decay(node) -> tuple[int, float]:
+    """Loihi ``dv`` (12 bit) for the neuron's leak ``beta``: the membrane decays by ``(4096 - dv) / 4096``."""
+    if node.model == "if":
+        return 0, 1.0
+    dv = int(np.clip(round((1.0 - float(node.leak)) * 4096), 0, 4095))
+    return dv, (4096 - dv) / 4096
 
 
 def quantize(graph: Graph, x: torch.Tensor) -> dict:
     """The Loihi 2 fixed-point network of ``graph`` for inputs ``x`` (see the module docstring)."""
     low = _lower(graph)
-    spiking, sources = _chain(low)
+    spiking, srcs, depth = _structure(low)
+    inp = low.inputs[0]
+    index = {n: k for k, n in enumerate(spiking)}
     layers = []
-    # layer 0: the analog input's constant current becomes a per-sample bias
-    c0 = _linear_map(low, sources[0], spiking[0], x.double(), False).numpy()
-    cmax = max(float(np.abs(c0).max()), 1e-12)
-    v0 = int(np.clip(math.floor(BIAS_MANT_MAX * 2 ** 7 / (64 * cmax)), 1, VTH_MAX))
-    mant, exp, eff = _bias_fixed(np.round(c0 * 64 * v0).astype(np.int64))
-    layers.append({"name": spiking[0], "size": c0.shape[1], "vth": v0, "bias_mant": mant, "bias_exp": exp,
-                   "bias_eff": eff, "shape": list(low.nodes[spiking[0]].shape)})
-    for k in range(1, len(spiking)):
-        m, b = _compose(low, sources[k], spiking[k])
-        vals = m.values().numpy()
+    for name in spiking:
+        # constant current: the biases plus the analog input's contribution (direct coding), per sample
+        zero = _zeros(low, srcs[name], x.shape[0])
+        if inp in srcs[name]:
+            zero[inp] = x.double()
+        c = _linear_map(low, zero, name).numpy()
+        conns = [(s, _compose(low, srcs[name], s, name)) for s in srcs[name] if s != inp]
+        vals = np.concatenate([m.values().numpy() for _, m in conns]) if conns else np.zeros(0)
         wmax = max(float(np.abs(vals).max()) if vals.size else 0.0, 1e-12)
-        # a spike adds (W_int << e) << 6 to v; the threshold is vth << 6: W_int / 2^-e / vth = w
-        if wmax <= W_MAX:
-            e, v = 0, int(np.clip(math.floor(W_MAX / wmax), 1, VTH_MAX))
+        cmax = max(float(np.abs(c).max()), 1e-12)
+        # a spike adds (W_int << e) << 6 to v; the threshold is vth << 6: W_int * 2^e / vth = w.
+        # vth as large as the 8-bit weights and the 13+7-bit biases allow
+        v_bias = int(np.clip(math.floor(BIAS_MANT_MAX * 2 ** 7 / (64 * cmax)), 1, VTH_MAX))
+        if not conns:
+            e, v = 0, v_bias
+        elif wmax <= W_MAX:
+            e, v = 0, int(np.clip(min(math.floor(W_MAX / wmax), v_bias), 1, VTH_MAX))
         else:
             e, v = int(math.ceil(math.log2(wmax / W_MAX))), 1
-        w_int = np.clip(2 * np.round(vals * v / 2 ** e / 2), -256, W_MAX).astype(np.int64)
-        idx = m.indices().numpy()
-        keep = w_int != 0
-        mant, bexp, beff = _bias_fixed(np.round(b.numpy() * 64 * v).astype(np.int64))
-        layers.append({"name": spiking[k], "size": int(b.numel()), "vth": v, "weight_exp": e,
-                       "rows": idx[0][keep], "cols": idx[1][keep], "w_int": w_int[keep], "n_in": m.shape[1],
-                       "bias_mant": mant, "bias_exp": bexp, "bias_eff": beff,
-                       "weights_float_nonzero": int(vals.size), "shape": list(low.nodes[spiking[k]].shape)})
-    readout = {"src": spiking[-1], "out": low.outputs[0]}
+        mant, bexp, beff = _bias_fixed(np.round(c * 64 * v).astype(np.int64))
+        dv, leak_eff = _decay(low.nodes[name])
+        L = {"name": name, "size": c.shape[1], "vth": v, "weight_exp": e, "bias_mant": mant, "bias_exp": bexp,
+             "bias_eff": beff, "dv": dv, "leak": float(getattr(low.nodes[name], "leak", 1.0)), "leak_eff": leak_eff,
+             "depth": depth[name], "reads_input": inp in srcs[name], "conns": [],
+             "shape": list(low.nodes[name].shape), "weights_float_nonzero": int(vals.size)}
+        for s, m in conns:
+            w_int = np.clip(2 * np.round(m.values().numpy() * v / 2 ** e / 2), -256, W_MAX).astype(np.int64)
+            idx = m.indices().numpy()
+            keep = w_int != 0
+            L["conns"].append({"src": index[s], "src_name": s, "delay": depth[name] - depth[s] - 1,
+                               "rows": idx[0][keep], "cols": idx[1][keep], "w_int": w_int[keep], "n_in": m.shape[1]})
+        layers.append(L)
+    readout = {"src": srcs[low.outputs[0]][0], "out": low.outputs[0]}
     return {"layers": layers, "readout": readout, "lowered": low}
 
 
-def _dense_int(layer) -> torch.Tensor:
-    m = torch.zeros(layer["size"], layer["n_in"], dtype=torch.float64)
-    m[torch.from_numpy(layer["rows"]), torch.from_numpy(layer["cols"])] = torch.from_numpy(layer["w_int"]).double()
-    return m
+def _conn_matrix(L: dict, c: dict) -> torch.Tensor:
+    """A connection's integer weights as the sparse current it adds per input spike (``<< weight_exp << 6``)."""
+    idx = torch.from_numpy(np.stack([c["rows"], c["cols"]]))
+    vals = torch.from_numpy(c["w_int"]).double() * 2.0 ** (L["weight_exp"] + 6)  # Lava's act_shift = 6
+    return torch.sparse_coo_tensor(idx, vals, (L["size"], c["n_in"]), check_invariants=True).coalesce()
+
+
+def _loihi_decay_run(cur: torch.Tensor, dv: int, th: float) -> torch.Tensor:
+    """Loihi's fixed-point LIF membrane (``PyLifModelBitAcc``): ``v = sign(v*(4096-dv)) * (|v*(4096-dv)| >> 12)
+    + I``, spike when ``v >= th``, reset to 0; ``cur`` ``[steps, B, N]`` integer-valued; returns 0/1 spikes."""
+    v = torch.zeros(cur.shape[1:], dtype=torch.float64)
+    out = torch.empty_like(cur)
+    for t in range(cur.shape[0]):
+        p = v * (4096 - dv)
+        v = torch.sign(p) * torch.floor(p.abs() / 4096) + cur[t]
+        out[t] = (v >= th).double()
+        v = torch.where(out[t] > 0, torch.zeros_like(v), v)
+    return out
 
 
 def reference_spikes(q: dict, steps: int) -> list[torch.Tensor]:
-    """snnconv's IF kernel on the integer network with Lava's timing: per layer ``[samples, steps, N]`` (0/1)."""
+    """snnconv's run of the integer network with Lava's timing: per layer ``[samples, steps, N]`` (0/1).
+
+    IF layers run snnconv's IF kernel (:func:`snnconv.neurons.integrate_fire.integrate_fire`); LIF layers
+    the integer Loihi decay (:func:`_loihi_decay_run`). A ``Sparse`` synapse delivers at step t+1 what it
+    received at step t, a connection with ``delay`` d at step t+1+d (Lava ``DelaySparse``); the input
+    currents of several connections add up (fan-in at the ``LIF``'s ``a_in``)."""
     from snnconv.neurons.integrate_fire import integrate_fire
 
     out = []
-    prev = None
-    for k, L in enumerate(q["layers"]):
-        th = torch.tensor(64.0 * L["vth"] + 1, dtype=torch.float64)  # v > 64 vth  <=>  v >= 64 vth + 1
-        bias = torch.from_numpy(L["bias_eff"]).double()
-        if k == 0:
-            cur = bias.unsqueeze(0).expand(steps, *bias.shape).clone()  # [steps, samples, N]
+    for L in q["layers"]:
+        th = 64.0 * L["vth"] + 1  # v > 64 vth  <=>  v >= 64 vth + 1
+        bias = torch.from_numpy(L["bias_eff"]).double()  # [samples, N]
+        cur = bias.unsqueeze(0).expand(steps, *bias.shape).clone()  # [steps, samples, N]
+        for c in L["conns"]:
+            m, spk = _conn_matrix(L, c), out[c["src"]].double()  # [samples, steps, N_src]
+            lag = 1 + c["delay"]
+            for t in range(lag, steps):
+                cur[t] += torch.sparse.mm(m, spk[:, t - lag].T).T
+        if L["dv"]:
+            counts = _loihi_decay_run(cur, L["dv"], th)
         else:
-            m = _dense_int(L).to_sparse() * (2.0 ** (L["weight_exp"] + 6))  # Lava's act_shift = 6
-            delayed = torch.cat([torch.zeros_like(prev[:1]), prev[:-1]])  # synapse delivers one step later
-            cur = torch.stack([torch.sparse.mm(m, s.T).T for s in delayed]) + bias
-        v = torch.zeros(cur.shape[1:], dtype=torch.float64)
-        _, counts, _ = integrate_fire(cur, v, th, reset="zero")
-        prev = counts
+            _, counts, _ = integrate_fire(cur, torch.zeros(cur.shape[1:], dtype=torch.float64),
+                                          torch.tensor(th, dtype=torch.float64), reset="zero")
         out.append(counts.permute(1, 0, 2).to(torch.uint8))
     return out
 
 
 def hardware_report(q: dict, profile: dict = LOIHI2) -> dict:
     rows = []
-    for k, L in enumerate(q["layers"]):
-        syn = int(L["w_int"].size) if k else 0
+    for L in q["layers"]:
+        syn = sum(int(c["w_int"].size) for c in L["conns"])
+        w = np.concatenate([c["w_int"] for c in L["conns"]]) if syn else None
         cores = max(math.ceil(L["size"] / profile["neurons_per_core"]), math.ceil(syn / profile["synapses_per_core"]), 1)
+        fed = [f"{c['src_name']}" + (f" (delay {c['delay']})" if c["delay"] else "") for c in L["conns"]]
         rows.append({"layer": L["name"], "neurons": L["size"], "synapses_in": syn, "cores": cores,
-                     "vth": L["vth"], "threshold_eff": 64 * L["vth"], "weight_exp": L.get("weight_exp"),
-                     "weight_mantissa_range": [int(L["w_int"].min()), int(L["w_int"].max())] if syn else None,
-                     "bias_exp_max": int(L["bias_exp"].max()), "input": "bias (analog input current)" if k == 0 else "Sparse"})
+                     "vth": L["vth"], "threshold_eff": 64 * L["vth"], "weight_exp": L["weight_exp"] if syn else None,
+                     "weight_mantissa_range": [int(w.min()), int(w.max())] if syn else None,
+                     "bias_exp_max": int(L["bias_exp"].max()), "dv": L["dv"], "leak": L["leak"],
+                     "leak_eff": L["leak_eff"], "depth": L["depth"],
+                     "input": " + ".join((["bias (analog input current)"] if L["reads_input"] else []) +
+                                         [f"Sparse from {f}" for f in fed])})
     total_cores = sum(r["cores"] for r in rows)
     return {"profile": "Loihi 2", "limits": profile, "layers": rows, "total_cores": total_cores,
             "total_neurons": sum(r["neurons"] for r in rows), "total_synapses": sum(r["synapses_in"] for r in rows),
             "fits_one_chip": total_cores <= profile["cores_per_chip"],
             "fixed_point": {"weights": "8-bit signed mantissa (even, [-256, 254]) << weight_exp (>= 0 here)",
                             "threshold": "vth (17-bit) << 6", "bias": "13-bit signed mantissa << 0..7",
-                            "membrane": "24-bit signed, du=4095 (+ds_offset: no synaptic filter), dv=0 (IF)"}}
+                            "membrane": "24-bit signed, du=4095 (+ds_offset: no synaptic filter), "
+                                        "dv=0 (IF) or round((1-beta)*4096) (LIF)",
+                            "fan-in": "several Sparse/DelaySparse into one LIF a_in are summed by the port"}}
 
 
 def format_hardware(rep: dict) -> str:
     lines = [f"Loihi 2 mapping: {rep['total_cores']} cores ({'fits' if rep['fits_one_chip'] else 'exceeds'} one chip of "
              f"{rep['limits']['cores_per_chip']}), {rep['total_neurons']:,} neurons, {rep['total_synapses']:,} synapses",
-             f"{'layer':<16}{'neurons':>9}{'synapses':>11}{'cores':>7}{'vth':>8}{'w_exp':>7}  weights"]
+             f"{'layer':<16}{'neurons':>9}{'synapses':>11}{'cores':>7}{'vth':>8}{'w_exp':>7}{'dv':>6}  weights / input"]
     for r in rep["layers"]:
         lines.append(f"{r['layer']:<16}{r['neurons']:>9}{r['synapses_in']:>11}{r['cores']:>7}{r['vth']:>8}"
-                     f"{'-' if r['weight_exp'] is None else r['weight_exp']:>7}  {r['weight_mantissa_range'] or r['input']}")
+                     f"{'-' if r['weight_exp'] is None else r['weight_exp']:>7}{r.get('dv', 0):>6}  "
+                     f"{r['weight_mantissa_range'] or ''} {r['input']}")
     return "\n".join(lines)
 
 
+def _is_chain(q: dict) -> bool:
+    """Layer 0 reads the input only, every later layer exactly the previous one, without extra delay."""
+    return all((L["reads_input"] and not L["conns"]) if k == 0 else
+               (not L["reads_input"] and len(L["conns"]) == 1 and L["conns"][0]["src"] == k - 1
+                and L["conns"][0]["delay"] == 0) for k, L in enumerate(q["layers"]))
+
+
 def _write_netx(path: Path, q: dict, max_dense: int = 4_000_000) -> str:
-    """lava-dl netx HDF5 description of the synaptic layers (dense layers only; written when they all fit)."""
+    """lava-dl netx HDF5 description of the synaptic layers (feed-forward chains of dense layers only)."""
     import h5py
 
-    big = [L["name"] for L in q["layers"][1:] if L["size"] * L["n_in"] > max_dense]
+    if not _is_chain(q):
+        return "not written: netx describes feed-forward chains; this network has fan-in (residual adds) or delays"
+    big = [L["name"] for L in q["layers"][1:] if L["size"] * L["conns"][0]["n_in"] > max_dense]
     if big:
         return f"not written: netx describes layers as dense/conv matrices; composed layers {big} exceed {max_dense:,} entries"
     with h5py.File(path, "w") as f:
@@ -291,10 +352,11 @@ def _write_netx(path: Path, q: dict, max_dense: int = 4_000_000) -> str:
             else:
                 grp.create_dataset("type", data=b"dense")
                 grp.create_dataset("shape", data=np.array([L["size"]]))
-                grp.create_dataset("weight", data=_dense_int(L).numpy().astype(np.int32) * 2 ** L["weight_exp"])
-                grp.create_dataset("bias", data=L["bias_eff"])
+                w = _conn_matrix(L, L["conns"][0]).to_dense() / 64  # W_int << weight_exp
+                grp.create_dataset("weight", data=w.numpy().astype(np.int32))
+                grp.create_dataset("bias", data=L["bias_eff"][0])
             neuron = grp.create_group("neuron")
-            for key, val in {"type": b"CUBA", "iDecay": 4095, "vDecay": 0, "vThMant": L["vth"], "refDelay": 1,
+            for key, val in {"type": b"CUBA", "iDecay": 4095, "vDecay": L["dv"], "vThMant": L["vth"], "refDelay": 1,
                              "gradedSpike": False}.items():
                 neuron.create_dataset(key, data=val)
     return "written"
@@ -305,14 +367,15 @@ def run_lava(q: dict, steps: int, workdir: Path, timeout: float | None = None) -
     py = lava_python()
     net = {"n_layers": len(q["layers"]), "steps": steps, "du": 4095}  # + Lava's ds_offset 1: decay 4096, u = a
     for k, L in enumerate(q["layers"]):
-        net |= {f"size_{k}": L["size"], f"vth_{k}": L["vth"], f"dv_{k}": 0, f"bias_mant_{k}": L["bias_mant"],
-                f"bias_exp_{k}": L["bias_exp"]}
-        if k:  # CSR arrays (scipy is on the Lava side only)
-            order = np.lexsort((L["cols"], L["rows"]))
-            indptr = np.concatenate([[0], np.cumsum(np.bincount(L["rows"], minlength=L["size"]))])
-            net |= {f"w_data_{k}": L["w_int"][order].astype(np.int32), f"w_indices_{k}": L["cols"][order],
-                    f"w_indptr_{k}": indptr, f"w_shape_{k}": np.array([L["size"], L["n_in"]]),
-                    f"weight_exp_{k}": L["weight_exp"]}
+        net |= {f"size_{k}": L["size"], f"vth_{k}": L["vth"], f"dv_{k}": L["dv"], f"bias_mant_{k}": L["bias_mant"],
+                f"bias_exp_{k}": L["bias_exp"], f"n_conns_{k}": len(L["conns"]), f"weight_exp_{k}": L["weight_exp"]}
+        for j, c in enumerate(L["conns"]):  # CSR arrays (scipy is on the Lava side only)
+            order = np.lexsort((c["cols"], c["rows"]))
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(c["rows"], minlength=L["size"]))])
+            key = f"{k}_{j}"
+            net |= {f"w_data_{key}": c["w_int"][order].astype(np.int32), f"w_indices_{key}": c["cols"][order],
+                    f"w_indptr_{key}": indptr, f"w_shape_{key}": np.array([L["size"], c["n_in"]]),
+                    f"src_{key}": c["src"], f"delay_{key}": c["delay"]}
     np.savez_compressed(workdir / "network.npz", **net)
     runner = Path(__file__).with_name("lava_runner.py")
     r = subprocess.run([str(py), "-I", str(runner), str(workdir / "network.npz"), str(workdir / "lava_spikes.npz")],
@@ -349,7 +412,7 @@ def export_lava(graph: Graph, out: str | Path, dataset: str = "mnist-bundled", d
     q = quantize(graph, x)
     hw = hardware_report(q)
     log_fn(format_hardware(hw))
-    steps = timesteps + len(q["layers"]) - 1  # room for the one-step synaptic delay per layer
+    steps = timesteps + max(L["depth"] for L in q["layers"])  # room for the one-step synaptic delay per hop
     with atomic_dir(out) as d:
         netx = _write_netx(d / "network.net", q)
         (d / "hardware.json").write_text(json.dumps(hw, indent=2))
