@@ -41,6 +41,8 @@ Simplifications against the paper (stated so the numbers are read correctly):
 * the weight changes of one presentation are computed with the rule above from the whole spike
   train and applied at its end (no within-image feedback of the changes), so a presentation costs
   one input matmul and two trace matmuls instead of per-step updates; θ likewise;
+* pair-based potentiation as in BindsNET's ``PostPre`` (the paper's code additionally multiplies
+  the potentiation by a second, slower postsynaptic trace, a triplet-like term);
 * 1 ms Euler steps (paper 0.5 ms), ``steps`` = 250 ms per image (paper 350 ms + 150 ms rest);
 * current-based synapses and direct lateral inhibition instead of conductances and a separate
   inhibitory population;
