@@ -235,6 +235,33 @@ def test_srp_silences_neurons_without_residual_potential():
     assert presim_steps(snn) == 3
 
 
+
+def test_srp_reduces_conversion_error_at_T_equals_L():
+    """SRP's documented effect (Hao et al. AAAI 2023): on a QCFS net at T = L, silencing the neurons
+    whose residual potential after the pre-run is not positive (ANN output 0, SNN fires) brings the
+    readout over the T steps after the pre-run closer to the ANN than the plain SNN's T steps."""
+    torch.manual_seed(0)
+    L, tau = 4, 4
+    model = nn.Sequential(nn.Linear(16, 64), QCFS(L, 1.0), nn.Linear(64, 64), QCFS(L, 1.0), nn.Linear(64, 64),
+                          QCFS(L, 1.0), nn.Linear(64, 5)).eval()
+    graph, _ = from_torch(model, (16,))
+    x = torch.randn(256, 16)
+    with torch.no_grad():
+        ref = model(x)
+    spec = RunConfig(conversion=ConversionConfig(method="qcfs")).pipeline_spec()
+    plain, _ = convert(graph, spec, [x])
+    srp, ctx = convert(graph, spec + [{"name": "srp", "presim": tau}], [x])
+    assert any("SRP pre-run of 4 steps on 3 neuron layer(s)" in r["message"] for r in ctx.records)
+    out_plain = Simulator(plain, L, collect_stats=False).run(x)[L - 1]
+    running = Simulator(srp, tau + L, collect_stats=False).run(x)  # running means over steps 1..s
+    csum = running * torch.arange(1, tau + L + 1, dtype=running.dtype).view(-1, 1, 1)
+    out_srp = (csum[tau + L - 1] - csum[tau - 1]) / L  # readout over steps tau+1 .. tau+L
+    err = {k: float((o - ref).norm() / ref.norm()) for k, o in (("plain", out_plain), ("srp", out_srp))}
+    assert err["srp"] < 0.7 * err["plain"], err
+    agree = {k: float((o.argmax(1) == ref.argmax(1)).float().mean()) for k, o in (("plain", out_plain), ("srp", out_srp))}
+    assert agree["srp"] > agree["plain"], agree
+
+
 # -- method selection ----------------------------------------------------------------------------
 
 def test_method_pipelines():

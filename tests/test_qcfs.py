@@ -93,3 +93,25 @@ def test_train_qcfs_one_epoch_via_api(tmp_path):
     train("mnist_cnn", "mnist-bundled", None, epochs=1, batch_size=64, lr=0.01, out=str(ft), log_fn=lambda m: None,
           activation="qcfs", levels=2, init_from=str(relu))
     assert load_checkpoint(ft)["levels"] == 2
+
+
+def test_finetune_qcfs_checkpoint_to_other_levels(tmp_path):
+    """Re-training a QCFS L=4 net for L=2 trains (and evaluates) the L=2 net, not the L=4 one
+    under an L=2 label: the accuracy train() measured equals the L=2 checkpoint's own."""
+    from snnconv.api import RunConfig, resolve_model, train
+    from snnconv.checkpoints import BUNDLED_DIR
+    from snnconv.data.datasets import load_dataset
+    from snnconv.training.ann import evaluate_ann
+
+    src = BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt"
+    out = tmp_path / "qcfs2.pt"
+    res = train("mnist_cnn", "mnist-bundled", None, epochs=1, batch_size=64, lr=1e-6, out=str(out),
+                log_fn=lambda m: None, activation="qcfs", levels=2, init_from=str(src))
+    model, _, source = resolve_model(RunConfig(model="mnist_cnn", dataset="mnist-bundled", weights=str(out)))
+    assert source["levels"] == 2 and all(m.levels == 2 for m in model.modules() if isinstance(m, QCFS))
+    thresholds = [float(v) for k, v in load_checkpoint(src)["state_dict"].items() if k.endswith("threshold")]
+    assert [float(m.threshold.detach()) for m in model.modules() if isinstance(m, QCFS)] == pytest.approx(thresholds, rel=1e-3)
+    test = load_dataset("mnist-bundled", None, train=False)
+    assert res["accuracy"] == pytest.approx(evaluate_ann(model, test))
+    l4, _, _ = resolve_model(RunConfig(model="mnist_cnn", dataset="mnist-bundled", weights=str(src)))
+    assert evaluate_ann(l4, test) != pytest.approx(res["accuracy"])  # the test can tell L=2 from L=4
