@@ -16,6 +16,12 @@ the same run. Methods (``--methods``, comma-separated):
 * ``sfn``: scale-and-fire multi-level neurons (graded spikes), exact at T = 1 on QCFS nets
 * ``qcfs_signed``: qcfs + negative spikes that cancel over-firing
 * ``qcfs_srp``: qcfs + SRP pre-run of --srp-tau steps (Hao et al. AAAI 2023); latency tau + T
+* ``<m>_l<L>`` for m in qcfs, qcfs_signed, qcfs_srp, sfn (e.g. ``qcfs_l2_signed``): the same method on the
+  suite's QCFS checkpoint trained with L levels (``--qcfs-weights L=PATH``; MNIST bundles L=2, fine-tuned
+  from the L=4 net with ``snnconv finetune --levels 2``). With T = L an IF layer with constant input
+  equals the quantized ANN exactly (Bu et al. 2022), so an L = 2 net is the one to run at T = 2; what
+  remains is the unevenness error of the layers fed by spikes, which negative spikes (Hu et al.,
+  Fast-SNN, TPAMI 2023) and SRP reduce but do not remove (see the MNIST table).
 
 ReLU methods (max, percentile, calibration*) use the suite's ReLU checkpoint when it has one
 (MNIST: the bundled ReLU CNN); otherwise (CIFAR-10) they run on the QCFS-trained weights with the
@@ -27,6 +33,7 @@ same samples and timesteps is skipped unless --force. The markdown is re-rendere
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import sys
 import time
@@ -47,10 +54,18 @@ METHODS = ("max", "percentile", "calibration", "calibration_pc", "qcfs", "sfn", 
 
 SUITES = {
     "mnist": {"model": "mnist_cnn", "dataset": "mnist", "relu": str(BUNDLED_DIR / "mnist_cnn-mnist.pt"),
-              "qcfs": str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt")},
+              "qcfs": str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt"),
+              "qcfs_levels": {2: str(BUNDLED_DIR / "mnist_cnn_qcfs2-mnist.pt")}},
     "cifar10": {"model": "resnet20", "dataset": "cifar10", "relu": None,
-                "qcfs": str(cached_checkpoint("resnet20", "cifar10"))},
+                "qcfs": str(cached_checkpoint("resnet20", "cifar10")), "qcfs_levels": {}},
 }
+LEVEL_METHOD = re.compile(r"(qcfs|qcfs_signed|qcfs_srp|sfn)_l(\d+)")
+
+
+def split_method(method: str) -> tuple[str, int | None]:
+    """``qcfs_l2_signed`` / ``qcfs_signed_l2`` -> (``qcfs_signed``, 2); a plain method -> (method, None)."""
+    m = LEVEL_METHOD.fullmatch(method) or LEVEL_METHOD.fullmatch(re.sub(r"_l(\d+)(_signed|_srp)$", r"\2_l\1", method))
+    return (m[1], int(m[2])) if m else (method, None)
 
 # Published anchors (same architectures, CIFAR-10; their ANNs and training, not ours).
 QCFS_SRC = ("Bu et al., ICLR 2022, arXiv:2303.04347 (code github.com/putshua/SNN_conversion_QCFS); "
@@ -97,7 +112,11 @@ def per_t(stats, ts, acc, offset: int = 0) -> dict:
 def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | None:
     s = SUITES[suite]
     relu = method in RELU_METHODS
-    weights = s["relu"] if relu and s["relu"] else s["qcfs"]
+    base, levels = split_method(method)
+    weights = s["relu"] if relu and s["relu"] else s["qcfs"] if levels is None else s["qcfs_levels"].get(levels, "")
+    if levels is not None and not weights:
+        print(f"[{suite}/{method}] skipped: no QCFS L={levels} checkpoint (--qcfs-weights {levels}=PATH)", flush=True)
+        return None
     if not Path(weights).is_file():
         print(f"[{suite}/{method}] skipped: no checkpoint {weights}", flush=True)
         return None
@@ -110,7 +129,7 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
         acc, macs = ann_accuracy(graph, test)
         store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
                              "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6}
-    spec = method_config(method, args, qcfs_as_clip)
+    spec = method_config(base, args, qcfs_as_clip)
     t0 = time.time()
     snn, records = convert_graph(graph, calib_batches, Pipeline.from_config(spec))
     t_conv = time.time() - t0
@@ -123,7 +142,7 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
         if ckey not in store["ann"]:
             store["ann"][ckey] = {**store["ann"][key], "activation": "clip(0, lambda)", "acc": ann_accuracy(deq, test)[0]}
         row["ann_clip_key"] = ckey
-    if method == "qcfs_srp":
+    if base == "qcfs_srp":
         from snnconv.passes.srp import simulate_srp
 
         acc, stats = simulate_srp(snn, test, max(ts), args.batch_size)
@@ -140,7 +159,8 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
 
 def targets(suite: str, sd: dict) -> list[str]:
     """Issue 3's targets next to what was measured (gaps to the method's own ANN)."""
-    goals = {"mnist": [("qcfs", 2, 0.2), ("sfn", 1, 0.5)],
+    goals = {"mnist": [("qcfs", 2, 0.2), ("qcfs_l2", 2, 0.2), ("qcfs_l2_signed", 2, 0.2), ("qcfs_l2_srp", 2, 0.2),
+                       ("sfn", 1, 0.5), ("sfn_l2", 1, 0.5)],
              "cifar10": [("qcfs", 4, 1.0), ("qcfs", 8, 0.3), ("sfn", 1, None)]}[suite]
     out = []
     for m, t, tol in goals:
@@ -167,7 +187,8 @@ def render(data: dict) -> str:
              "calibrated for the T in their pipeline, so their accuracy at other T is not what they were tuned for), "
              "`qcfs` (IF neurons at the trained QCFS thresholds), `sfn` (multi-level scale-and-fire neurons, "
              "graded spikes), `qcfs_signed` (+ negative spikes), `qcfs_srp` (+ SRP pre-run; its T excludes the "
-             "pre-run, energy includes it). On CIFAR-10 there is no ReLU checkpoint: the ReLU methods convert the "
+             "pre-run, energy includes it); a suffix `_l2` (`qcfs_l2`, `qcfs_l2_signed`, ...) runs the method on "
+             "the suite's QCFS net trained with L = 2 levels (T = L = 2), compared to that L = 2 ANN. On CIFAR-10 there is no ReLU checkpoint: the ReLU methods convert the "
              "QCFS-trained weights with every quantized clip treated as plain clip(0, lambda) (`qcfs_as_clip`, the "
              "comparison Bu et al. make); their gap is to that clip ANN. See docs/conversion_methods.md.", ""]
     for suite, sd in data.get("suites", {}).items():
@@ -227,6 +248,8 @@ def main() -> None:
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--calib-T", type=int, default=4, help="T the calibration methods calibrate for")
     ap.add_argument("--srp-tau", type=int, default=4)
+    ap.add_argument("--qcfs-weights", action="append", default=[], metavar="L=PATH",
+                    help="QCFS checkpoint trained with L levels, for the <method>_l<L> methods (repeatable)")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true", help="re-run methods already in the JSON")
@@ -234,7 +257,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if split_method(m)[0] not in METHODS or
+           (split_method(m)[1] is not None and split_method(m)[1] < 1)]
     if bad:
         sys.exit(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
     ts = parse_timesteps(args.timesteps)
@@ -243,6 +267,11 @@ def main() -> None:
     jpath = out / "accuracy.json"
     data = json.loads(jpath.read_text()) if jpath.is_file() else {}
     s = SUITES[args.suite]
+    for item in args.qcfs_weights:
+        lv, _, path = item.partition("=")
+        if not lv.isdigit() or not path:
+            sys.exit(f"--qcfs-weights {item!r}: expected L=PATH")
+        s["qcfs_levels"][int(lv)] = path
     store = data.setdefault("suites", {}).setdefault(args.suite, {"title": f"{s['model']} on {s['dataset']}"})
     cmd = "python " + " ".join(sys.argv)
     if cmd not in store.setdefault("commands", []):
@@ -262,8 +291,8 @@ def main() -> None:
         # merge into the file as it is now (another suite may be running in parallel)
         data = json.loads(jpath.read_text()) if jpath.is_file() else {}
         cur = data.setdefault("suites", {}).setdefault(args.suite, {"title": store["title"]})
-        for k in ("ann", "methods"):
-            cur.setdefault(k, {}).update(store.get(k, {}))
+        cur.setdefault("ann", {}).update(store.get("ann", {}))
+        cur.setdefault("methods", {})[m] = row  # only this row: a parallel run of the same suite keeps its own
         cur["commands"] = sorted(set(cur.get("commands", [])) | set(store["commands"]))
         data["environment"] = {**environment(), "date": time.strftime("%Y-%m-%d")}
         jpath.write_text(json.dumps(data, indent=1))
