@@ -33,8 +33,9 @@ same samples and timesteps is skipped unless --force. The markdown is re-rendere
 from __future__ import annotations
 
 import argparse
-import re
+import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -124,7 +125,9 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
     cfg = RunConfig(model=s["model"], dataset=s["dataset"], data_dir=args.data_dir, weights=weights)
     model, shape, source = resolve_model(cfg, log_fn=lambda m: None)
     graph, _ = from_torch(model, shape)
-    key = f"ann:{Path(weights).name}:{len(test)}"
+    # the content hash keeps a retrained checkpoint (same file name) from reusing the old ANN accuracy
+    digest = hashlib.sha1(Path(weights).read_bytes()).hexdigest()[:8]
+    key = f"ann:{Path(weights).name}:{digest}:{len(test)}"
     if key not in store.setdefault("ann", {}):
         acc, macs = ann_accuracy(graph, test)
         store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
@@ -194,7 +197,10 @@ def render(data: dict) -> str:
     for suite, sd in data.get("suites", {}).items():
         lines += [f"## {suite}: {sd['title']}", "", f"Command(s): {'; '.join(f'`{c}`' for c in sd.get('commands', []))}", ""]
         anns = sd.get("ann", {})
+        used = {r.get(f) for r in sd.get("methods", {}).values() for f in ("ann_key", "ann_clip_key")}
         for k, a in anns.items():
+            if k not in used:  # an earlier checkpoint or sample count no method row refers to any more
+                continue
             energy = f"; {a['energy_uj']:.3g} uJ/sample at {E_MAC_PJ} pJ/MAC" if "energy_uj" in a else ""
             lines.append(f"- ANN `{Path(a['weights']).name}` ({a['activation']}{', L=' + str(a['levels']) if a['levels'] else ''}): "
                          f"**{a['acc']:.2f}%** on {a['samples']} test images{energy}")
