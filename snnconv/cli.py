@@ -357,6 +357,8 @@ def evolve(
     data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
     shift: str = typer.Option("rotate:45", help="shift of the streamed data: rotate:DEG | invert | noise:STD | contrast:F | none"),
     rule: str = typer.Option("rstdp,ed", help="comma-separated plasticity rules for the readout: rstdp, ed"),
+    layers: str = typer.Option("readout", help="what adapts: readout | readout+hidden (also the last hidden "
+                               "layer, learners <rule>+hidden) | readout,readout+hidden (both, one stream)"),
     timesteps: int = typer.Option(32),
     clean: int = typer.Option(1000, help="clean samples at the start of the stream"),
     shifted: int = typer.Option(4000, help="shifted samples after them"),
@@ -380,16 +382,18 @@ def evolve(
         raise SnnconvError(f"unknown rule(s) {bad or rule!r} (known: rstdp, ed)")
     params = {r: {"lr": lr} for r in rules} if lr is not None else None
     res = run_evolve(model, dataset, data_dir, weights, shift, rules, timesteps, clean, shifted, window, batch_size,
-                     heldout=heldout, seed=seed, params=params, log_fn=_err)
+                     heldout=heldout, seed=seed, params=params, log_fn=_err,
+                     layers=tuple(x.strip() for x in layers.split(",") if x.strip()))
     rep = res["report"]
     with atomic_dir(output_dir) as out:
         (out / "evolve.json").write_text(json.dumps(rep, indent=1))
         plot_evolve(rep, out / "evolve.png")
         res["snn"].save(out / "snn_frozen.pt")
-        for r in rules:
-            apply_readout(res["snn"], res["learners"][r]).save(out / f"snn_{r}.pt")
+        for r, lrn in res["learners"].items():
+            if r != "frozen":
+                apply_readout(res["snn"], lrn).save(out / f"snn_{r}.pt")
     for k, v in rep["prequential_accuracy"].items():
-        typer.echo(f"{k:>7}: stream shifted part {v['shifted_part']:.2f}%, last {window} {v['last_window']:.2f}%, "
+        typer.echo(f"{k:>12}: stream shifted part {v['shifted_part']:.2f}%, last {window} {v['last_window']:.2f}%, "
                    f"held-out shifted {rep['heldout']['shifted'][k]:.2f}%, clean {rep['heldout']['clean'][k]:.2f}%")
     _err(f"wrote {output_dir}/ (evolve.json, evolve.png, snn_*.pt)")
 

@@ -171,6 +171,34 @@ def test_evolve_readout_recovers_from_a_synthetic_shift():
     assert late["rstdp"] >= late["frozen"] - 0.05  # R-STDP (weak here) must not make it worse
 
 
+def test_evolve_hidden_layer_adapts_locally_and_keeps_the_readout():
+    from snnconv.learning.evolve import apply_readout, evolve_stream, learner_params, make_learners
+    from snnconv.runtime.simulator import Simulator
+
+    snn, sample = _toy_snn()
+    batches = [(x.roll(4, 1), y) for x, y in (sample(20) for _ in range(40))]
+    params = learner_params(["rstdp", "ed"], ("readout", "readout+hidden"),
+                            {"ed": {"lr": 0.02}, "rstdp": {"lr": 1e-3}, "ed+hidden": {"lr_hidden": 2e-3}})
+    learners = make_learners(snn, ["rstdp", "ed"], params, ("readout", "readout+hidden"))
+    assert set(learners) == {"frozen", "rstdp", "ed", "rstdp+hidden", "ed+hidden"}
+    w0 = snn.nodes[snn.edges[snn.edges[snn.outputs[0]][0]][0]].weight.clone()  # the hidden linear layer
+    res = evolve_stream(snn, batches, 16, learners)
+    assert res["hidden_check_max_abs"] < 1e-5  # re-run hidden neurons == the simulator's, before updates
+    late = {k: c[-400:].float().mean().item() for k, c in res["correct"].items()}
+    edh, rh = learners["ed+hidden"], learners["rstdp+hidden"]
+    assert (edh.hidden_weight - w0).abs().max() > 1e-3 and (rh.hidden_weight - w0).abs().max() > 0
+    # ED keeps every E/I sub-synapse's sign and only grows magnitudes
+    assert (edh.w_pos >= w0.clamp_min(0) - 1e-7).all() and (edh.w_neg <= w0.clamp_max(0) + 1e-7).all()
+    assert late["ed+hidden"] >= late["ed"] - 0.05 and late["ed+hidden"] > late["frozen"] + 0.2  # readout not broken
+    assert late["rstdp+hidden"] >= late["frozen"] - 0.05
+    # the adapted graph (hidden and readout weights) simulates to the learner's own prediction
+    x, y = sample(50)
+    g = apply_readout(snn, edh)
+    sim = Simulator(g, 16, collect_stats=False, record=(g.edges[g.outputs[0]][0],))
+    logits = sim.run(x.roll(4, 1))[-1]
+    assert torch.allclose(logits, edh.logits(edh.penultimate(x.roll(4, 1).unsqueeze(0).expand(16, -1, -1))), atol=1e-4)
+
+
 def test_simulator_record_hook_and_evolve_cli(data_dir, tmp_path):
     from typer.testing import CliRunner
 
@@ -188,3 +216,11 @@ def test_simulator_record_hook_and_evolve_cli(data_dir, tmp_path):
     rep = json.loads((out / "evolve.json").read_text())
     assert set(rep["prequential_accuracy"]) == {"frozen", "ed"} and rep["readout_check_max_abs"] < 1e-4
     assert (out / "evolve.png").stat().st_size > 0 and (out / "snn_ed.pt").is_file()
+    out2 = tmp_path / "ev2"
+    r = runner.invoke(app, ["evolve", "--data-dir", str(data_dir), "--clean", "0", "--shifted", "20", "--heldout", "20",
+                            "--timesteps", "4", "--window", "10", "--rule", "ed", "--layers", "readout+hidden",
+                            "--output-dir", str(out2)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out2 / "evolve.json").read_text())
+    assert set(rep["prequential_accuracy"]) == {"frozen", "ed+hidden"} and rep["hidden_check_max_abs"] < 1e-5
+    assert (out2 / "snn_ed+hidden.pt").is_file()
