@@ -173,6 +173,8 @@ def targets(suite: str, sd: dict) -> list[str]:
             continue
         gap = r["per_t"][str(t)]["acc"] - sd["ann"][r["ann_key"]]["acc"]
         verdict = "" if tol is None else (" -> met" if gap >= -tol else " -> NOT met")
+        if r.get("srp_tau"):  # the pre-run is latency too: say so next to the verdict
+            verdict += f" (after an SRP pre-run of {r['srp_tau']} steps: latency {r['srp_tau'] + t} steps)"
         out.append(f"- target {m} T={t}" + (f" within {tol}" if tol else " (report the gap)") +
                    f": measured gap {gap:+.2f} points on {r['samples']} images{verdict}")
     return ["Issue 3 targets:", ""] + out + [""]
