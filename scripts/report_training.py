@@ -12,10 +12,11 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--model", required=True)
 ap.add_argument("--dataset", required=True)
 ap.add_argument("--note", default="")
+ap.add_argument("--suffix", default="", help="appended to the record's file name (e.g. _qcfs4), so records coexist")
 args = ap.parse_args()
 ck = load_checkpoint(cached_checkpoint(args.model, args.dataset))
 hist = ck.get("history", [])
-stem = Path("docs/benchmarks") / f"train_{args.model}_{args.dataset}"
+stem = Path("docs/benchmarks") / f"train_{args.model}_{args.dataset}{args.suffix}"
 stem.with_suffix(".json").write_text(json.dumps({"model": args.model, "dataset": args.dataset, "final_accuracy":
                                                  ck.get("accuracy"), "epochs": ck.get("epochs"), "history": hist}, indent=2))
 lines = [f"# Training record: {args.model} on {args.dataset}", "",
