@@ -18,18 +18,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from snnconv.config import EXPORT_FORMATS, parse_exports
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
 
 #: format -> file (or folder) name inside the run folder
 EXPORT_FILES = {"onnx": "ann.onnx", "nir": "snn.nir", "lava": "lava"}
+assert set(EXPORT_FILES) == set(EXPORT_FORMATS)  # the formats config accepts are the ones written here
 
 
 def check_exports(formats, snn: Graph) -> None:
     """Raise the backend's :class:`SnnconvError` now if ``snn`` cannot be written in one of ``formats``."""
-    unknown = [f for f in formats if f not in EXPORT_FILES]
-    if unknown:
-        raise SnnconvError(f"unknown export format(s) {', '.join(unknown)} (known: {', '.join(EXPORT_FILES)})")
+    formats = parse_exports(list(formats), "export")  # the one format check (config's), for API callers
     if "nir" in formats:
         from snnconv.backends.nir import lower_for_nir
 
