@@ -103,14 +103,19 @@ class EDNetwork:
         return (err ** 2).mean()
 
 
+def ei_split(weight: torch.Tensor, bias: torch.Tensor | None):
+    """Signed weights and bias as E (>= 0) and I (<= 0) sub-synapse pairs (copies):
+    ``(w_e, w_i, b_e, b_i)`` with ``w_e + w_i == weight``; a missing bias is a zero pair."""
+    b = torch.zeros(weight.shape[0]) if bias is None else bias
+    return weight.clamp_min(0).clone(), weight.clamp_max(0).clone(), b.clamp_min(0).clone(), b.clamp_max(0).clone()
+
+
 class EDReadout:
     """ED on a spiking network's linear readout: signed weights split into E (>= 0) and I (<= 0)
     synapses from the E and I copies of each presynaptic neuron (see the module docstring)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, lr: float = 0.01):
-        self.w_e, self.w_i = weight.clamp_min(0).clone(), weight.clamp_max(0).clone()
-        b = torch.zeros(weight.shape[0]) if bias is None else bias
-        self.b_e, self.b_i = b.clamp_min(0).clone(), b.clamp_max(0).clone()
+        self.w_e, self.w_i, self.b_e, self.b_i = ei_split(weight, bias)
         self.lr = lr
 
     @property

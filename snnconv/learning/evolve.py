@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
-from snnconv.learning.ed import EDReadout
+from snnconv.learning.ed import EDReadout, ei_split
 from snnconv.learning.rstdp import RewardSTDP
 from snnconv.neurons import NEURON_DYNAMICS
 from snnconv.runtime.simulator import Simulator
@@ -237,10 +237,8 @@ class HiddenAdapted:
         ro, hl = graph.nodes[out], graph.nodes[lin]
         self.rule, self.readout = rule, LEARNERS[rule](ro.weight, ro.bias, **readout_params)
         self.neuron, self.lr_hidden = graph.nodes[self.pen], lr_hidden
-        w = hl.weight.clone()
-        b = torch.zeros(w.shape[0]) if hl.bias is None else hl.bias.clone()
-        self.w_pos, self.w_neg = w.clamp_min(0), w.clamp_max(0)  # E/I sub-synapses (ED keeps their signs)
-        self.b_pos, self.b_neg = b.clamp_min(0), b.clamp_max(0)
+        # E/I sub-synapses (ED keeps their signs)
+        self.w_pos, self.w_neg, self.b_pos, self.b_neg = ei_split(hl.weight, hl.bias)
         if rule == "rstdp":
             r = self.readout.rule
             self.stdp = RewardSTDP(lr=lr_hidden, tau_c=-1.0 / math.log(r.dec_c), a_plus=r.stdp.a_plus,
