@@ -38,6 +38,10 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=2000)
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--search-samples", type=int, default=500)
+    ap.add_argument("--selection-samples", type=int, default=0,
+                    help="further held-out training samples to re-score the best candidates on (0: off)")
+    ap.add_argument("--threshold-bounds", type=float, nargs=2, default=[0.4, 1.6])
+    ap.add_argument("--v-init-bounds", type=float, nargs=2, default=[0.0, 1.0])
     ap.add_argument("--population", type=int, default=8)
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--synops-weight", type=float, default=0.02)
@@ -52,12 +56,17 @@ def main() -> None:
     method = args.method or ("qcfs" if source.get("activation") == "qcfs" else "percentile")
     test = load_dataset(args.dataset, args.data_dir, train=False).subset(args.eval_samples)
     calib = load_dataset(args.dataset, args.data_dir, train=True).subset(args.calib_samples, seed=1)
-    held = held_out_split(args.dataset, args.data_dir, args.calib_samples, 1).subset(args.search_samples, seed=3)
+    held = held_out_split(args.dataset, args.data_dir, args.calib_samples, 1,
+                          size=max(args.calib_samples, args.search_samples + args.selection_samples))
+    if not args.selection_samples:  # the earlier recorded runs: a random subset of the held-out split
+        held = held.subset(args.search_samples, seed=3)
     graph, _ = from_torch(model, shape)
     batches = [x for x, _ in calib.batches(256)]
     base, _ = convert_graph(graph, batches, conversion_pipeline(ConversionConfig(method=method)))
     spec = {"name": "hseo", "timesteps": T, "population": args.population, "generations": args.generations,
-            "seed": args.seed, "synops_weight": args.synops_weight, "samples": args.search_samples, "sigma0": args.sigma0}
+            "seed": args.seed, "synops_weight": args.synops_weight, "samples": args.search_samples, "sigma0": args.sigma0,
+            "selection_samples": args.selection_samples, "threshold_bounds": args.threshold_bounds,
+            "v_init_bounds": args.v_init_bounds}
     t0 = time.time()
     ctx = PassContext(calibration=batches, labelled=list(held.batches(250)))
     tuned = Pipeline.from_config([spec]).run(base, ctx)
@@ -75,9 +84,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "hseo.json"
     data = json.loads(jpath.read_text()) if jpath.is_file() else {}
-    key = f"{args.model}/{args.dataset}/T={T}" + (f"/sigma0={args.sigma0:g}" if args.sigma0 != 0.2 else "")
+    key = (f"{args.model}/{args.dataset}/T={T}" + (f"/sigma0={args.sigma0:g}" if args.sigma0 != 0.2 else "")
+           + (f"/synops_weight={args.synops_weight:g}" if args.synops_weight != 0.02 else "")
+           + (f"/reselect_on={args.selection_samples}" if args.selection_samples else ""))
     data[key] = {
-        "ann_accuracy": ann, "test_samples": len(test), "search_samples": len(held), "timesteps": T,
+        "ann_accuracy": ann, "test_samples": len(test), "search_samples": min(args.search_samples, len(held)),
+        "selection_samples": args.selection_samples, "timesteps": T,
         "config": spec, "search_seconds": round(search_s, 1), "search": info, "test": res,
         "weights": source.get("weights"), "method": method, "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
     jpath.write_text(json.dumps(data, indent=2))
@@ -108,8 +120,18 @@ def render(data: dict, path: Path) -> None:
                   "Found: threshold scales " + ", ".join(f"{k} {v:.3f}" for k, v in s["params"]["threshold_scale"].items())
                   + "; v_init " + ", ".join(f"{k} {v:.3f}" for k, v in s["params"]["v_init"].items())
                   + (f"; leak {s['params']['leak']:.4f}" if "leak" in s["params"] else "") + ".", "",
-                  verdict(b, a), ""]
+                  *selection_line(s), verdict(b, a), ""]
     path.write_text("\n".join(lines) + "\n")
+
+
+def selection_line(search: dict) -> list[str]:
+    sel = search.get("selection")
+    if not sel:
+        return []
+    return [f"Re-selection on {sel['samples']} further held-out training samples (start + {sel['candidates'] - 1} best "
+            f"search candidates): accuracy {sel['accuracy'][0]:.2f} -> {sel['accuracy'][1]:.2f}, SynOps "
+            f"{sel['synops'][0]:.4g} -> {sel['synops'][1]:.4g}, chose candidate {sel['chosen_rank']} "
+            "(0 = the start).", ""]
 
 
 def verdict(before: dict, after: dict, tol: float = 0.3) -> str:

@@ -287,11 +287,11 @@ def environment() -> dict:
             "numpy": numpy.__version__, "platform": platform.platform(), "threads": torch.get_num_threads()}
 
 
-def held_out_split(dataset: str, data_dir, n: int, seed: int) -> Split:
-    """``n`` labelled training samples disjoint from ``load_dataset(..., train=True).subset(n, seed)`` (the
-    calibration set): the next ``n`` of the same seeded permutation. Never touches the test split."""
+def held_out_split(dataset: str, data_dir, n: int, seed: int, size: int | None = None) -> Split:
+    """``size`` (default ``n``) labelled training samples disjoint from ``load_dataset(..., train=True).subset(n,
+    seed)`` (the calibration set): the ones after it in the same seeded permutation. Never touches the test split."""
     train = load_dataset(dataset, data_dir, train=True)
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[n:2 * n]
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[n:n + (size or n)]
     return Split(train.images[idx], train.labels[idx], train.mean, train.std, train.num_classes)
 
 

@@ -93,3 +93,23 @@ def test_held_out_split_is_disjoint_from_calibration(data_dir):
     a = {bytes(x.numpy()) for x in calib.images}
     b = {bytes(x.numpy()) for x in held.images}
     assert len(a & b) <= 2  # MNIST holds a few duplicate images; the index sets are disjoint by construction
+
+
+def test_hseo_reselection_never_loses_to_the_start_on_unseen_samples(tiny):
+    snn, _ = tiny
+    calib = load_dataset("mnist-bundled", train=True)
+    labelled = [(x, y) for x, y in calib.subset(128, seed=7).batches(32)]  # batches straddle the 64/64 cut
+    spec = {"name": "hseo", "timesteps": 2, "population": 4, "generations": 2, "seed": 0, "samples": 64,
+            "selection_samples": 64, "reselect": 3}
+    ctx = PassContext(labelled=labelled)
+    out = Pipeline.from_config([spec]).run(snn, ctx)
+    sel = ctx.records[-1]["selection"]
+    assert sel["samples"] == 64 and sel["candidates"] == 4
+    assert sel["fitness"][1] >= sel["fitness"][0] == sel["candidate_fitness"][0]
+    # the reported selection accuracy is that of the returned graph, on the 64 samples after the search ones
+    x = torch.cat([b[0] for b in labelled])[64:]
+    y = torch.cat([b[1] for b in labelled])[64:]
+    acc, _ = score(out, [(x, y)], 2)
+    assert acc == sel["accuracy"][1]
+    with pytest.raises(SnnconvError, match="selection_samples=100"):
+        Pipeline.from_config([{**spec, "selection_samples": 100}]).run(snn, PassContext(labelled=labelled))
