@@ -16,6 +16,9 @@ the same run. Methods (``--methods``, comma-separated):
 * ``sfn``: scale-and-fire multi-level neurons (graded spikes), exact at T = 1 on QCFS nets
 * ``qcfs_signed``: qcfs + negative spikes that cancel over-firing
 * ``qcfs_srp``: qcfs + SRP pre-run of --srp-tau steps (Hao et al. AAAI 2023); latency tau + T
+* ``<m>_bc<T>`` for a QCFS method m (e.g. ``qcfs_signed_bc4``): m + layer-wise bias calibration for T steps
+  (Li et al. ICML 2021) towards the clip(0, lambda) mean, run on the converted (signed) SNN; the latency
+  stays T (the calibration only changes biases), accuracy at other T is not what it was tuned for
 * ``<m>_l<L>`` for m in qcfs, qcfs_signed, qcfs_srp, sfn (e.g. ``qcfs_l2_signed``): the same method on the
   suite's QCFS checkpoint trained with L levels (``--qcfs-weights L=PATH``; MNIST bundles L=2, fine-tuned
   from the L=4 net with ``snnconv finetune --levels 2``). With T = L an IF layer with constant input
@@ -61,6 +64,15 @@ SUITES = {
                 "qcfs": str(cached_checkpoint("resnet20", "cifar10")), "qcfs_levels": {}},
 }
 LEVEL_METHOD = re.compile(r"(qcfs|qcfs_signed|qcfs_srp|sfn)_l(\d+)")
+
+
+CALIBRATED = re.compile(r"(.+)_bc(\d+)")
+
+
+def calibration_suffix(method: str) -> tuple[str, int | None]:
+    """``qcfs_signed_bc4`` -> (``qcfs_signed``, 4): the method and the T it is bias-calibrated for."""
+    m = CALIBRATED.fullmatch(method)
+    return (m[1], int(m[2])) if m else (method, None)
 
 
 def split_method(method: str) -> tuple[str, int | None]:
@@ -113,7 +125,8 @@ def per_t(stats, ts, acc, offset: int = 0) -> dict:
 def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | None:
     s = SUITES[suite]
     relu = method in RELU_METHODS
-    base, levels = split_method(method)
+    core, cal_t = calibration_suffix(method)
+    base, levels = split_method(core)
     weights = s["relu"] if relu and s["relu"] else s["qcfs"] if levels is None else s["qcfs_levels"].get(levels, "")
     if levels is not None and not weights:
         print(f"[{suite}/{method}] skipped: no QCFS L={levels} checkpoint (--qcfs-weights {levels}=PATH)", flush=True)
@@ -133,6 +146,8 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
         store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
                              "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6}
     spec = method_config(base, args, qcfs_as_clip)
+    if cal_t:
+        spec.append({"name": "calibration", "mode": "bias", "timesteps": cal_t, "target": "clip"})
     t0 = time.time()
     snn, records = convert_graph(graph, calib_batches, Pipeline.from_config(spec))
     t_conv = time.time() - t0
@@ -165,6 +180,7 @@ def targets(suite: str, sd: dict) -> list[str]:
     goals = {"mnist": [("qcfs", 2, 0.2), ("qcfs_l2", 2, 0.2), ("qcfs_l2_signed", 2, 0.2), ("qcfs_l2_srp", 2, 0.2),
                        ("sfn", 1, 0.5), ("sfn_l2", 1, 0.5)],
              "cifar10": [(m, t, tol) for m in ("qcfs", "qcfs_signed", "qcfs_srp") for t, tol in ((4, 1.0), (8, 0.3))]
+             + [("qcfs_signed_bc4", 4, 1.0), ("qcfs_signed_bc8", 8, 0.3)]
              + [("sfn", 1, None)]}[suite]
     out = []
     for m, t, tol in goals:
@@ -193,7 +209,8 @@ def render(data: dict) -> str:
              "calibrated for the T in their pipeline, so their accuracy at other T is not what they were tuned for), "
              "`qcfs` (IF neurons at the trained QCFS thresholds), `sfn` (multi-level scale-and-fire neurons, "
              "graded spikes), `qcfs_signed` (+ negative spikes), `qcfs_srp` (+ SRP pre-run; its T excludes the "
-             "pre-run, energy includes it); a suffix `_l2` (`qcfs_l2`, `qcfs_l2_signed`, ...) runs the method on "
+             "pre-run, energy includes it); a suffix `_bc<T>` (`qcfs_signed_bc4`) adds the bias calibration of Li et al. 2021 "
+             "for T steps on the converted SNN (latency unchanged); a suffix `_l2` (`qcfs_l2`, `qcfs_l2_signed`, ...) runs the method on "
              "the suite's QCFS net trained with L = 2 levels (T = L = 2), compared to that L = 2 ANN. On CIFAR-10 there is no ReLU checkpoint: the ReLU methods convert the "
              "QCFS-trained weights with every quantized clip treated as plain clip(0, lambda) (`qcfs_as_clip`, the "
              "comparison Bu et al. make); their gap is to that clip ANN. See docs/conversion_methods.md.", ""]
@@ -266,8 +283,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
-    bad = [m for m in methods if split_method(m)[0] not in METHODS or
-           (split_method(m)[1] is not None and split_method(m)[1] < 1)]
+    cores = {m: calibration_suffix(m) for m in methods}
+    bad = [m for m, (c, cal_t) in cores.items() if split_method(c)[0] not in METHODS or
+           (split_method(c)[1] is not None and split_method(c)[1] < 1) or
+           (cal_t is not None and (cal_t < 1 or split_method(c)[0] in RELU_METHODS + ("sfn", "qcfs_srp")))]
     if bad:
         sys.exit(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
     ts = parse_timesteps(args.timesteps)

@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="checkpoint file (default: the cached/bundled one)")
     ap.add_argument("--method", default=None, help="conversion method (default: qcfs for QCFS checkpoints, "
                                                     "else percentile)")
+    ap.add_argument("--signed", action="store_true", help="negative spikes (signed_neurons) in the starting conversion")
     ap.add_argument("--timesteps", type=int, default=2)
     ap.add_argument("--eval-samples", type=int, default=2000)
     ap.add_argument("--calib-samples", type=int, default=1024)
@@ -62,7 +63,7 @@ def main() -> None:
         held = held.subset(args.search_samples, seed=3)
     graph, _ = from_torch(model, shape)
     batches = [x for x, _ in calib.batches(256)]
-    base, _ = convert_graph(graph, batches, conversion_pipeline(ConversionConfig(method=method)))
+    base, _ = convert_graph(graph, batches, conversion_pipeline(ConversionConfig(method=method, signed=args.signed)))
     spec = {"name": "hseo", "timesteps": T, "population": args.population, "generations": args.generations,
             "seed": args.seed, "synops_weight": args.synops_weight, "samples": args.search_samples, "sigma0": args.sigma0,
             "selection_samples": args.selection_samples, "threshold_bounds": args.threshold_bounds,
@@ -84,14 +85,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "hseo.json"
     data = json.loads(jpath.read_text()) if jpath.is_file() else {}
-    key = (f"{args.model}/{args.dataset}/T={T}" + (f"/sigma0={args.sigma0:g}" if args.sigma0 != 0.2 else "")
+    key = (f"{args.model}/{args.dataset}/T={T}"
+           + ("/signed" if args.signed else "") + (f"/sigma0={args.sigma0:g}" if args.sigma0 != 0.2 else "")
            + (f"/synops_weight={args.synops_weight:g}" if args.synops_weight != 0.02 else "")
            + (f"/reselect_on={args.selection_samples}" if args.selection_samples else ""))
     data[key] = {
         "ann_accuracy": ann, "test_samples": len(test), "search_samples": min(args.search_samples, len(held)),
         "selection_samples": args.selection_samples, "timesteps": T,
         "config": spec, "search_seconds": round(search_s, 1), "search": info, "test": res,
-        "weights": source.get("weights"), "method": method, "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
+        "weights": source.get("weights"), "method": method + ("+signed" if args.signed else ""), "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
     jpath.write_text(json.dumps(data, indent=2))
     render(data, out / "hseo.md")
 

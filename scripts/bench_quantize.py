@@ -64,12 +64,13 @@ def main() -> None:
     base, _ = convert_graph(graph, batches, conversion_pipeline(conversion))
     print(f"ANN {ann:.2f}% on {len(test)} samples; conversion {method}", flush=True)
 
-    def qat_graph(scheme: str, bits: int):
+    def qat_graph(scheme: str, bits: int, keep_first_last: bool = False, train_bn: bool = False):
         from snnconv.training.qat import qat_finetune
 
         m = copy.deepcopy(model)
         m, hist = qat_finetune(m, train.subset(args.qat_samples, seed=2), scheme, bits, epochs=args.qat_epochs,
-                               lr=args.qat_lr, augment=not args.dataset.startswith("mnist"), bf16=args.bf16)
+                               lr=args.qat_lr, augment=not args.dataset.startswith("mnist"), bf16=args.bf16,
+                               keep_first_last=keep_first_last, train_bn=train_bn)
         g, _ = from_torch(m.eval(), shape)
         hist[-1]["ann_accuracy"] = ann_accuracy(g, test)[0]  # the fine-tuned, quantized ANN on the same samples
         return convert_graph(g, batches, conversion_pipeline(conversion))[0], hist
@@ -80,6 +81,10 @@ def main() -> None:
         ("ternary", {"name": "quantize", "scheme": "ternary"}, None),
         ("int4 QAT", {"name": "quantize", "scheme": "int", "bits": 4}, ("int", 4)),
         ("ternary QAT", {"name": "quantize", "scheme": "ternary"}, ("ternary", 2)),
+        # BitNet-style: first and last layer in float, BN statistics re-estimated during QAT
+        ("ternary QAT first/last fp32 + BN", {"name": "quantize", "scheme": "ternary", "keep_first_last": True},
+         ("ternary", 2, True, True)),
+        ("int4 QAT + BN", {"name": "quantize", "scheme": "int", "bits": 4}, ("int", 4, False, True)),
         ("loihi profile", {"name": "quantize", "profile": "loihi", "timesteps": max(ts)}, None),
         ("prune 50% magnitude", {"name": "prune", "sparsity": 0.5, "method": "magnitude"}, None),
         ("prune 50% activity", {"name": "prune", "sparsity": 0.5, "method": "activity"}, None),

@@ -159,7 +159,8 @@ def test_prune_keeps_quantized_codes_consistent():
             assert torch.equal(node.weight_int.float() * node.weight_scale, node.weight)
 
 
-def test_qat_codes_survive_bn_folding():
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_qat_codes_survive_bn_folding(train_bn):
     from snnconv.data.datasets import load_dataset
     from snnconv.training.qat import qat_finetune
 
@@ -171,9 +172,13 @@ def test_qat_codes_survive_bn_folding():
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(-1.5, 1.5)  # including negative BN scales
     model.eval()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    var0 = bn.running_var.clone()
     train = load_dataset("mnist-bundled", train=True).subset(128)
-    model, hist = qat_finetune(model, train, "ternary", epochs=1, batch_size=64, log=lambda *_: None)
+    model, hist = qat_finetune(model, train, "ternary", epochs=1, batch_size=64, log=lambda *_: None,
+                               train_bn=train_bn)
     assert len(hist) == 1 and hist[0]["loss"] > 0
+    assert torch.equal(bn.running_var, var0) != train_bn  # frozen statistics, or re-estimated ones
     conv = model.features[0].weight
     torch.testing.assert_close(conv.detach(), fake_quantize(conv, "ternary"), rtol=1e-6, atol=0)  # baked-in ternary
     assert all(len(conv[o].unique()) <= 3 for o in range(conv.shape[0]))

@@ -270,7 +270,8 @@ class HSEO(Pass):
         cut = len(y) if c.samples is None else min(c.samples, len(y))
         if c.selection_samples and len(y) - cut < c.selection_samples:
             raise SnnconvError(f"hseo: selection_samples={c.selection_samples} but only {len(y) - cut} labelled "
-                               f"samples follow the {cut} search samples (give more held-out samples)")
+                               f"samples follow the {cut} search samples (snnconv convert holds out calib_samples training "
+                               "samples: raise calib_samples)")
 
         def batched(lo, hi):
             return [(x[i:min(i + c.batch_size, hi)], y[i:min(i + c.batch_size, hi)]) for i in range(lo, hi, c.batch_size)]

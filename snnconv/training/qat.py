@@ -9,7 +9,11 @@ gradients through stochastic neurons"), as used for ternary weights by BitNet b1
 ``quantize`` pass (:func:`snnconv.passes.quantize.fake_quantize`), per output channel, so after
 :func:`finalize_qat`, batch-norm folding and the ``quantize`` pass the integer codes are those the
 fine-tuning optimised (per-channel scales absorb the folded BN factors). Batch-norm statistics are
-frozen during fine-tuning (BN in eval mode), so the folded scale factors do not drift.
+frozen during fine-tuning (BN in eval mode) unless ``train_bn``: ternary weights change each
+channel's pre-BN scale and mean so much that frozen statistics leave the clips of a deep net
+saturated or silent (ResNet-20 ternary QAT with frozen BN stays at chance); with per-channel
+quantization re-estimating them is safe, because the folded BN factor of a channel only rescales
+that channel's codes (absmean ternarisation of ``c * codes`` returns the same codes).
 """
 from __future__ import annotations
 
@@ -68,11 +72,14 @@ def _freeze_bn(model: nn.Module) -> None:
 def qat_finetune(model: nn.Module, train: Split, scheme: str = "ternary", bits: int = 8, epochs: int = 1,
                  lr: float = 0.01, batch_size: int = 128, seed: int = 0, augment: bool = False,
                  granularity: str = "channel", keep_first_last: bool = False, test: Split | None = None,
-                 log=print, bf16: bool = False) -> tuple[nn.Module, list[dict]]:
+                 log=print, bf16: bool = False, train_bn: bool = False) -> tuple[nn.Module, list[dict]]:
     """Fine-tune ``model`` (in place) with fake-quantized weights; returns it finalized and the history.
 
     ``bf16``: bfloat16 autocast for the forward pass (as ``TrainConfig.bf16``; the latent weights, the
-    fake quantizer and the optimizer stay fp32)."""
+    fake quantizer and the optimizer stay fp32). ``train_bn``: batch-norm layers train (statistics
+    re-estimated) instead of being frozen; only with per-channel quantization (see the module docstring)."""
+    if train_bn and granularity != "channel":
+        raise ValueError("train_bn needs per-channel quantization (a per-layer scale cannot absorb per-channel BN drift)")
     torch.manual_seed(seed)
     prepare_qat(model, scheme, bits, granularity, keep_first_last)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
@@ -82,7 +89,8 @@ def qat_finetune(model: nn.Module, train: Split, scheme: str = "ternary", bits: 
     history = []
     for epoch in range(epochs):
         model.train()
-        _freeze_bn(model)
+        if not train_bn:
+            _freeze_bn(model)
         t0, total, seen = time.time(), 0.0, 0
         for x, y in progress(train.batches(batch_size, shuffle=True, augment=augment, seed=seed + epoch),
                              total=-(-len(train) // batch_size), desc=f"QAT {scheme} epoch {epoch + 1}"):
