@@ -93,7 +93,7 @@ ANCHORS = [
 ]
 
 
-def method_config(method: str, args, qcfs_as_clip: bool) -> list:
+def method_config(method: str, args, qcfs_as_clip: bool, calibrate_for: int | None = None) -> list:
     if method in RELU_METHODS:
         kw = {"max": dict(method="max", granularity="layer"), "percentile": dict(method="percentile"),
               "calibration": dict(method="calibration", calibration="bias", calibration_timesteps=args.calib_T),
@@ -102,7 +102,9 @@ def method_config(method: str, args, qcfs_as_clip: bool) -> list:
         return RunConfig(conversion=ConversionConfig(qcfs_as_clip=qcfs_as_clip, **kw)).pipeline_spec()
     if method == "sfn":
         return RunConfig(conversion=ConversionConfig(method="sfn")).pipeline_spec()
-    spec = RunConfig(conversion=ConversionConfig(method="qcfs", signed=method == "qcfs_signed")).pipeline_spec()
+    spec = RunConfig(conversion=ConversionConfig(method="qcfs", signed=method == "qcfs_signed",
+                                                 calibrate=calibrate_for is not None,
+                                                 calibration_timesteps=calibrate_for or 4)).pipeline_spec()
     if method == "qcfs_srp":
         spec.append({"name": "srp", "presim": args.srp_tau})
     return spec
@@ -145,9 +147,7 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
         acc, macs = ann_accuracy(graph, test)
         store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
                              "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6}
-    spec = method_config(base, args, qcfs_as_clip)
-    if cal_t:
-        spec.append({"name": "calibration", "mode": "bias", "timesteps": cal_t, "target": "clip"})
+    spec = method_config(base, args, qcfs_as_clip, cal_t)
     t0 = time.time()
     snn, records = convert_graph(graph, calib_batches, Pipeline.from_config(spec))
     t_conv = time.time() - t0

@@ -48,8 +48,11 @@ def convert(
     neuron: Optional[str] = typer.Option(None, help="if | lif"),
     leak: Optional[float] = typer.Option(None, help="LIF decay per step (with --neuron lif)"),
     levels: Optional[int] = typer.Option(None, help="method=sfn: spike levels per step (non-QCFS activations)"),
-    calibration: Optional[str] = typer.Option(None, help="method=calibration: bias | potential"),
-    calib_timesteps: Optional[int] = typer.Option(None, help="method=calibration: T to calibrate for"),
+    calibration: Optional[str] = typer.Option(None, help="method=calibration or --calibrate: bias | potential"),
+    calib_timesteps: Optional[int] = typer.Option(None, help="method=calibration or --calibrate: T to calibrate for"),
+    calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate",
+                                             help="add Li et al.'s layer-wise calibration to a max/percentile/qcfs "
+                                                  "conversion (after --signed)"),
     signed: Optional[bool] = typer.Option(None, "--signed/--no-signed", help="negative spikes cancel over-firing"),
     qcfs_as_clip: Optional[bool] = typer.Option(None, "--qcfs-as-clip/--no-qcfs-as-clip",
                                                 help="treat trained QCFS activations as plain clip(0, lambda)"),
@@ -74,7 +77,7 @@ def convert(
                  "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
                                 "reset": reset, "v_init": v_init,
                                 "neuron": neuron, "leak": leak, "levels": levels, "calibration": calibration,
-                                "calibration_timesteps": calib_timesteps, "signed": signed,
+                                "calibration_timesteps": calib_timesteps, "signed": signed, "calibrate": calibrate,
                                 "qcfs_as_clip": qcfs_as_clip},
                  "output": {"export": parse_exports(",".join(exports), "--export") if exports else None}}
     cfg = load_config(config, overrides)

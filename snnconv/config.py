@@ -52,6 +52,7 @@ class ConversionConfig:
     v_init: float = 0.5  # initial membrane potential, fraction of threshold
     levels: int = 4  # sfn: spike levels per step for activations not trained with QCFS
     calibration: str = "bias"  # calibration: bias | potential (Li et al., ICML 2021)
+    calibrate: bool = False  # also calibrate a max/percentile/qcfs conversion (method=calibration always does)
     calibration_timesteps: int = 4  # calibration: the T the SNN is calibrated for
     signed: bool = False  # negative spikes cancel over-firing (signed_neurons pass)
     qcfs_as_clip: bool = False  # max/percentile/calibration on QCFS weights: quantized clips as clip(0, lambda)
@@ -120,12 +121,16 @@ class RunConfig:
             passes.insert(2, "dequantize_clips")
         if c.neuron == "lif" and c.leak_compensation:
             passes.append("leak_compensation")
-        if c.method == "calibration":
-            # A QCFS-trained net computes clip(0, lambda), not ReLU: calibrate towards that function.
-            passes.append({"name": "calibration", "mode": c.calibration, "timesteps": c.calibration_timesteps,
-                           "target": "clip" if c.qcfs_as_clip else "relu"})
         if c.signed:
             passes.append("signed_neurons")
+        if c.method == "calibration" or c.calibrate:
+            if c.method == "sfn":
+                raise SnnconvError("conversion.calibrate: not available for method sfn (graded spikes are exact at "
+                                   "T=1 on QCFS nets)")
+            # After signed_neurons: the calibration measures the neurons that will run. A QCFS-trained net
+            # computes clip(0, lambda), not ReLU: calibrate towards that function.
+            passes.append({"name": "calibration", "mode": c.calibration, "timesteps": c.calibration_timesteps,
+                           "target": "clip" if c.qcfs_as_clip or c.method == "qcfs" else "relu"})
         return passes
 
     def to_dict(self) -> dict:

@@ -12,6 +12,7 @@ from torch import nn
 from helpers import randomize_batchnorm
 from snnconv.api import resolve_model
 from snnconv.config import ConversionConfig, RunConfig
+from snnconv.errors import SnnconvError
 from snnconv.data.datasets import load_dataset
 from snnconv.frontends.torch import from_torch
 from snnconv.ir import SpikingNeuron
@@ -274,11 +275,19 @@ def test_method_pipelines():
     assert names(spec(method="percentile", qcfs_as_clip=True, signed=True)) == [
         "fold_batchnorm", "remove_identity", "dequantize_clips", "threshold_balance", "signed_neurons"]
     assert names(spec(method="qcfs", qcfs_as_clip=True)) == ["fold_batchnorm", "remove_identity", "threshold_balance"]
+    # --calibrate: after signed_neurons (it must measure the neurons that will run), towards the clip on QCFS nets
+    qcal = spec(method="qcfs", signed=True, calibrate=True, calibration_timesteps=8)
+    assert names(qcal)[-2:] == ["signed_neurons", "calibration"]
+    assert qcal[-1]["timesteps"] == 8 and qcal[-1]["target"] == "clip"
+    assert spec(method="percentile", calibrate=True)[-1]["target"] == "relu"
+    with pytest.raises(SnnconvError, match="calibrate"):
+        spec(method="sfn", calibrate=True)
 
 
 @pytest.mark.parametrize("method,extra,graded", [("sfn", ["--levels", "4"], True),
                                                  ("calibration", ["--calib-timesteps", "2"], False),
-                                                 ("max", ["--signed"], False)])
+                                                 ("max", ["--signed"], False),
+                                                 ("percentile", ["--calibrate", "--calib-timesteps", "2"], False)])
 def test_cli_method_selection(snnconv_cli_factory, tmp_path, method, extra, graded):
     out = tmp_path / f"run-{method}"
     r = snnconv_cli_factory("convert", "--dataset", "mnist-bundled", "--model", "mnist_cnn", "--method", method,
@@ -288,7 +297,7 @@ def test_cli_method_selection(snnconv_cli_factory, tmp_path, method, extra, grad
     rep = json.loads((out / "report.json").read_text())
     names = [p if isinstance(p, str) else p["name"] for p in rep["conversion"]["pipeline"]]
     assert rep["conversion"]["method"] == method
-    expected = {"sfn": "sfn", "calibration": "calibration", "max": "signed_neurons"}[method]
+    expected = {"sfn": "sfn", "calibration": "calibration", "max": "signed_neurons", "percentile": "calibration"}[method]
     assert expected in names
     assert rep["spikes"]["graded"] is graded and rep["spikes"]["signed"] is (method == "max")
     md = (out / "report.md").read_text()
