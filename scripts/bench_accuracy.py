@@ -19,6 +19,9 @@ the same run. Methods (``--methods``, comma-separated):
 * ``<m>_bc<T>`` for a QCFS method m (e.g. ``qcfs_signed_bc4``): m + layer-wise bias calibration for T steps
   (Li et al. ICML 2021) towards the clip(0, lambda) mean, run on the converted (signed) SNN; the latency
   stays T (the calibration only changes biases), accuracy at other T is not what it was tuned for
+* ``<m>_hseo<T>`` for a QCFS method m (e.g. ``qcfs_l2_signed_hseo2``): m + the HSEO pass at T (CMA-ES over
+  per-layer threshold scales, v0 and the leak; search on --hseo-samples held-out *training* samples,
+  re-selection on as many further ones, accuracy only: synops_weight 0; settings in the row's pipeline)
 * ``<m>_l<L>`` for m in qcfs, qcfs_signed, qcfs_srp, sfn (e.g. ``qcfs_l2_signed``): the same method on the
   suite's QCFS checkpoint trained with L levels (``--qcfs-weights L=PATH``; MNIST bundles L=2, fine-tuned
   from the L=4 net with ``snnconv finetune --levels 2``). With T = L an IF layer with constant input
@@ -45,7 +48,8 @@ from pathlib import Path
 
 import torch
 
-from snnconv.api import ann_accuracy, convert_graph, environment, resolve_model, simulate, spike_format
+from snnconv.api import (ann_accuracy, convert_graph, environment, held_out_split, resolve_model, simulate,
+                         spike_format)
 from snnconv.checkpoints import BUNDLED_DIR, cached_checkpoint
 from snnconv.config import ConversionConfig, RunConfig, parse_timesteps
 from snnconv.data.datasets import load_dataset
@@ -66,13 +70,13 @@ SUITES = {
 LEVEL_METHOD = re.compile(r"(qcfs|qcfs_signed|qcfs_srp|sfn)_l(\d+)")
 
 
-CALIBRATED = re.compile(r"(.+)_bc(\d+)")
+TUNED = re.compile(r"(.+)_(bc|hseo)(\d+)")
 
 
-def calibration_suffix(method: str) -> tuple[str, int | None]:
-    """``qcfs_signed_bc4`` -> (``qcfs_signed``, 4): the method and the T it is bias-calibrated for."""
-    m = CALIBRATED.fullmatch(method)
-    return (m[1], int(m[2])) if m else (method, None)
+def calibration_suffix(method: str) -> tuple[str, tuple[str, int] | None]:
+    """``qcfs_signed_bc4`` -> (``qcfs_signed``, ("bc", 4)): the method and the pass tuning it for a T."""
+    m = TUNED.fullmatch(method)
+    return (m[1], (m[2], int(m[3]))) if m else (method, None)
 
 
 def split_method(method: str) -> tuple[str, int | None]:
@@ -147,9 +151,16 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
         acc, macs = ann_accuracy(graph, test)
         store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
                              "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6}
-    spec = method_config(base, args, qcfs_as_clip, cal_t)
+    spec = method_config(base, args, qcfs_as_clip, cal_t[1] if cal_t and cal_t[0] == "bc" else None)
+    labelled = None
+    if cal_t and cal_t[0] == "hseo":
+        n = args.hseo_samples
+        spec.append({"name": "hseo", "timesteps": cal_t[1], "population": 12, "generations": 8, "seed": 0,
+                     "sigma0": 0.15, "threshold_bounds": [0.8, 1.25], "v_init_bounds": [0.35, 0.65],
+                     "synops_weight": 0.0, "samples": n, "selection_samples": n})
+        labelled = list(held_out_split(s["dataset"], args.data_dir, args.calib_samples, 1, size=2 * n).batches(256))
     t0 = time.time()
-    snn, records = convert_graph(graph, calib_batches, Pipeline.from_config(spec))
+    snn, records = convert_graph(graph, calib_batches, Pipeline.from_config(spec), labelled=labelled)
     t_conv = time.time() - t0
     row = {"method": method, "weights": weights, "ann_key": key, "qcfs_as_clip": qcfs_as_clip, "pipeline": spec,
            "samples": len(test), "timesteps": ts, "calib_samples": sum(len(x) for x in calib_batches),
@@ -178,6 +189,7 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
 def targets(suite: str, sd: dict) -> list[str]:
     """Issue 3's targets next to what was measured (gaps to the method's own ANN)."""
     goals = {"mnist": [("qcfs", 2, 0.2), ("qcfs_l2", 2, 0.2), ("qcfs_l2_signed", 2, 0.2), ("qcfs_l2_srp", 2, 0.2),
+                       ("qcfs_l2_signed_hseo2", 2, 0.2),
                        ("sfn", 1, 0.5), ("sfn_l2", 1, 0.5)],
              "cifar10": [(m, t, tol) for m in ("qcfs", "qcfs_signed", "qcfs_srp") for t, tol in ((4, 1.0), (8, 0.3))]
              + [("qcfs_signed_bc4", 4, 1.0), ("qcfs_signed_bc8", 8, 0.3)]
@@ -210,7 +222,8 @@ def render(data: dict) -> str:
              "`qcfs` (IF neurons at the trained QCFS thresholds), `sfn` (multi-level scale-and-fire neurons, "
              "graded spikes), `qcfs_signed` (+ negative spikes), `qcfs_srp` (+ SRP pre-run; its T excludes the "
              "pre-run, energy includes it); a suffix `_bc<T>` (`qcfs_signed_bc4`) adds the bias calibration of Li et al. 2021 "
-             "for T steps on the converted SNN (latency unchanged); a suffix `_l2` (`qcfs_l2`, `qcfs_l2_signed`, ...) runs the method on "
+             "for T steps on the converted SNN (latency unchanged), `_hseo<T>` the HSEO search for T on held-out training "
+             "samples (accuracy only; docs/benchmarks/hseo.md); a suffix `_l2` (`qcfs_l2`, `qcfs_l2_signed`, ...) runs the method on "
              "the suite's QCFS net trained with L = 2 levels (T = L = 2), compared to that L = 2 ANN. On CIFAR-10 there is no ReLU checkpoint: the ReLU methods convert the "
              "QCFS-trained weights with every quantized clip treated as plain clip(0, lambda) (`qcfs_as_clip`, the "
              "comparison Bu et al. make); their gap is to that clip ANN. See docs/conversion_methods.md.", ""]
@@ -274,6 +287,8 @@ def main() -> None:
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--calib-T", type=int, default=4, help="T the calibration methods calibrate for")
     ap.add_argument("--srp-tau", type=int, default=4)
+    ap.add_argument("--hseo-samples", type=int, default=4096, help="_hseo<T> methods: search samples (and as many "
+                                                                   "for the re-selection)")
     ap.add_argument("--qcfs-weights", action="append", default=[], metavar="L=PATH",
                     help="QCFS checkpoint trained with L levels, for the <method>_l<L> methods (repeatable)")
     ap.add_argument("--batch-size", type=int, default=100)
@@ -286,7 +301,7 @@ def main() -> None:
     cores = {m: calibration_suffix(m) for m in methods}
     bad = [m for m, (c, cal_t) in cores.items() if split_method(c)[0] not in METHODS or
            (split_method(c)[1] is not None and split_method(c)[1] < 1) or
-           (cal_t is not None and (cal_t < 1 or split_method(c)[0] in RELU_METHODS + ("sfn", "qcfs_srp")))]
+           (cal_t is not None and (cal_t[1] < 1 or split_method(c)[0] in RELU_METHODS + ("sfn", "qcfs_srp")))]
     if bad:
         sys.exit(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
     ts = parse_timesteps(args.timesteps)
