@@ -65,12 +65,16 @@ def main() -> None:
     print(f"ANN {ann:.2f}% on {len(test)} samples; conversion {method}", flush=True)
 
     def qat_graph(scheme: str, bits: int, keep_first_last: bool = False, train_bn: bool = False):
+        """``scheme`` int/ternary: QAT; ``prune``: magnitude pruning to ``bits`` % + fine-tuning (Han et al. 2015)."""
         from snnconv.training.qat import qat_finetune
+        from snnconv.training.sparse import prune_finetune
 
         m = copy.deepcopy(model)
-        m, hist = qat_finetune(m, train.subset(args.qat_samples, seed=2), scheme, bits, epochs=args.qat_epochs,
-                               lr=args.qat_lr, augment=not args.dataset.startswith("mnist"), bf16=args.bf16,
-                               keep_first_last=keep_first_last, train_bn=train_bn)
+        kw = dict(epochs=args.qat_epochs, lr=args.qat_lr, augment=not args.dataset.startswith("mnist"),
+                  bf16=args.bf16, train_bn=train_bn)
+        data = train.subset(args.qat_samples, seed=2)
+        m, hist = (prune_finetune(m, data, bits / 100, **kw) if scheme == "prune"
+                   else qat_finetune(m, data, scheme, bits, keep_first_last=keep_first_last, **kw))
         g, _ = from_torch(m.eval(), shape)
         hist[-1]["ann_accuracy"] = ann_accuracy(g, test)[0]  # the fine-tuned, quantized ANN on the same samples
         return convert_graph(g, batches, conversion_pipeline(conversion))[0], hist
@@ -88,6 +92,8 @@ def main() -> None:
         ("loihi profile", {"name": "quantize", "profile": "loihi", "timesteps": max(ts)}, None),
         ("prune 50% magnitude", {"name": "prune", "sparsity": 0.5, "method": "magnitude"}, None),
         ("prune 50% activity", {"name": "prune", "sparsity": 0.5, "method": "activity"}, None),
+        ("prune 50% magnitude + fine-tune", {"name": "prune", "sparsity": 0.5, "method": "magnitude"},
+         ("prune", 50, False, True)),
         ("prune 50% magnitude channel", {"name": "prune", "sparsity": 0.5, "method": "magnitude",
                                          "structure": "channel"}, None),
     ]

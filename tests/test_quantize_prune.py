@@ -204,3 +204,30 @@ def test_qat_bf16_autocast_keeps_fp32_quantized_weights():
     assert conv.dtype == torch.float32 and hist[0]["loss"] > 0
     assert not torch.equal(conv.detach(), fake_quantize(w0, "int", 4))  # it trained
     torch.testing.assert_close(conv.detach(), fake_quantize(conv, "int", 4), rtol=1e-6, atol=0)  # int4 baked in
+
+
+def test_prune_finetune_keeps_its_zeros_and_the_prune_pass_finds_them():
+    from snnconv.data.datasets import load_dataset
+    from snnconv.training.sparse import magnitude_masks, prune_finetune
+
+    torch.manual_seed(0)
+    model = build_model("mnist_cnn", 10, 1).eval()
+    masks = magnitude_masks(model, 0.5)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    assert kept == total - round(0.5 * total)  # the global target, exactly (no ties in random init)
+    layer_masks = magnitude_masks(model, 0.3, scope="layer")
+    assert all(abs(1 - float(m.mean()) - 0.3) < 0.01 for m in layer_masks.values())
+    w0 = model.features[0].weight.detach().clone()
+    train = load_dataset("mnist-bundled", train=True).subset(128)
+    model, hist = prune_finetune(model, train, 0.5, epochs=1, batch_size=64, log=lambda *_: None)
+    zeros = sum(int(m.weight.eq(0).sum()) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert zeros == round(0.5 * total) and hist[0]["loss"] > 0
+    w1 = model.features[0].weight
+    assert not torch.equal(w1[w1 != 0], w0[w1 != 0])  # the survivors trained
+    g, _ = from_torch(model, (1, 28, 28))
+    folded = Pipeline.from_config(["fold_batchnorm"]).run(g, PassContext())
+    p, _ = _run(folded, {"name": "prune", "sparsity": 0.5})
+    for name, node in p.nodes.items():  # the pass removes exactly the fine-tuned zeros, nothing else
+        if node.kind in ("conv2d", "linear"):
+            assert torch.equal(node.weight, folded.nodes[name].weight)

@@ -82,6 +82,17 @@ def qat_finetune(model: nn.Module, train: Split, scheme: str = "ternary", bits: 
         raise ValueError("train_bn needs per-channel quantization (a per-layer scale cannot absorb per-channel BN drift)")
     torch.manual_seed(seed)
     prepare_qat(model, scheme, bits, granularity, keep_first_last)
+    history = finetune_parametrized(model, train, f"QAT {scheme}{bits if scheme == 'int' else ''}", epochs, lr,
+                                    batch_size, seed, augment, test, log, bf16, train_bn)
+    return finalize_qat(model), history
+
+
+def finetune_parametrized(model: nn.Module, train: Split, label: str, epochs: int = 1, lr: float = 0.01,
+                          batch_size: int = 128, seed: int = 0, augment: bool = False, test: Split | None = None,
+                          log=print, bf16: bool = False, train_bn: bool = False) -> list[dict]:
+    """The fine-tuning loop shared by QAT and pruning-aware fine-tuning: SGD + Nesterov, cosine LR,
+    no weight decay (it would pull the latent weights of a fake-quantized or masked layer around
+    without changing the forward pass), BN frozen unless ``train_bn``. Leaves ``model`` in eval mode."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
     steps = epochs * -(-len(train) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -93,7 +104,7 @@ def qat_finetune(model: nn.Module, train: Split, scheme: str = "ternary", bits: 
             _freeze_bn(model)
         t0, total, seen = time.time(), 0.0, 0
         for x, y in progress(train.batches(batch_size, shuffle=True, augment=augment, seed=seed + epoch),
-                             total=-(-len(train) // batch_size), desc=f"QAT {scheme} epoch {epoch + 1}"):
+                             total=-(-len(train) // batch_size), desc=f"{label} epoch {epoch + 1}"):
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
@@ -105,7 +116,6 @@ def qat_finetune(model: nn.Module, train: Split, scheme: str = "ternary", bits: 
         if test is not None:
             rec["test_acc"] = evaluate_ann(model, test)
         history.append(rec)
-        log(f"QAT {scheme}{bits if scheme == 'int' else ''} epoch {epoch + 1}/{epochs}: " +
-            ", ".join(f"{k} {v:.4g}" for k, v in rec.items() if k != "epoch"))
+        log(f"{label} epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in rec.items() if k != "epoch"))
     model.eval()
-    return finalize_qat(model), history
+    return history
