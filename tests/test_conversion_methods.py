@@ -36,6 +36,14 @@ def away_from_steps(q: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
 
 # -- QCFS: exact at T = L for one layer with constant input (Bu et al. 2022) ---------------------
 
+def test_collapsed_qcfs_threshold_is_named_not_called_unsupported():
+    model = nn.Sequential(nn.Linear(6, 8), QCFS(4, 1.0), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        model[1].threshold.fill_(-0.25)
+    with pytest.raises(SnnconvError, match=r"QCFS threshold lambda = -0.25 at node .* is not positive"):
+        from_torch(model, (6,))
+
+
 @pytest.mark.parametrize("levels", [2, 4, 8])
 def test_qcfs_snn_equals_quantized_ann_at_T_equals_L(levels):
     torch.manual_seed(levels)

@@ -115,8 +115,12 @@ def _convert_call(b: _Builder, n) -> bool:
     elif t in (aten.relu.default, aten.relu_.default):
         b.emit(n, Clip(0.0, math.inf, "relu"), [b.src(args[0])])
     elif _is_qcfs(t):  # conversion-aware QCFS activation (snnconv.models.qcfs)
-        b.emit(n, Clip(0.0, float(b.tensor(args[1]).detach()), "qcfs", levels=int(args[2]), shift=float(args[3])),
-               [b.src(args[0])])
+        lam = float(b.tensor(args[1]).detach())
+        if not lam > 0:  # a broken checkpoint, not an unsupported op: say which threshold
+            raise SnnconvError(f"QCFS threshold lambda = {lam:.4g} at {b.location(n)} is not positive (the "
+                               "activation collapsed during training, e.g. a too high learning rate): retrain or "
+                               "fine-tune this checkpoint")
+        b.emit(n, Clip(0.0, lam, "qcfs", levels=int(args[2]), shift=float(args[3])), [b.src(args[0])])
     elif t in (aten.hardtanh.default, aten.hardtanh_.default):
         lo, hi = float(arg(1, -1.0)), float(arg(2, 1.0))
         b.emit(n, Clip(lo, hi, "relu6" if (lo, hi) == (0.0, 6.0) else "hardtanh"), [b.src(args[0])])
