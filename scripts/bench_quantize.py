@@ -188,7 +188,7 @@ def render(data: dict, path: Path) -> None:
         if qat:
             lines += ["", "QAT fine-tuning: " + "; ".join(
                 f"{r['row']}: " + ", ".join(f"epoch {h['epoch']} loss {h['loss']:.3f} ({h['seconds']} s"
-                                            + (f"; quantized ANN {h['ann_accuracy']:.2f}%" if "ann_accuracy" in h else "")
+                                            + (f"; fine-tuned ANN {h['ann_accuracy']:.2f}%" if "ann_accuracy" in h else "")
                                             + ")" for h in r["qat"]) for r in qat) + "."]
         lines += [""] + checks(d) + [""]
     path.write_text("\n".join(lines) + "\n")
