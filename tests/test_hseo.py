@@ -111,5 +111,9 @@ def test_hseo_reselection_never_loses_to_the_start_on_unseen_samples(tiny):
     y = torch.cat([b[1] for b in labelled])[64:]
     acc, _ = score(out, [(x, y)], 2)
     assert acc == sel["accuracy"][1]
+    # fitness_best is the search-split fitness of the returned point, whichever candidate was chosen
+    rec = ctx.records[-1]
+    acc_s, syn_s = rec["calibration_accuracy"][1], rec["calibration_synops"][1]
+    assert rec["fitness_best"] == pytest.approx(acc_s - 0.02 * 100 * syn_s / rec["calibration_synops"][0])
     with pytest.raises(SnnconvError, match="selection_samples=100"):
         Pipeline.from_config([{**spec, "selection_samples": 100}]).run(snn, PassContext(labelled=labelled))

@@ -240,7 +240,8 @@ class HSEO(Pass):
         if c.search_leak:
             params["leak"] = float(res.x[2 * L])
         info = {"timesteps": c.timesteps, "calibration_samples": n, "evaluations": res.evaluations,
-                "fitness_start": -res.f0, "fitness_best": -res.f, "best_fitness_per_generation": [-h for h in res.history],
+                "fitness_start": -res.f0, "fitness_best": fitness(acc1, syn1, ref),  # of the returned point
+                "best_fitness_per_generation": [-h for h in res.history],
                 "calibration_accuracy": [acc0, acc1], "calibration_synops": [syn0, syn1], "params": params}
         if sel_info:
             info["selection"] = sel_info
