@@ -192,7 +192,7 @@ def targets(suite: str, sd: dict) -> list[str]:
                        ("qcfs_l2_signed_hseo2", 2, 0.2),
                        ("sfn", 1, 0.5), ("sfn_l2", 1, 0.5)],
              "cifar10": [(m, t, tol) for m in ("qcfs", "qcfs_signed", "qcfs_srp") for t, tol in ((4, 1.0), (8, 0.3))]
-             + [("qcfs_signed_bc4", 4, 1.0), ("qcfs_signed_bc8", 8, 0.3)]
+             + [("qcfs_signed_bc4", 4, 1.0), ("qcfs_signed_bc8", 8, 0.3), ("qcfs_l4_signed_bc4", 4, 1.0)]
              + [("sfn", 1, None)]}[suite]
     out = []
     for m, t, tol in goals:
