@@ -73,7 +73,7 @@ LEVEL_METHOD = re.compile(r"(qcfs|qcfs_signed|qcfs_srp|sfn)_l(\d+)")
 TUNED = re.compile(r"(.+)_(bc|hseo)(\d+)")
 
 
-def calibration_suffix(method: str) -> tuple[str, tuple[str, int] | None]:
+def tuning_suffix(method: str) -> tuple[str, tuple[str, int] | None]:
     """``qcfs_signed_bc4`` -> (``qcfs_signed``, ("bc", 4)): the method and the pass tuning it for a T."""
     m = TUNED.fullmatch(method)
     return (m[1], (m[2], int(m[3]))) if m else (method, None)
@@ -131,7 +131,7 @@ def per_t(stats, ts, acc, offset: int = 0) -> dict:
 def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | None:
     s = SUITES[suite]
     relu = method in RELU_METHODS
-    core, cal_t = calibration_suffix(method)
+    core, tuned = tuning_suffix(method)
     base, levels = split_method(core)
     weights = s["relu"] if relu and s["relu"] else s["qcfs"] if levels is None else s["qcfs_levels"].get(levels, "")
     if levels is not None and not weights:
@@ -151,11 +151,11 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
         acc, macs = ann_accuracy(graph, test)
         store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
                              "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6}
-    spec = method_config(base, args, qcfs_as_clip, cal_t[1] if cal_t and cal_t[0] == "bc" else None)
+    spec = method_config(base, args, qcfs_as_clip, tuned[1] if tuned and tuned[0] == "bc" else None)
     labelled = None
-    if cal_t and cal_t[0] == "hseo":
+    if tuned and tuned[0] == "hseo":
         n = args.hseo_samples
-        spec.append({"name": "hseo", "timesteps": cal_t[1], "population": 12, "generations": 8, "seed": 0,
+        spec.append({"name": "hseo", "timesteps": tuned[1], "population": 12, "generations": 8, "seed": 0,
                      "sigma0": 0.15, "threshold_bounds": [0.8, 1.25], "v_init_bounds": [0.35, 0.65],
                      "synops_weight": 0.0, "samples": n, "selection_samples": n})
         labelled = list(held_out_split(s["dataset"], args.data_dir, args.calib_samples, 1, size=2 * n).batches(256))
@@ -298,10 +298,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
-    cores = {m: calibration_suffix(m) for m in methods}
-    bad = [m for m, (c, cal_t) in cores.items() if split_method(c)[0] not in METHODS or
-           (split_method(c)[1] is not None and split_method(c)[1] < 1) or
-           (cal_t is not None and (cal_t[1] < 1 or split_method(c)[0] in RELU_METHODS + ("sfn", "qcfs_srp")))]
+    parsed = {m: (*split_method(tuning_suffix(m)[0]), tuning_suffix(m)[1]) for m in methods}  # base, L, tuning
+    bad = [m for m, (base, levels, tuned) in parsed.items() if base not in METHODS or
+           (levels is not None and levels < 1) or
+           (tuned is not None and (tuned[1] < 1 or base in RELU_METHODS + ("sfn", "qcfs_srp")))]
     if bad:
         sys.exit(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
     ts = parse_timesteps(args.timesteps)
