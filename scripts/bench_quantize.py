@@ -64,8 +64,9 @@ def main() -> None:
     base, _ = convert_graph(graph, batches, conversion_pipeline(conversion))
     print(f"ANN {ann:.2f}% on {len(test)} samples; conversion {method}", flush=True)
 
-    def qat_graph(scheme: str, bits: int, keep_first_last: bool = False, train_bn: bool = False):
-        """``scheme`` int/ternary: QAT; ``prune``: magnitude pruning to ``bits`` % + fine-tuning (Han et al. 2015)."""
+    def qat_graph(scheme: str, amount: int, keep_first_last: bool = False, train_bn: bool = False):
+        """``scheme`` int/ternary: QAT with ``amount`` bits; ``prune``: magnitude pruning to ``amount`` % sparsity
+        + fine-tuning (Han et al. 2015)."""
         from snnconv.training.qat import qat_finetune
         from snnconv.training.sparse import prune_finetune
 
@@ -73,8 +74,8 @@ def main() -> None:
         kw = dict(epochs=args.qat_epochs, lr=args.qat_lr, augment=not args.dataset.startswith("mnist"),
                   bf16=args.bf16, train_bn=train_bn)
         data = train.subset(args.qat_samples, seed=2)
-        m, hist = (prune_finetune(m, data, bits / 100, **kw) if scheme == "prune"
-                   else qat_finetune(m, data, scheme, bits, keep_first_last=keep_first_last, **kw))
+        m, hist = (prune_finetune(m, data, amount / 100, **kw) if scheme == "prune"
+                   else qat_finetune(m, data, scheme, amount, keep_first_last=keep_first_last, **kw))
         g, _ = from_torch(m.eval(), shape)
         hist[-1]["ann_accuracy"] = ann_accuracy(g, test)[0]  # the fine-tuned, quantized ANN on the same samples
         return convert_graph(g, batches, conversion_pipeline(conversion))[0], hist
