@@ -228,7 +228,9 @@ def render(data: dict) -> str:
              "QCFS-trained weights with every quantized clip treated as plain clip(0, lambda) (`qcfs_as_clip`, the "
              "comparison Bu et al. make); their gap is to that clip ANN. See docs/conversion_methods.md.", ""]
     for suite, sd in data.get("suites", {}).items():
-        lines += [f"## {suite}: {sd['title']}", "", f"Command(s): {'; '.join(f'`{c}`' for c in sd.get('commands', []))}", ""]
+        # the commands that produced the rows shown (a row re-measured later drops its old command)
+        commands = list(dict.fromkeys(r["command"] for r in sd.get("methods", {}).values() if "command" in r))
+        lines += [f"## {suite}: {sd['title']}", "", f"Command(s): {'; '.join(f'`{c}`' for c in commands)}", ""]
         anns = sd.get("ann", {})
         used = {r.get(f) for r in sd.get("methods", {}).values() for f in ("ann_key", "ann_clip_key")}
         for k, a in anns.items():
@@ -317,8 +319,6 @@ def main() -> None:
         s["qcfs_levels"][int(lv)] = path
     store = data.setdefault("suites", {}).setdefault(args.suite, {"title": f"{s['model']} on {s['dataset']}"})
     cmd = "python " + " ".join(sys.argv)
-    if cmd not in store.setdefault("commands", []):
-        store["commands"].append(cmd)
     test = load_dataset(s["dataset"], args.data_dir, train=False).subset(args.eval_samples, 0)
     calib = load_dataset(s["dataset"], args.data_dir, train=True).subset(args.calib_samples, 1)
     calib_batches = [x for x, _ in calib.batches(256)]
@@ -330,13 +330,13 @@ def main() -> None:
         row = run_method(args.suite, m, args, ts, test, calib_batches, store)
         if row is None:
             continue
+        row["command"] = cmd
         store["methods"][m] = row
         # merge into the file as it is now (another suite may be running in parallel)
         data = json.loads(jpath.read_text()) if jpath.is_file() else {}
         cur = data.setdefault("suites", {}).setdefault(args.suite, {"title": store["title"]})
         cur.setdefault("ann", {}).update(store.get("ann", {}))
         cur.setdefault("methods", {})[m] = row  # only this row: a parallel run of the same suite keeps its own
-        cur["commands"] = sorted(set(cur.get("commands", [])) | set(store["commands"]))
         data["environment"] = {**environment(), "date": time.strftime("%Y-%m-%d")}
         jpath.write_text(json.dumps(data, indent=1))
         (out / "accuracy.md").write_text(render(data))
