@@ -146,7 +146,7 @@ def ingest(model, input_shape: tuple[int, ...]) -> tuple[Graph, str]:
 
 def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batch_size: int = 128, lr: float = 0.1,
           out: str | None = None, seed: int = 0, log_fn=print, activation: str = "relu", levels: int = 0,
-          init_from: str | None = None, bf16: bool = False) -> dict:
+          init_from: str | None = None, bf16: bool = False, device: str = "cpu") -> dict:
     """Train a zoo model with ``snnconv.training.ann`` and store it in the model cache (or ``out``).
 
     ``activation='qcfs'`` trains conversion-aware (QCFS, Bu et al. 2022) with ``levels`` steps.
@@ -154,8 +154,9 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     scratch; QCFS thresholds then start at the 99.9th percentile of each layer's ReLU input, or,
     from a QCFS checkpoint with other ``levels``, at its trained thresholds (re-quantized to ``levels``).
     """
-    from snnconv.training.ann import TrainConfig, train_ann
+    from snnconv.training.ann import TrainConfig, train_ann, training_device
 
+    training_device(device)  # fail before loading data
     in_ch, ncls = dataset_info(dataset)
     model = build_model(model_name, num_classes=ncls, in_channels=in_ch)
     train_split = load_dataset(dataset, data_dir, train=True)
@@ -179,7 +180,7 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
         model = with_activation(model, activation, levels)
     path = Path(out) if out else checkpoints.cached_checkpoint(model_name, checkpoint_key(dataset))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                      augment=not dataset.startswith("mnist"), bf16=bf16)
+                      augment=not dataset.startswith("mnist"), bf16=bf16, device=device)
     meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels if activation == "qcfs" else 0}
     result = train_ann(model, train_split, test_split, cfg, path, meta, log=log_fn)
     log_fn(f"saved {path} (test accuracy {result['accuracy']:.2f}%)")

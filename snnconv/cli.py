@@ -108,6 +108,7 @@ def train(
     activation: str = typer.Option("relu", help="relu, or qcfs (conversion-aware, Bu et al. ICLR 2022)"),
     levels: int = typer.Option(4, help="QCFS quantization levels L (with --activation qcfs)"),
     bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
 ):
     """Train a zoo ANN (ReLU or QCFS); resumable: re-run the same command to continue."""
     from snnconv.api import TRAIN_PLAN
@@ -116,7 +117,7 @@ def train(
 
     build_model(model)
     do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30, 0))[0], batch_size, lr, out, seed,
-             log_fn=_err, activation=activation, levels=levels, bf16=bf16)
+             log_fn=_err, activation=activation, levels=levels, bf16=bf16, device=device)
 
 
 @app.command()
@@ -132,6 +133,7 @@ def finetune(
     out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
     levels: int = typer.Option(4, help="QCFS quantization levels L"),
     bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
 ):
     """Fine-tune a trained ReLU ANN into QCFS form (thresholds start at the 99.9th percentile), or a
     QCFS ANN to another number of levels L (thresholds start at the trained ones)."""
@@ -142,7 +144,7 @@ def finetune(
     if not Path(weights).is_file():
         raise SnnconvError(f"weights file {weights} not found")
     do_train(model, dataset, data_dir, epochs, batch_size, lr, out, seed, log_fn=_err, activation="qcfs",
-             levels=levels, init_from=weights, bf16=bf16)
+             levels=levels, init_from=weights, bf16=bf16, device=device)
 
 
 @app.command()

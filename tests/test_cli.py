@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from snnconv.api import ann_accuracy, simulate
+from snnconv.checkpoints import BUNDLED_DIR
 from snnconv.data.datasets import load_dataset
 from snnconv.ir import Graph
 from snnconv.models.zoo import build_model
@@ -310,6 +311,16 @@ def test_other_commands_bad_input(tmp_path, snnconv_cli):
     assert "no_such_thing" in err
     err = check_user_error(snnconv_cli("evaluate", "--dataset", "mnist-bundled"), out)
     assert "--snn" in err and "--model" in err
+
+
+def test_train_bad_device_is_one_line_error(tmp_path, snnconv_cli):
+    out = tmp_path / "never.pt"
+    err = check_user_error(snnconv_cli("train", *MNIST, "--epochs", "1", "--device", "tpu7", "--out", out), out)
+    assert "tpu7" in err
+    if not torch.cuda.is_available():  # the GPU path itself is exercised only where there is a GPU
+        err = check_user_error(snnconv_cli("finetune", *MNIST, "--weights", BUNDLED_DIR / "mnist_cnn-mnist.pt",
+                                           "--device", "cuda", "--out", out), out)
+        assert "no CUDA GPU" in err
 
 
 # -- regressions: bugs found by the first version of this suite --
