@@ -192,9 +192,17 @@ def targets(suite: str, sd: dict) -> list[str]:
                        ("qcfs_l2_signed_hseo2", 2, 0.2),
                        ("sfn", 1, 0.5), ("sfn_l2", 1, 0.5)],
              "cifar10": [(m, t, tol) for m in ("qcfs", "qcfs_signed", "qcfs_srp") for t, tol in ((4, 1.0), (8, 0.3))]
-             + [("qcfs_signed_bc4", 4, 1.0), ("qcfs_signed_bc8", 8, 0.3), ("qcfs_l4_signed_bc4", 4, 1.0)]
-             + [("sfn", 1, None)]}[suite]
+             + [("qcfs_signed_bc4", 4, 1.0), ("qcfs_signed_bc8", 8, 0.3), ("qcfs_l4_signed_bc4", 4, 1.0),
+                ("qcfs_l4_signed_bc4", 8, 0.3), ("qcfs_l4_signed", 8, 0.3)]
+             + [("sfn", 1, None), ("sfn_l4", 1, None)]}[suite]
     out = []
+    if suite == "cifar10":  # the issue asks for these gaps on a ResNet-20 whose own ANN reaches 88%
+        used = {r["ann_key"] for r in sd.get("methods", {}).values()}
+        best = max((a for k, a in sd.get("ann", {}).items() if k in used and a["activation"] == "qcfs"
+                    and a["samples"] == 10000), key=lambda a: a["acc"], default=None)
+        if best:
+            out.append(f"- target QCFS ANN >= 88% on the full test set: best {best['acc']:.2f}% "
+                       f"(`{Path(best['weights']).name}`)" + (" -> met" if best["acc"] >= 88 else " -> NOT met"))
     for m, t, tol in goals:
         r = sd.get("methods", {}).get(m)
         if not r or str(t) not in r["per_t"]:
@@ -205,7 +213,8 @@ def targets(suite: str, sd: dict) -> list[str]:
         if r.get("srp_tau"):  # the pre-run is latency too: say so next to the verdict
             verdict += f" (after an SRP pre-run of {r['srp_tau']} steps: latency {r['srp_tau'] + t} steps)"
         out.append(f"- target {m} T={t}" + (f" within {tol}" if tol else " (report the gap)") +
-                   f": measured gap {gap:+.2f} points on {r['samples']} images{verdict}")
+                   f": measured gap {gap:+.2f} points to ANN {sd['ann'][r['ann_key']]['acc']:.2f} "
+                   f"on {r['samples']} images{verdict}")
     return ["Issue 3 targets:", ""] + out + [""]
 
 
