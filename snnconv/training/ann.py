@@ -103,8 +103,8 @@ def train_ann(model: nn.Module, train: Split, test: Split, cfg: TrainConfig, out
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {total / seen:.4f} test acc {acc:.2f}% ({time.time() - t0:.0f}s)")
         save_checkpoint(state_path, {"state_dict": cpu_state(model), "optimizer": opt.state_dict(),
                                      "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history})
-    model.cpu()
-    final = {**meta, "state_dict": cpu_state(model), "accuracy": history[-1]["test_acc"] if history else None,
+    model.cpu()  # the caller gets its model back on the CPU, where the checkpoint's tensors are
+    final = {**meta, "state_dict": model.state_dict(), "accuracy": history[-1]["test_acc"] if history else None,
              "epochs": cfg.epochs, "history": history}
     save_checkpoint(out, final)
     return final
