@@ -34,7 +34,9 @@ ReLU methods (max, percentile, calibration*) use the suite's ReLU checkpoint whe
 quantized clips treated as plain clip(0, lambda) (``qcfs_as_clip``), the comparison Bu et al. make.
 
 Resumable: results are cached per (suite, method) in the JSON; a method already there with the
-same samples and timesteps is skipped unless --force. The markdown is re-rendered from the JSON.
+same samples and timesteps is skipped unless --force. The markdown and the per-suite plots
+(``accuracy_<suite>.png``: gap to the ANN vs T, accuracy vs energy) are re-rendered from the JSON
+(``--render-only`` does just that).
 """
 from __future__ import annotations
 
@@ -218,6 +220,41 @@ def targets(suite: str, sd: dict) -> list[str]:
     return ["Issue 3 targets:", ""] + out + [""]
 
 
+def plot_suite(path: Path, suite: str, sd: dict) -> None:
+    """Two panels per suite: each method's gap to its own ANN against T (log2 axis), and its accuracy
+    against energy per sample (the accuracy-energy trade-off; points are T = 1, 2, 4, ...)."""
+    from snnconv.report import pyplot
+
+    plt = pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    all_t = set()
+    for i, r in enumerate(sd.get("methods", {}).values()):
+        ann = sd["ann"][r.get("ann_clip_key") or r["ann_key"]]["acc"]
+        ts = sorted(int(t) for t in r["per_t"])
+        all_t.update(ts)
+        acc = [r["per_t"][str(t)]["acc"] for t in ts]
+        style = dict(color=plt.cm.tab20(i % 20), marker="os^vD"[i % 5], ms=4, lw=1)  # > 10 methods per suite
+        a1.plot(ts, [a - ann for a in acc], label=r["method"], **style)
+        a2.plot([r["per_t"][str(t)]["energy_uj"] for t in ts], acc, **style)
+    a1.axhline(0, color="gray", lw=0.8, ls="--")
+    a1.set_xscale("log", base=2)
+    a1.set_xticks(sorted(all_t), [str(t) for t in sorted(all_t)])
+    a1.set_ylim(bottom=max(a1.get_ylim()[0], -10))  # T=1 gaps of tens of points would flatten the rest
+    a1.set_xlabel("timesteps T")
+    a1.set_ylabel("SNN - own ANN (points; clipped at -10)")
+    a2.set_xscale("log")
+    a2.set_xlabel("energy per sample (uJ)")
+    a2.set_ylabel("SNN accuracy (%)")
+    a2.set_ylim(max(a2.get_ylim()[0], max(a["acc"] for a in sd["ann"].values()) - 15), min(a2.get_ylim()[1], 100.2))
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    a1.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{suite}: {sd['title']} (scripts/bench_accuracy.py)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def render(data: dict) -> str:
     lines = ["# Accuracy of the conversion methods vs timesteps", "",
              "Produced by `scripts/bench_accuracy.py` (commands per suite below) on the project's 2-core CPU machine,",
@@ -239,7 +276,8 @@ def render(data: dict) -> str:
     for suite, sd in data.get("suites", {}).items():
         # the commands that produced the rows shown (a row re-measured later drops its old command)
         commands = list(dict.fromkeys(r["command"] for r in sd.get("methods", {}).values() if "command" in r))
-        lines += [f"## {suite}: {sd['title']}", "", f"Command(s): {'; '.join(f'`{c}`' for c in commands)}", ""]
+        lines += [f"## {suite}: {sd['title']}", "", f"Command(s): {'; '.join(f'`{c}`' for c in commands)}", "",
+                  f"![gap to the ANN vs T, accuracy vs energy](accuracy_{suite}.png)", ""]
         anns = sd.get("ann", {})
         used = {r.get(f) for r in sd.get("methods", {}).values() for f in ("ann_key", "ann_clip_key")}
         for k, a in anns.items():
@@ -306,7 +344,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true", help="re-run methods already in the JSON")
     ap.add_argument("--out", default="docs/benchmarks")
+    ap.add_argument("--render-only", action="store_true", help="re-render the markdown and plots from the JSON")
     args = ap.parse_args()
+    if args.render_only:
+        return write_outputs(Path(args.out))
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
     parsed = {m: (*split_method(tuning_suffix(m)[0]), tuning_suffix(m)[1]) for m in methods}  # base, L, tuning
@@ -349,8 +390,18 @@ def main() -> None:
         data["environment"] = {**environment(), "date": time.strftime("%Y-%m-%d")}
         jpath.write_text(json.dumps(data, indent=1))
         (out / "accuracy.md").write_text(render(data))
-    data = json.loads(jpath.read_text()) if jpath.is_file() else data
+    write_outputs(out)
+
+
+def write_outputs(out: Path) -> None:
+    """accuracy.md and one accuracy_<suite>.png per suite, from accuracy.json as it is on disk."""
+    if not (out / "accuracy.json").is_file():  # nothing measured yet
+        return
+    data = json.loads((out / "accuracy.json").read_text())
     (out / "accuracy.md").write_text(render(data))
+    for suite, sd in data.get("suites", {}).items():
+        if sd.get("methods"):
+            plot_suite(out / f"accuracy_{suite}.png", suite, sd)
 
 
 if __name__ == "__main__":

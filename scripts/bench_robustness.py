@@ -94,10 +94,9 @@ def main() -> None:
 
 
 def plot(result: dict, path: Path, title: str) -> None:
-    import matplotlib
+    from snnconv.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(KINDS), figsize=(4 * len(KINDS), 3.4), sharey=True)
     for ax, kind in zip(axes, KINDS):

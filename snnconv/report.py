@@ -22,7 +22,9 @@ def write_report(out: Path, report: dict, html_page: bool = True) -> None:
         write_html(out / "report.html", report)
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers and CI), imported on first use
+    so that commands without plots do not pay for it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +38,7 @@ def _png(fig) -> str:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
-    _plt().close(fig)
+    pyplot().close(fig)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
@@ -58,7 +60,7 @@ def _accuracy_axes(ax, report: dict, label: str = "SNN", with_ann: bool = True) 
 
 
 def plot_accuracy(path: Path, report: dict) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     _accuracy_axes(ax, report)
     ax.set_title(f"{report['model']} on {report['dataset']} ({report['conversion'].get('method', '')})")
@@ -69,7 +71,7 @@ def plot_accuracy(path: Path, report: dict) -> None:
 
 
 def _layer_bars(values: dict[str, float], xlabel: str, log: bool = False):
-    plt = _plt()
+    plt = pyplot()
     names = list(values)
     fig, ax = plt.subplots(figsize=(6.5, max(2.0, 0.28 * len(names) + 0.8)))
     ax.barh(range(len(names)), [values[n] for n in names], color="tab:blue")
@@ -83,7 +85,7 @@ def _layer_bars(values: dict[str, float], xlabel: str, log: bool = False):
 
 
 def _energy_plot(r: dict):
-    plt = _plt()
+    plt = pyplot()
     ts = [int(t) for t in r["energy"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
     a1.plot(ts, [r["energy"][str(t)]["synops"] for t in ts], "o-", label="SynOps")
@@ -129,7 +131,7 @@ def _table(header: list[str], rows: list[list], left: int = 1) -> str:
 def html_report(r: dict) -> str:
     """The per-run page: accuracy vs T, per-layer firing rates and ANN-vs-SNN error, SynOps/energy per T,
     passes, op coverage, config and environment."""
-    plt = _plt()
+    plt = pyplot()
     title = f"snnconv report: {r['model']} on {r['dataset']}"
     ann = r.get("ann_accuracy")
     body = [f"<h1>{html.escape(title)}</h1>",
@@ -178,7 +180,7 @@ def comparison_html(summary: dict) -> str:
 
     Items are batch summaries (``snnconv.batch``): ``report`` holds ``metric`` (accuracy or, for
     transformer runs, cosine), ``curve`` {T: value} and ``curve_all_t``."""
-    plt = _plt()
+    plt = pyplot()
     items = summary["items"]
     done = [it for it in items if it.get("report") and it["report"].get("curve")]
     ts = sorted({int(t) for it in done for t in it["report"]["curve"]})

@@ -484,10 +484,9 @@ def run_evolve(model: str = "mnist_cnn", dataset: str = "mnist", data_dir: str |
 
 
 def plot_evolve(report: dict, path) -> None:
-    import matplotlib
+    from snnconv.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4))
     names = {"frozen": "converted SNN, frozen", "rstdp": "+ R-STDP readout", "ed": "+ ED readout (E/I, Dale)",
