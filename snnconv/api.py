@@ -187,6 +187,34 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     return {"path": str(path), "accuracy": result["accuracy"]}
 
 
+def average_weights(model_name: str, dataset: str, data_dir: str | None, weights: list[str], out: str,
+                    batch_size: int = 256, seed: int = 0, log_fn=print) -> dict:
+    """Stochastic weight averaging (Izmailov et al. 2018, :mod:`snnconv.training.swa`) of checkpoints of one
+    zoo model, e.g. the ends of successive ``finetune`` cycles; BatchNorm statistics are re-estimated on the
+    training set. Writes ``out`` (a checkpoint like ``train``'s) and returns its path and test accuracy."""
+    from snnconv.training.ann import evaluate_ann
+    from snnconv.training.swa import swa_model
+
+    in_ch, ncls = dataset_info(dataset)
+    ckpts = [checkpoints.load_checkpoint(Path(w)) for w in weights]
+    kinds = {(c.get("model", model_name), c.get("activation", "relu"), c.get("levels", 0)) for c in ckpts}
+    if len(kinds) > 1:
+        raise SnnconvError(f"checkpoints differ in model/activation/levels: {sorted(kinds)}; average only one kind")
+    _, activation, levels = kinds.pop()
+    model = with_activation(build_model(model_name, num_classes=ncls, in_channels=in_ch), activation, levels)
+    train_split = load_dataset(dataset, data_dir, train=True)
+    batches = train_split.batches(batch_size, shuffle=True, augment=not dataset.startswith("mnist"), seed=seed)
+    model = swa_model(model, [c["state_dict"] for c in ckpts], list(weights),
+                      progress(batches, total=(len(train_split) + batch_size - 1) // batch_size, desc="BN statistics"))
+    acc = evaluate_ann(model, load_dataset(dataset, data_dir, train=False))
+    meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels}
+    checkpoints.save_checkpoint(out, {**meta, "state_dict": model.state_dict(), "accuracy": acc,
+                                      "averaged_from": [str(w) for w in weights]})
+    theirs = ", ".join("?" if c.get("accuracy") is None else f"{c['accuracy']:.2f}" for c in ckpts)
+    log_fn(f"saved {out}: mean of {len(weights)} checkpoints, test accuracy {acc:.2f}% (theirs: {theirs})")
+    return {"path": str(out), "accuracy": acc}
+
+
 def conversion_pipeline(conversion: ConversionConfig | None = None, passes: list | None = None) -> Pipeline:
     cfg = RunConfig(conversion=conversion or ConversionConfig(), passes=passes)
     return Pipeline.from_config(cfg.pipeline_spec())

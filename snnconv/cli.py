@@ -148,6 +148,25 @@ def finetune(
 
 
 @app.command()
+def swa(
+    model: str = typer.Option(..., help="zoo model name"),
+    dataset: str = typer.Option(..., help="cifar10, cifar100, mnist, imagefolder:<path>"),
+    weights: list[str] = typer.Option(..., help="checkpoints to average (repeat: --weights a.pt --weights b.pt)"),
+    out: str = typer.Option(..., help="checkpoint path for the averaged model"),
+    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
+    batch_size: int = typer.Option(256, help="batch size of the BatchNorm re-estimation pass"),
+    seed: int = typer.Option(0),
+):
+    """Average the weights of checkpoints from one training trajectory, e.g. the ends of successive
+    finetune cycles (SWA, Izmailov et al. 2018), re-estimate BatchNorm statistics, report test accuracy."""
+    from snnconv.api import average_weights
+    from snnconv.models.zoo import build_model
+
+    build_model(model)
+    average_weights(model, dataset, data_dir, weights, out, batch_size, seed, log_fn=_err)
+
+
+@app.command()
 def evaluate(
     snn: Optional[str] = typer.Option(None, help="a converted SNN (snn.pt from convert) to simulate"),
     model: Optional[str] = typer.Option(None, help="zoo model (evaluates the ANN)"),
