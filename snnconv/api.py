@@ -200,7 +200,9 @@ def average_weights(model_name: str, dataset: str, data_dir: str | None, weights
     kinds = {(c.get("model", model_name), c.get("activation", "relu"), c.get("levels", 0)) for c in ckpts}
     if len(kinds) > 1:
         raise SnnconvError(f"checkpoints differ in model/activation/levels: {sorted(kinds)}; average only one kind")
-    _, activation, levels = kinds.pop()
+    name, activation, levels = kinds.pop()
+    if name != model_name:
+        raise SnnconvError(f"checkpoints are for model '{name}', not '{model_name}'")
     model = with_activation(build_model(model_name, num_classes=ncls, in_channels=in_ch), activation, levels)
     train_split = load_dataset(dataset, data_dir, train=True)
     batches = train_split.batches(batch_size, shuffle=True, augment=not dataset.startswith("mnist"), seed=seed)

@@ -70,3 +70,11 @@ def test_swa_cli_rejects_checkpoints_of_different_kinds(tmp_path, monkeypatch, c
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error:") and "levels" in proc.stderr
     assert not out.exists()
+
+
+def test_swa_rejects_checkpoints_of_another_model(tmp_path):
+    from snnconv.api import average_weights
+
+    src = str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt")
+    with pytest.raises(SnnconvError, match="for model 'mnist_cnn', not 'resnet20'"):
+        average_weights("resnet20", "mnist-bundled", None, [src, src], str(tmp_path / "swa.pt"), log_fn=lambda m: None)

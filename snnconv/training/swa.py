@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
+from snnconv.checkpoints import apply_state_dict
 from snnconv.errors import SnnconvError
 
 
@@ -43,6 +44,6 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]], sources: list[str
 def swa_model(model: nn.Module, states: list[dict[str, torch.Tensor]], sources: list[str],
               train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
     """Load the mean of ``states`` into ``model`` and re-estimate its BatchNorm statistics on ``train_batches``."""
-    model.load_state_dict(average_state_dicts(states, sources))
+    apply_state_dict(model, {"state_dict": average_state_dicts(states, sources)}, " + ".join(sources))
     update_bn(train_batches, model)  # takes x from each (x, y); leaves the model in its former train/eval mode
     return model.eval()
