@@ -146,7 +146,7 @@ def ingest(model, input_shape: tuple[int, ...]) -> tuple[Graph, str]:
 
 def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batch_size: int = 128, lr: float = 0.1,
           out: str | None = None, seed: int = 0, log_fn=print, activation: str = "relu", levels: int = 0,
-          init_from: str | None = None, bf16: bool = False, device: str = "cpu") -> dict:
+          init_from: str | None = None, bf16: bool = False, device: str = "cpu", overwrite: bool = False) -> dict:
     """Train a zoo model with ``snnconv.training.ann`` and store it in the model cache (or ``out``).
 
     ``activation='qcfs'`` trains conversion-aware (QCFS, Bu et al. 2022) with ``levels`` steps.
@@ -154,9 +154,12 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     scratch; QCFS thresholds then start at the 99.9th percentile of each layer's ReLU input, or,
     from a QCFS checkpoint with other ``levels``, at its trained thresholds (re-quantized to ``levels``).
     """
+    from snnconv.output import check_output_file
     from snnconv.training.ann import TrainConfig, train_ann, training_device
 
     training_device(device)  # fail before loading data
+    path = Path(out) if out else checkpoints.cached_checkpoint(model_name, checkpoint_key(dataset))
+    check_output_file(path, overwrite, what="checkpoint")  # before any work: never replaces a file unasked
     in_ch, ncls = dataset_info(dataset)
     model = build_model(model_name, num_classes=ncls, in_channels=in_ch)
     train_split = load_dataset(dataset, data_dir, train=True)
@@ -178,7 +181,6 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
                     m.levels = levels
     else:
         model = with_activation(model, activation, levels)
-    path = Path(out) if out else checkpoints.cached_checkpoint(model_name, checkpoint_key(dataset))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       augment=not dataset.startswith("mnist"), bf16=bf16, device=device)
     meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels if activation == "qcfs" else 0}
@@ -188,13 +190,15 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
 
 
 def average_weights(model_name: str, dataset: str, data_dir: str | None, weights: list[str], out: str,
-                    batch_size: int = 256, seed: int = 0, log_fn=print) -> dict:
+                    batch_size: int = 256, seed: int = 0, log_fn=print, overwrite: bool = False) -> dict:
     """Stochastic weight averaging (Izmailov et al. 2018, :mod:`snnconv.training.swa`) of checkpoints of one
     zoo model, e.g. the ends of successive ``finetune`` cycles; BatchNorm statistics are re-estimated on the
     training set. Writes ``out`` (a checkpoint like ``train``'s) and returns its path and test accuracy."""
+    from snnconv.output import check_output_file
     from snnconv.training.ann import evaluate_ann
     from snnconv.training.swa import swa_model
 
+    check_output_file(out, overwrite, what="checkpoint")  # before any work
     in_ch, ncls = dataset_info(dataset)
     ckpts = [checkpoints.load_checkpoint(Path(w)) for w in weights]
     kinds = {(c.get("model", model_name), c.get("activation", "relu"), c.get("levels", 0)) for c in ckpts}
@@ -211,7 +215,7 @@ def average_weights(model_name: str, dataset: str, data_dir: str | None, weights
     acc = evaluate_ann(model, load_dataset(dataset, data_dir, train=False))
     meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels}
     checkpoints.save_checkpoint(out, {**meta, "state_dict": model.state_dict(), "accuracy": acc,
-                                      "averaged_from": [str(w) for w in weights]})
+                                      "averaged_from": [str(w) for w in weights]}, overwrite=overwrite)
     theirs = ", ".join("?" if c.get("accuracy") is None else f"{c['accuracy']:.2f}" for c in ckpts)
     log_fn(f"saved {out}: mean of {len(weights)} checkpoints, test accuracy {acc:.2f}% (theirs: {theirs})")
     return {"path": str(out), "accuracy": acc}
@@ -327,13 +331,28 @@ def held_out_split(dataset: str, data_dir, n: int, seed: int, size: int | None =
 
 
 def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
-    """The `snnconv convert` job: returns the report and writes it (atomically) to ``cfg.output_dir``."""
+    """The `snnconv convert` job: returns the report and writes it (atomically) to ``cfg.output_dir``.
+
+    The output folder is checked (and its temporary folder made) before any work: an existing folder
+    is only replaced when it is an snnconv run folder and ``cfg.output.overwrite`` is set
+    (:mod:`snnconv.output`)."""
+    from snnconv.runtime import distributed as dist
+
+    if cfg.model.startswith("hf:") and cfg.output.export:
+        raise SnnconvError(f"--export {','.join(cfg.output.export)}: not available for HuggingFace models")
+    if not cfg.output_dir or not dist.is_main():  # under torchrun every process has the report; rank 0 writes it
+        return _run_convert(cfg, None, log_fn, coverage_fn)
+    with atomic_dir(cfg.output_dir, overwrite=cfg.output.overwrite) as out:
+        report = _run_convert(cfg, out, log_fn, coverage_fn)
+    log_fn(f"wrote {cfg.output_dir}/ ({', '.join(report.pop('_written'))})")
+    return report
+
+
+def _run_convert(cfg: RunConfig, out: Path | None, log_fn, coverage_fn) -> dict:
     if cfg.model.startswith("hf:"):  # transformer job: embeddings cosine instead of accuracy
-        if cfg.output.export:
-            raise SnnconvError(f"--export {','.join(cfg.output.export)}: not available for HuggingFace models")
         from snnconv.hf_convert import run_convert_hf
 
-        return run_convert_hf(cfg, log_fn, coverage_fn)
+        return run_convert_hf(cfg, out, log_fn, coverage_fn)
     torch.manual_seed(cfg.seed)
     t_start = time.time()
     pipeline = Pipeline.from_config(cfg.pipeline_spec())  # validate the config before any heavy work
@@ -381,25 +400,21 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     for t in cfg.timesteps:
         log_fn(f"T={t:>3}: SNN {acc[t - 1]:.2f}% (ANN {ann_acc:.2f}%)")
     report["seconds"] = round(time.time() - t_start, 2)
-    from snnconv.runtime import distributed as dist
+    if out is not None:
+        if cfg.output.graphs:
+            snn.save(out / "snn.pt")
+            graph.save(out / "ann.pt")
+        if cfg.output.export:  # inside the temporary folder: a failed export leaves no run folder
+            from snnconv.backends.exports import write_exports
 
-    if cfg.output_dir and dist.is_main():  # under torchrun every process has the report; rank 0 writes it
-        with atomic_dir(cfg.output_dir) as out:
-            if cfg.output.graphs:
-                snn.save(out / "snn.pt")
-                graph.save(out / "ann.pt")
-            if cfg.output.export:  # inside the atomic folder: a failed export leaves no run folder
-                from snnconv.backends.exports import write_exports
+            report["exports"] = write_exports(out, cfg.output.export, snn, graph, shape, cfg.dataset,
+                                              cfg.data_dir, log_fn)
+        write_report(out, report, html_page=cfg.output.html)
+        if "spiking_census" in report:
+            from snnconv.passes.spiking_transformer import census_markdown
 
-                report["exports"] = write_exports(out, cfg.output.export, snn, graph, shape, cfg.dataset,
-                                                  cfg.data_dir, log_fn)
-            write_report(out, report, html_page=cfg.output.html)
-            if "spiking_census" in report:
-                from snnconv.passes.spiking_transformer import census_markdown
-
-                with open(out / "report.md", "a") as f:
-                    f.write("\n## Spiking census\n\n" + census_markdown(report["spiking_census"]) + "\n")
-        written = (["snn.pt", "ann.pt"] if cfg.output.graphs else []) + ["report.json", "report.md"] + \
+            with open(out / "report.md", "a") as f:
+                f.write("\n## Spiking census\n\n" + census_markdown(report["spiking_census"]) + "\n")
+        report["_written"] = (["snn.pt", "ann.pt"] if cfg.output.graphs else []) + ["report.json", "report.md"] + \
             (["report.html"] if cfg.output.html else []) + ["accuracy_vs_T.png"] + report.get("exports", [])
-        log_fn(f"wrote {cfg.output_dir}/ ({', '.join(written)})")
     return report

@@ -36,6 +36,7 @@ import yaml
 
 from snnconv.config import RunConfig, load_config, read_yaml
 from snnconv.errors import SnnconvError
+from snnconv.output import prepare_batch_dir, write_text_atomic
 from snnconv.progress import progress
 
 
@@ -146,8 +147,12 @@ def _same_config(report_path: Path, cfg: RunConfig) -> bool:
         done = json.loads(report_path.read_text())
     except (OSError, ValueError):
         return False
-    canon = lambda d: json.dumps(d, sort_keys=True, default=str)  # noqa: E731
-    return canon(done.get("config")) == canon(json.loads(json.dumps(cfg.to_dict(), default=str)))
+    def canon(d):  # how the folder may be written does not change what was computed
+        d = json.loads(json.dumps(d, default=str))
+        if isinstance(d, dict) and isinstance(d.get("output"), dict):
+            d["output"].pop("overwrite", None)
+        return json.dumps(d, sort_keys=True)
+    return canon(done.get("config")) == canon(cfg.to_dict())
 
 
 def _summary_of(report: dict) -> dict:
@@ -169,7 +174,8 @@ def _fmt(v, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def run_item(item: BatchItem, out_dir: str, resume: bool = False, threads: int | None = None) -> dict:
+def run_item(item: BatchItem, out_dir: str, resume: bool = False, threads: int | None = None,
+             overwrite: bool = False) -> dict:
     """Run one item; never raises for the item's own failures (they are returned as ``status: failed``)."""
     from snnconv.api import run_convert
 
@@ -185,6 +191,7 @@ def run_item(item: BatchItem, out_dir: str, resume: bool = False, threads: int |
             raise SnnconvError(item.error)
         cfg = validate(item)
         cfg.output_dir = out_dir
+        cfg.output.overwrite = overwrite or resume  # only ever an snnconv run folder inside this batch folder
         report_path = Path(out_dir) / "report.json"
         if resume and report_path.is_file() and _same_config(report_path, cfg):
             res.update(status="skipped", report=_summary_of(json.loads(report_path.read_text())))
@@ -204,7 +211,7 @@ def run_item(item: BatchItem, out_dir: str, resume: bool = False, threads: int |
 
 
 def run_batch(paths: list[str | Path], out_dir: str | Path = "artifacts/batch", overrides: dict | None = None,
-              resume: bool = False, jobs: int = 1, log_fn=print) -> dict:
+              resume: bool = False, jobs: int = 1, log_fn=print, overwrite: bool = False) -> dict:
     """Expand and run every item; writes and returns the summary (see the module docstring)."""
     if not paths:
         raise SnnconvError("batch: give at least one config or sweep file")
@@ -212,20 +219,20 @@ def run_batch(paths: list[str | Path], out_dir: str | Path = "artifacts/batch", 
         if not Path(p).is_file():
             raise SnnconvError(f"config file {p} not found")
     jobs = max(1, int(jobs))
-    out = Path(out_dir)
     items = expand(paths, overrides)
+    out = Path(out_dir)
+    prepare_batch_dir(out, reuse=resume or overwrite)  # checked (and created) before any item runs
     log_fn(f"batch: {len(items)} item(s) from {len(paths)} file(s) -> {out}/ (jobs={jobs})")
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results: dict[str, dict] = {}
     if jobs == 1:
         for it in progress(items, desc="batch"):
-            results[it.name] = run_item(it, str(out / it.name), resume)
+            results[it.name] = run_item(it, str(out / it.name), resume, overwrite=overwrite)
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futs = {pool.submit(run_item, it, str(out / it.name), resume, threads): it for it in items}
+            futs = {pool.submit(run_item, it, str(out / it.name), resume, threads, overwrite): it for it in items}
             for f in progress(cf.as_completed(futs), total=len(futs), desc="batch"):
                 it = futs[f]
                 try:
@@ -244,18 +251,12 @@ def run_batch(paths: list[str | Path], out_dir: str | Path = "artifacts/batch", 
     return summary
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_summary(out: Path, summary: dict) -> None:
     from snnconv.report import comparison_html
 
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
-    _write_atomic(out / "summary.md", summary_markdown(summary))
-    _write_atomic(out / "index.html", comparison_html(summary))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    write_text_atomic(out / "summary.md", summary_markdown(summary))
+    write_text_atomic(out / "index.html", comparison_html(summary))
 
 
 def summary_markdown(summary: dict) -> str:

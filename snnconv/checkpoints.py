@@ -57,10 +57,11 @@ def apply_state_dict(model: nn.Module, ckpt: dict, source: str) -> None:
         raise SnnconvError(f"checkpoint {source} does not match the architecture: {detail[:300]}") from None
 
 
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Write atomically (temp file + rename) so an interrupted save never leaves a corrupt file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+def save_checkpoint(path: str | Path, payload: dict, overwrite: bool = True) -> None:
+    """Write atomically (uniquely named temporary file + rename) so an interrupted save never leaves a
+    corrupt file. ``overwrite=False`` refuses an existing ``path`` (:func:`snnconv.output.atomic_file`);
+    callers that write a user-named path check it with ``check_output_file`` before the work."""
+    from snnconv.output import atomic_file
+
+    with atomic_file(path, overwrite, what="checkpoint") as tmp:
+        torch.save(payload, tmp)

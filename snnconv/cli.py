@@ -63,6 +63,10 @@ def convert(
     train_if_missing: bool = typer.Option(False, help="train the ANN first when no checkpoint is cached"),
     exports: Optional[list[str]] = typer.Option(None, "--export", help="also write onnx (ann.onnx) | nir (snn.nir) | "
                                                 "lava (lava/) into the run folder; repeatable or comma list"),
+    seed: Optional[int] = typer.Option(None, help="seed of the calibration/test sample choice and stochastic "
+                                                  "encoders (default 0)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --output-dir when it is an earlier snnconv "
+                                   "run folder (a folder snnconv did not create is never replaced)"),
 ):
     """Convert a trained ANN to an SNN and report accuracy vs T, firing rates and energy.
 
@@ -73,13 +77,14 @@ def convert(
     overrides = {"model": model, "weights": weights, "dataset": dataset, "data_dir": data_dir,
                  "timesteps": parse_timesteps(timesteps) if timesteps else None, "output_dir": output_dir,
                  "calib_samples": calib_samples, "eval_samples": eval_samples, "batch_size": batch_size,
-                 "encoding": encoding, "train_if_missing": train_if_missing or None,
+                 "encoding": encoding, "train_if_missing": train_if_missing or None, "seed": seed,
                  "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
                                 "reset": reset, "v_init": v_init,
                                 "neuron": neuron, "leak": leak, "levels": levels, "calibration": calibration,
                                 "calibration_timesteps": calib_timesteps, "signed": signed, "calibrate": calibrate,
                                 "qcfs_as_clip": qcfs_as_clip},
-                 "output": {"export": parse_exports(",".join(exports), "--export") if exports else None}}
+                 "output": {"export": parse_exports(",".join(exports), "--export") if exports else None,
+                            "overwrite": overwrite or None}}
     cfg = load_config(config, overrides)
     from snnconv.runtime import distributed
 
@@ -109,6 +114,7 @@ def train(
     levels: int = typer.Option(4, help="QCFS quantization levels L (with --activation qcfs)"),
     bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing checkpoint at --out (or in the model cache)"),
 ):
     """Train a zoo ANN (ReLU or QCFS); resumable: re-run the same command to continue."""
     from snnconv.api import TRAIN_PLAN
@@ -117,7 +123,7 @@ def train(
 
     build_model(model)
     do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30, 0))[0], batch_size, lr, out, seed,
-             log_fn=_err, activation=activation, levels=levels, bf16=bf16, device=device)
+             log_fn=_err, activation=activation, levels=levels, bf16=bf16, device=device, overwrite=overwrite)
 
 
 @app.command()
@@ -134,6 +140,7 @@ def finetune(
     levels: int = typer.Option(4, help="QCFS quantization levels L"),
     bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing checkpoint at --out (or in the model cache)"),
 ):
     """Fine-tune a trained ReLU ANN into QCFS form (thresholds start at the 99.9th percentile), or a
     QCFS ANN to another number of levels L (thresholds start at the trained ones)."""
@@ -144,7 +151,7 @@ def finetune(
     if not Path(weights).is_file():
         raise SnnconvError(f"weights file {weights} not found")
     do_train(model, dataset, data_dir, epochs, batch_size, lr, out, seed, log_fn=_err, activation="qcfs",
-             levels=levels, init_from=weights, bf16=bf16, device=device)
+             levels=levels, init_from=weights, bf16=bf16, device=device, overwrite=overwrite)
 
 
 @app.command()
@@ -156,6 +163,7 @@ def swa(
     data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
     batch_size: int = typer.Option(256, help="batch size of the BatchNorm re-estimation pass"),
     seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --out"),
 ):
     """Average the weights of checkpoints from one training trajectory, e.g. the ends of successive
     finetune cycles (SWA, Izmailov et al. 2018), re-estimate BatchNorm statistics, report test accuracy."""
@@ -163,7 +171,7 @@ def swa(
     from snnconv.models.zoo import build_model
 
     build_model(model)
-    average_weights(model, dataset, data_dir, weights, out, batch_size, seed, log_fn=_err)
+    average_weights(model, dataset, data_dir, weights, out, batch_size, seed, log_fn=_err, overwrite=overwrite)
 
 
 @app.command()
@@ -236,26 +244,31 @@ def batch(
     jobs: int = typer.Option(1, help="items run in parallel (worker processes)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE override for every item (dotted keys, "
                                                                  "YAML values), e.g. --set eval_samples=100"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="run the items of an existing snnconv batch folder again, replacing their run folders"),
 ):
     """Run many conversions (config files, sweep grids); one failed item does not stop the others.
 
     Writes <output-dir>/<item>/ per item and summary.json, summary.md, index.html; exit code 1 if an item failed."""
     from snnconv.batch import parse_sets, run_batch
 
-    summary = run_batch(configs, output_dir, parse_sets(set_), resume=resume, jobs=jobs, log_fn=_err)
+    summary = run_batch(configs, output_dir, parse_sets(set_), resume=resume, jobs=jobs, log_fn=_err, overwrite=overwrite)
     if summary["failed"]:
         raise typer.Exit(1)
 
 
-def _export_onnx(model: str, weights: Optional[str], dataset: str, data_dir: Optional[str], out: str, **_) -> None:
+def _export_onnx(model: str, weights: Optional[str], dataset: str, data_dir: Optional[str], out: str,
+                 overwrite: bool = False, **_) -> None:
     """`export --format onnx`: the ANN (zoo model + weights, checkpoint or .onnx) as an ONNX file."""
     from snnconv.api import ingest, resolve_model
     from snnconv.backends.onnx_export import export_onnx
     from snnconv.config import RunConfig
 
+    from snnconv.output import check_output_file
+
+    check_output_file(out, overwrite)
     m, shape, _ = resolve_model(RunConfig(model=model, weights=weights, dataset=dataset, data_dir=data_dir), _err)
     graph, _ = ingest(m, shape)
-    info = export_onnx(graph, out, shape)
+    info = export_onnx(graph, out, shape, overwrite=overwrite)
     _err(f"wrote {info['path']} (ONNX opset {info['opset']}, {info['nodes']} nodes; onnx.checker passed, "
          f"onnxruntime vs snnconv max abs diff {info['max_abs_diff']:.1e})")
 
@@ -268,22 +281,28 @@ def _load_snn(model: str):
     return Graph.load(model)
 
 
-def _export_nir(model: str, out: str, dt: float = 1.0, pool: str = "avg", **_) -> None:
+def _export_nir(model: str, out: str, dt: float = 1.0, pool: str = "avg", overwrite: bool = False, **_) -> None:
     """`export --format nir`: the converted SNN (snn.pt), lowered exactly to NIR form (docs/nir.md)."""
     from snnconv.backends.nir import export_nir
 
-    info = export_nir(_load_snn(model), out, dt=dt, pool=pool)
+    from snnconv.output import check_output_file
+
+    check_output_file(out, overwrite)
+    info = export_nir(_load_snn(model), out, dt=dt, pool=pool, overwrite=overwrite)
     nodes = ", ".join(f"{k} {v}" for k, v in info["nodes"].items())
     _err(f"wrote {info['path']} (NIR {info['nir_version']}, dt={dt}, {nodes}; {info['edges']} edges)")
 
 
 def _export_lava(model: str, out: str, dataset: str = "mnist-bundled", data_dir: Optional[str] = None,
-                 samples: int = 4, timesteps: int = 16, **_) -> None:
+                 samples: int = 4, timesteps: int = 16, overwrite: bool = False, **_) -> None:
     """`export --format lava`: quantized Loihi 2 network files, hardware report, and a Lava run compared with snnconv."""
     from snnconv.backends.lava import export_lava
 
+    from snnconv.output import check_output_dir
+
+    check_output_dir(out, overwrite)
     export_lava(_load_snn(model), out, dataset=dataset, data_dir=data_dir, samples=samples, timesteps=timesteps,
-                log_fn=_err)
+                log_fn=_err, overwrite=overwrite)
 
 
 #: ``snnconv export --format F``: one function per format, all called with the same keyword arguments
@@ -302,13 +321,14 @@ def export(
     pool: str = typer.Option("avg", help="nir: avg (NIR AvgPool2d) | sum (SumPool2d, 1/k^2 folded; for Norse)"),
     samples: int = typer.Option(4, help="lava: test samples run in Lava and in snnconv for the spike comparison"),
     timesteps: int = typer.Option(16, help="lava: steps of that comparison run"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out written by snnconv (a file, or an snnconv lava folder)"),
 ):
     """Write a model in another format (onnx: the ANN before conversion, checked with onnxruntime;
     nir / lava: a converted SNN, --model artifacts/<run>/snn.pt)."""
     if format not in EXPORTERS:
         raise SnnconvError(f"unknown export format '{format}' (known: {', '.join(EXPORTERS)})")
     EXPORTERS[format](model=model, weights=weights, dataset=dataset, data_dir=data_dir, out=out, dt=dt, pool=pool,
-                      samples=samples, timesteps=timesteps)
+                      samples=samples, timesteps=timesteps, overwrite=overwrite)
 
 
 @app.command("import")
@@ -317,17 +337,19 @@ def import_(
     format: str = typer.Option("nir", "--format", help="input format: nir"),
     out: str = typer.Option(..., help="where to save the snnconv graph (snn.pt; simulate with evaluate --snn)"),
     dt: Optional[float] = typer.Option(None, help="time step (default: the file's metadata dt, else 1)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --out"),
 ):
     """Read a spiking network from another format into the snnconv IR."""
     from snnconv.backends.nir import import_nir
 
+    from snnconv.output import atomic_file, check_output_file
+
     if format != "nir":
         raise SnnconvError(f"unknown import format '{format}' (known: nir)")
+    check_output_file(out, overwrite)
     graph = import_nir(file, dt)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out).with_name(Path(out).name + ".part")
-    graph.save(tmp)
-    tmp.replace(out)
+    with atomic_file(out, overwrite) as tmp:
+        graph.save(tmp)
     _err(f"wrote {out} ({len(graph.nodes)} nodes, {sum(1 for n in graph.nodes.values() if n.spiking)} spiking)")
 
 
@@ -341,6 +363,7 @@ def verify(
     timesteps: int = typer.Option(32),
     peers: str = typer.Option("spikingjelly,norse,snntorch", help="comma-separated peer simulators"),
     json_out: Optional[str] = typer.Option(None, "--json", help="also write the report as JSON here"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --json"),
 ):
     """Run a NIR file in snnconv and in SpikingJelly / Norse / snnTorch; per-layer spike agreement."""
     import json
@@ -352,6 +375,10 @@ def verify(
     from snnconv.backends.verify import verify as run_verify
     from snnconv.data.datasets import load_dataset
 
+    from snnconv.output import atomic_file, check_output_file
+
+    if json_out:
+        check_output_file(json_out, overwrite)
     names = [p.strip() for p in peers.split(",") if p.strip()]
     bad = [p for p in names if p not in PEERS]
     if bad:
@@ -370,7 +397,8 @@ def verify(
     rep["inputs"] = dataset or "uniform random [0, 1), seed 0"
     typer.echo(format_report(rep))
     if json_out:
-        Path(json_out).write_text(json.dumps(rep, indent=2))
+        with atomic_file(json_out, overwrite) as tmp:
+            tmp.write_text(json.dumps(rep, indent=2))
 
 
 @app.command()
@@ -392,13 +420,16 @@ def evolve(
     lr: Optional[float] = typer.Option(None, help="learning rate for every rule (default: per-rule defaults)"),
     seed: int = typer.Option(0),
     output_dir: str = typer.Option("artifacts/evolve", help="run folder: evolve.json, evolve.png, snn_<rule>.pt"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --output-dir when it is an earlier snnconv run folder"),
 ):
     """Adapt a converted SNN's readout online (prequential) on a shifted data stream with R-STDP or ED,
     and plot accuracy over the stream with and without evolution."""
     import json
 
     from snnconv.learning.evolve import apply_readout, plot_evolve, run_evolve
-    from snnconv.output import atomic_dir
+    from snnconv.output import atomic_dir, check_output_dir
+
+    check_output_dir(output_dir, overwrite)  # before the stream runs
 
     rules = tuple(r.strip() for r in rule.split(",") if r.strip())
     bad = [r for r in rules if r not in ("rstdp", "ed")]
@@ -409,7 +440,7 @@ def evolve(
                      heldout=heldout, seed=seed, params=params, log_fn=_err,
                      layers=tuple(x.strip() for x in layers.split(",") if x.strip()))
     rep = res["report"]
-    with atomic_dir(output_dir) as out:
+    with atomic_dir(output_dir, overwrite) as out:
         (out / "evolve.json").write_text(json.dumps(rep, indent=1))
         plot_evolve(rep, out / "evolve.png")
         res["snn"].save(out / "snn_frozen.pt")

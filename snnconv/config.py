@@ -63,6 +63,7 @@ class OutputConfig:
     html: bool = True  # write report.html (self-contained) next to report.json / report.md
     graphs: bool = True  # write the converted and source graphs (snn.pt, ann.pt)
     export: list = field(default_factory=list)  # also write these formats into the run folder: onnx | nir | lava
+    overwrite: bool = False  # replace an existing snnconv run folder at output_dir (never a folder of the user's)
 
 
 CHOICES = {  # key -> allowed values, checked at load time

@@ -30,11 +30,11 @@ def pooled(h: torch.Tensor, x: torch.Tensor, text: bool) -> torch.Tensor:
     return F.normalize(e, dim=-1)
 
 
-def run_convert_hf(cfg, log_fn=print, coverage_fn=print) -> dict:
+def run_convert_hf(cfg, run_dir=None, log_fn=print, coverage_fn=print) -> dict:
+    """The transformer job; ``run_dir`` is the (temporary) run folder to write into, or None."""
     from snnconv.api import environment
     from snnconv.data.sentences import calibration_sentences, test_sentences
     from snnconv.frontends.hf import encode_texts, from_hf, load_hf
-    from snnconv.output import atomic_dir
     from snnconv.passes import PassContext, Pipeline
     from snnconv.passes.spiking_transformer import census_counts, census_markdown, spiking_census
     from snnconv.runtime.interpreter import run_ann
@@ -105,13 +105,12 @@ def run_convert_hf(cfg, log_fn=print, coverage_fn=print) -> dict:
     for t in cfg.timesteps:
         log_fn(f"T={t:>3}: cosine(ANN, SNN) {cos[t - 1]:.4f}")
     report["seconds"] = round(time.time() - t_start, 2)
-    if cfg.output_dir:
-        with atomic_dir(cfg.output_dir) as out:
-            snn.save(out / "snn.pt")
-            graph.save(out / "ann.pt")
-            (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-            (out / "report.md").write_text(markdown(report, census_markdown(census)))
-        log_fn(f"wrote {cfg.output_dir}/ (snn.pt, ann.pt, report.json, report.md)")
+    if run_dir is not None:
+        snn.save(run_dir / "snn.pt")
+        graph.save(run_dir / "ann.pt")
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        (run_dir / "report.md").write_text(markdown(report, census_markdown(census)))
+        report["_written"] = ["snn.pt", "ann.pt", "report.json", "report.md"]
     return report
 
 

@@ -74,8 +74,8 @@ def converted(tmp_path_factory):
 
 def test_convert_writes_all_outputs(converted):
     base, out, proc = converted
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy_vs_T.png", "ann.pt", "report.html", "report.json",
-                                                     "report.md", "snn.pt"]
+    assert sorted(p.name for p in out.iterdir()) == [".snnconv-run.json", "accuracy_vs_T.png", "ann.pt", "report.html",
+                                                     "report.json", "report.md", "snn.pt"]
     assert leftovers(out) == []
     assert not (base / "artifacts").exists()  # --output-dir was honoured
     assert (out / "accuracy_vs_T.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,6 +8,7 @@ import torch
 
 from snnconv.config import load_config, parse_exports
 from snnconv.errors import SnnconvError
+from snnconv.output import MARKER
 from test_cli import leftovers, run_main
 
 # the bundled MNIST CNN on the bundled subset, as small as a conversion gets
@@ -40,7 +41,7 @@ def test_exports_written_into_run_folder(tmp_path, snnconv_cli):
     proc = snnconv_cli("convert", *SMALL, *NIR_OK, "--output-dir", out, "--export", "nir", "--export", "onnx")
     assert proc.returncode == 0, proc.stderr
     assert {"snn.nir", "ann.onnx", "snn.pt", "report.json"} <= {p.name for p in out.iterdir()}
-    assert not leftovers(out) and not list(out.glob("*.part")) and not list(out.glob(".*"))
+    assert not leftovers(out) and not list(out.glob("*.part")) and [p.name for p in out.glob(".*")] == [MARKER]
     import json
 
     assert json.loads((out / "report.json").read_text())["exports"] == ["snn.nir", "ann.onnx"]
@@ -97,11 +98,15 @@ def test_failure_while_writing_leaves_no_folder(tmp_path, snnconv_cli, monkeypat
 
     monkeypatch.setattr(onnx_export, "export_onnx", broken)
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "old.txt").write_text("previous run")  # an existing run folder survives a failed rerun untouched
-    line = _error_line(snnconv_cli("convert", *SMALL, *NIR_OK, "--output-dir", out, "--export", "nir,onnx"))
+    from snnconv.output import atomic_dir
+
+    with atomic_dir(out) as d:
+        (d / "old.txt").write_text("previous run")  # an existing run folder survives a failed rerun untouched
+    before = sorted(p.name for p in out.iterdir())
+    line = _error_line(snnconv_cli("convert", *SMALL, *NIR_OK, "--output-dir", out, "--export", "nir,onnx",
+                                   "--overwrite"))
     assert line == "error: onnx writer broke"
-    assert [p.name for p in out.iterdir()] == ["old.txt"] and not leftovers(out)
+    assert sorted(p.name for p in out.iterdir()) == before and not leftovers(out)
 
 
 def test_lava_without_venv_fails_before_simulating(tmp_path, snnconv_cli, monkeypatch):

@@ -218,15 +218,17 @@ def test_explicit_passes_replace_the_default_pipeline(tmp_path):
 # -- atomic output folders ------------------------------------------------------------------------
 
 def test_atomic_dir_success_and_replace(tmp_path):
+    from snnconv.output import MARKER
+
     final = tmp_path / "run"
     with atomic_dir(final) as d:
         (d / "a.txt").write_text("1")
         assert not final.exists()
-    assert (final / "a.txt").read_text() == "1"
-    with atomic_dir(final) as d:
+    assert (final / "a.txt").read_text() == "1" and (final / MARKER).is_file()
+    with atomic_dir(final, overwrite=True) as d:
         (d / "b.txt").write_text("2")
         assert (final / "a.txt").exists()  # the old folder stays until the new one is complete
-    assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in final.iterdir()) == [MARKER, "b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -237,9 +239,9 @@ def test_atomic_dir_failure_leaves_nothing(tmp_path):
             (d / "partial.txt").write_text("x")
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
-    final.mkdir()
-    (final / "keep.txt").write_text("old")
+    with atomic_dir(final) as d:
+        (d / "keep.txt").write_text("old")
     with pytest.raises(KeyboardInterrupt):
-        with atomic_dir(final) as d:
+        with atomic_dir(final, overwrite=True) as d:
             raise KeyboardInterrupt
     assert [p.name for p in tmp_path.iterdir()] == ["run"] and (final / "keep.txt").read_text() == "old"

@@ -397,11 +397,15 @@ def compare_lava(q: dict, ref: list[torch.Tensor], got: list[np.ndarray]) -> dic
 
 
 def export_lava(graph: Graph, out: str | Path, dataset: str = "mnist-bundled", data_dir=None, samples: int = 4,
-                timesteps: int = 16, x: torch.Tensor | None = None, log_fn=print) -> dict:
+                timesteps: int = 16, x: torch.Tensor | None = None, log_fn=print, overwrite: bool = False) -> dict:
     """Write the Loihi 2 network (npz + netx HDF5 + hardware report) to folder ``out``, run it in Lava and
-    compare its spikes with snnconv's run of the same integer network. Returns the comparison report."""
-    from snnconv.output import atomic_dir
+    compare its spikes with snnconv's run of the same integer network. Returns the comparison report.
 
+    ``out`` is checked before any work (an existing folder is replaced only when it is an snnconv
+    folder and ``overwrite`` is set, :mod:`snnconv.output`)."""
+    from snnconv.output import atomic_dir, check_output_dir
+
+    check_output_dir(out, overwrite)
     if x is None:
         from snnconv.data.datasets import load_dataset
 
@@ -413,7 +417,7 @@ def export_lava(graph: Graph, out: str | Path, dataset: str = "mnist-bundled", d
     hw = hardware_report(q)
     log_fn(format_hardware(hw))
     steps = timesteps + max(L["depth"] for L in q["layers"])  # room for the one-step synaptic delay per hop
-    with atomic_dir(out) as d:
+    with atomic_dir(out, overwrite) as d:
         netx = _write_netx(d / "network.net", q)
         (d / "hardware.json").write_text(json.dumps(hw, indent=2))
         (d / "hardware.md").write_text("```\n" + format_hardware(hw) + "\n```\n")

@@ -393,17 +393,20 @@ def to_nir(lowered: Graph, dt: float = 1.0):
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 
-def export_nir(graph: Graph, path: str | Path, dt: float = 1.0, pool: str = "avg") -> dict:
-    """Lower ``graph`` exactly to NIR form and write it to ``path`` (HDF5). Returns a summary."""
+def export_nir(graph: Graph, path: str | Path, dt: float = 1.0, pool: str = "avg", overwrite: bool = False) -> dict:
+    """Lower ``graph`` exactly to NIR form and write it to ``path`` (HDF5). Returns a summary.
+
+    An existing ``path`` is replaced only with ``overwrite`` (checked before the lowering)."""
     import nir
 
+    from snnconv.output import atomic_file, check_output_file
+
+    check_output_file(path, overwrite)
     lowered = lower_for_nir(graph, pool)
     ng = to_nir(lowered, dt)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    nir.write(tmp, ng)
-    tmp.replace(path)
+    with atomic_file(path, overwrite) as tmp:
+        nir.write(tmp, ng)
     counts: dict[str, int] = defaultdict(int)
     for n in ng.nodes.values():
         counts[type(n).__name__] += 1

@@ -173,8 +173,10 @@ def build_onnx(graph: Graph, input_shape: tuple[int, ...] | None = None):
 
 
 def export_onnx(graph: Graph, path: str | Path, input_shape: tuple[int, ...] | None = None,
-                check: bool = True, tol: float = 1e-4) -> dict:
+                check: bool = True, tol: float = 1e-4, overwrite: bool = False) -> dict:
     """Write ``graph`` (its ANN form) to ``path`` as ONNX; returns ``{path, nodes, opset, max_abs_diff}``.
+
+    ``path`` is checked first: an existing file is replaced only with ``overwrite`` (:mod:`snnconv.output`).
 
     With ``check`` (default) the model must pass ``onnx.checker.check_model(full_check=True)`` and
     onnxruntime's output on a random batch must match :func:`run_ann` within ``tol``; otherwise
@@ -182,7 +184,9 @@ def export_onnx(graph: Graph, path: str | Path, input_shape: tuple[int, ...] | N
     import onnx
 
     from snnconv.frontends.onnx import check_onnx_equivalence
+    from snnconv.output import check_output_file
 
+    check_output_file(path, overwrite)
     model = build_onnx(graph, input_shape)
     err = None
     if check:
@@ -194,16 +198,10 @@ def export_onnx(graph: Graph, path: str | Path, input_shape: tuple[int, ...] | N
         shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
         x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
         err = check_onnx_equivalence(graph, model, x, tol)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from snnconv.output import atomic_file
+
+    with atomic_file(path, overwrite) as tmp:
+        Path(tmp).write_bytes(model.SerializeToString())
     return {"path": str(path), "nodes": len(model.graph.node), "opset": OPSET, "max_abs_diff": err}
 
 
