@@ -162,8 +162,12 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     check_output_file(path, overwrite, what="checkpoint")  # before any work: never replaces a file unasked
     in_ch, ncls = dataset_info(dataset)
     model = build_model(model_name, num_classes=ncls, in_channels=in_ch)
-    train_split = load_dataset(dataset, data_dir, train=True)
+    from snnconv.data.datasets import split_validation
+
+    train_split, val_split = split_validation(load_dataset(dataset, data_dir, train=True), dataset)
     test_split = load_dataset(dataset, data_dir, train=False)
+    log_fn(f"training on {len(train_split)} images, validating on {len(val_split)} held out of the training split "
+           f"(snnconv.data.datasets.split_validation); the {len(test_split)} test images are scored once at the end")
     if init_from:
         src = checkpoints.load_checkpoint(Path(init_from))
         model = with_activation(model, src.get("activation", "relu"), src.get("levels", 0))
@@ -184,9 +188,9 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       augment=not dataset.startswith("mnist"), bf16=bf16, device=device)
     meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels if activation == "qcfs" else 0}
-    result = train_ann(model, train_split, test_split, cfg, path, meta, log=log_fn)
-    log_fn(f"saved {path} (test accuracy {result['accuracy']:.2f}%)")
-    return {"path": str(path), "accuracy": result["accuracy"]}
+    result = train_ann(model, train_split, val_split, test_split, cfg, path, meta, log=log_fn)
+    log_fn(f"saved {path} (validation accuracy {result['val_accuracy']:.2f}%, test accuracy {result['accuracy']:.2f}%)")
+    return {"path": str(path), "accuracy": result["accuracy"], "val_accuracy": result["val_accuracy"]}
 
 
 def average_weights(model_name: str, dataset: str, data_dir: str | None, weights: list[str], out: str,
@@ -208,17 +212,21 @@ def average_weights(model_name: str, dataset: str, data_dir: str | None, weights
     if name != model_name:
         raise SnnconvError(f"checkpoints are for model '{name}', not '{model_name}'")
     model = with_activation(build_model(model_name, num_classes=ncls, in_channels=in_ch), activation, levels)
-    train_split = load_dataset(dataset, data_dir, train=True)
+    from snnconv.data.datasets import split_validation
+
+    train_split, val_split = split_validation(load_dataset(dataset, data_dir, train=True), dataset)
     batches = train_split.batches(batch_size, shuffle=True, augment=not dataset.startswith("mnist"), seed=seed)
     model = swa_model(model, [c["state_dict"] for c in ckpts], list(weights),
                       progress(batches, total=(len(train_split) + batch_size - 1) // batch_size, desc="BN statistics"))
+    val_acc = evaluate_ann(model, val_split)
     acc = evaluate_ann(model, load_dataset(dataset, data_dir, train=False))
     meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels}
-    checkpoints.save_checkpoint(out, {**meta, "state_dict": model.state_dict(), "accuracy": acc,
+    checkpoints.save_checkpoint(out, {**meta, "state_dict": model.state_dict(), "accuracy": acc, "val_accuracy": val_acc,
                                       "averaged_from": [str(w) for w in weights]}, overwrite=overwrite)
     theirs = ", ".join("?" if c.get("accuracy") is None else f"{c['accuracy']:.2f}" for c in ckpts)
-    log_fn(f"saved {out}: mean of {len(weights)} checkpoints, test accuracy {acc:.2f}% (theirs: {theirs})")
-    return {"path": str(out), "accuracy": acc}
+    log_fn(f"saved {out}: mean of {len(weights)} checkpoints, validation accuracy {val_acc:.2f}%, "
+           f"test accuracy {acc:.2f}% (theirs, test: {theirs})")
+    return {"path": str(out), "accuracy": acc, "val_accuracy": val_acc}
 
 
 def conversion_pipeline(conversion: ConversionConfig | None = None, passes: list | None = None) -> Pipeline:

@@ -73,18 +73,25 @@ class Split:
         s = torch.tensor(self.std).view(1, -1, 1, 1)
         return (x - m) / s
 
-    def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False, seed: int = 0
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield normalised ``(x, y)`` batches; ``augment`` applies random crop (pad 4) + flip."""
+    def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False, seed: int = 0,
+                start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield normalised ``(x, y)`` batches; ``augment`` applies random crop (pad 4) + flip.
+
+        Batch ``k``'s augmentation draws from its own generator (seeded by ``seed`` and ``k``), so
+        ``start=k`` yields exactly the batches ``k, k+1, ...`` of the full run (a resumed epoch)."""
         n = len(self)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
-        gen = torch.Generator().manual_seed(seed + 1)
-        for i in range(0, n, batch_size):
+        for k, i in enumerate(range(0, n, batch_size)):
+            if k < start:
+                continue
             idx = order[i:i + batch_size]
             x = self.images[idx]
             if augment:
-                x = _augment(x, gen)
+                x = _augment(x, torch.Generator().manual_seed(seed * 1_000_003 + k + 1))
             yield self.normalize(x), self.labels[idx]
+
+    def take(self, idx: torch.Tensor) -> "Split":
+        return Split(self.images[idx], self.labels[idx], self.mean, self.std, self.num_classes)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -236,6 +243,43 @@ def load_dataset(name: str, data_dir: str | Path | None = None, train: bool = Fa
         return _load_mnist(root, train)
     check_dataset_name(name)
     raise AssertionError("unreachable")
+
+
+#: the validation split: a fixed part of each training split, never trained on, for every choice
+#: (checkpoint, averaging, percentile, search settings, "best method"); the test split is for reporting
+VALIDATION_SIZE = {"cifar10": 5000, "cifar100": 5000, "mnist": 5000, "mnist-bundled": 64}
+VALIDATION_SEED = 0
+
+
+def validation_size(name: str, n_train: int) -> int:
+    """How many training samples of ``name`` form its validation split (10% for other datasets)."""
+    return VALIDATION_SIZE.get(name, max(1, n_train // 10))
+
+
+def split_validation(train: Split, name: str) -> tuple[Split, Split]:
+    """``(train part, validation part)`` of a full training split: the validation part is the first
+    :func:`validation_size` samples of a permutation seeded with :data:`VALIDATION_SEED`; both parts
+    keep the file order. Deterministic: the same images on every machine and run."""
+    n_val = validation_size(name, len(train))
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+    return train.take(train_idx), train.take(val_idx)
+
+
+def load_part(name: str, data_dir: str | Path | None, part: str) -> Split:
+    """One part of a dataset: ``train`` (the training split minus validation), ``val`` (validation),
+    ``test`` or ``train+val`` (the whole training split)."""
+    if part == "test":
+        return load_dataset(name, data_dir, train=False)
+    full = load_dataset(name, data_dir, train=True)
+    if part == "train+val":
+        return full
+    tr, val = split_validation(full, name)
+    if part == "train":
+        return tr
+    if part == "val":
+        return val
+    raise SnnconvError(f"unknown dataset part '{part}' (known: train, val, test, train+val)")
 
 
 KNOWN_DATASETS = ("cifar10", "cifar100", "mnist", "mnist-bundled")

@@ -1,0 +1,89 @@
+"""ANN training: the validation split, exact mid-epoch resume, and progress lines off-terminal."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from snnconv.data.datasets import Split, load_dataset, load_part, split_validation, validation_size
+from snnconv.training.ann import TrainConfig, train_ann
+
+
+def test_validation_split_is_fixed_disjoint_and_covers_the_training_split():
+    full = load_dataset("mnist-bundled", None, train=True)
+    tr, val = split_validation(full, "mnist-bundled")
+    assert len(val) == validation_size("mnist-bundled", len(full)) and len(tr) + len(val) == len(full)
+    rows = lambda s: {bytes(x.numpy().tobytes()) for x in s.images}  # noqa: E731
+    assert not rows(tr) & rows(val) and rows(tr) | rows(val) == rows(full)
+    tr2, val2 = split_validation(full, "mnist-bundled")
+    assert torch.equal(val.images, val2.images) and torch.equal(tr.labels, tr2.labels)
+    assert torch.equal(load_part("mnist-bundled", None, "val").images, val.images)
+
+
+def test_validation_split_of_real_cifar10(data_dir):
+    tr = load_part("cifar10", data_dir, "train")
+    val = load_part("cifar10", data_dir, "val")
+    assert (len(tr), len(val)) == (45000, 5000)
+    assert torch.bincount(val.labels, minlength=10).min() > 400  # every class is there
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopsAfter(Split):
+    """A split whose batch stream raises after ``n`` batches in total (a killed run)."""
+
+    def __init__(self, base: Split, n: int):
+        super().__init__(base.images, base.labels, base.mean, base.std, base.num_classes)
+        self.left = n
+
+    def batches(self, *a, **k):
+        for b in super().batches(*a, **k):
+            if self.left == 0:
+                raise Interrupt
+            self.left -= 1
+            yield b
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 13 * 13, 10))
+
+
+def test_killed_run_resumes_mid_epoch_to_the_same_weights(tmp_path):
+    full = load_dataset("mnist-bundled", None, train=True)
+    tr, val = split_validation(full, "mnist-bundled")  # 192 train images: 6 batches of 32 per epoch
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, augment=True)
+    ref = train_ann(_model(), tr, val, None, cfg, tmp_path / "ref.pt", {}, log=lambda *_: None)
+    out = tmp_path / "run.pt"
+    with pytest.raises(Interrupt):  # killed in epoch 2, batch 3; state saved after every batch
+        train_ann(_model(), StopsAfter(tr, 8), val, None, cfg, out, {}, log=lambda *_: None, state_every=0)
+    assert not out.exists() and out.with_name("run.state.pt").is_file()
+    st = torch.load(out.with_name("run.state.pt"), weights_only=True)
+    assert (st["epoch"], st["batch"]) == (1, 2)
+    lines = []
+    res = train_ann(_model(), tr, val, None, cfg, out, {}, log=lines.append)
+    assert any("resuming from epoch 1/2, batch 2/6" in ln for ln in lines)
+    for k, v in ref["state_dict"].items():
+        assert torch.allclose(v.float(), res["state_dict"][k].float(), atol=1e-6), k
+    assert res["history"][-1]["loss"] == pytest.approx(ref["history"][-1]["loss"], rel=1e-5)
+    assert res["val_accuracy"] == ref["val_accuracy"]
+
+
+def test_progress_lines_when_not_on_a_terminal(tmp_path, monkeypatch):
+    monkeypatch.delenv("SNNCONV_NO_PROGRESS", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    full = load_dataset("mnist-bundled", None, train=True)
+    tr, val = split_validation(full, "mnist-bundled")
+    test = load_dataset("mnist-bundled", None, train=False)
+    lines = []
+    res = train_ann(_model(), tr, val, test, TrainConfig(epochs=1, batch_size=16, lr=0.05, augment=False),
+                    tmp_path / "m.pt", {}, log=lines.append)
+    eta = [ln for ln in lines if "ETA" in ln]
+    assert len(eta) >= 5 and eta[-1].startswith("epoch 1/1: 100% (12/12 batches)")
+    assert any("final test accuracy" in ln for ln in lines)
+    h = res["history"][0]
+    assert h["images_per_second"] > 0 and h["val_acc"] is not None and res["accuracy"] is not None
+    assert res["train_samples"] == len(tr) and res["val_samples"] == len(val)
