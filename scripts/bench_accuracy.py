@@ -52,9 +52,9 @@ import torch
 
 from snnconv.api import (ann_accuracy, convert_graph, environment, held_out_split, resolve_model, simulate,
                          spike_format)
-from snnconv.checkpoints import BUNDLED_DIR, cached_checkpoint
+from snnconv.checkpoints import BUNDLED_DIR, cached_checkpoint, load_checkpoint
 from snnconv.config import ConversionConfig, RunConfig, parse_timesteps
-from snnconv.data.datasets import load_dataset
+from snnconv.data.datasets import load_dataset, load_part
 from snnconv.frontends.torch import from_torch
 from snnconv.passes import Pipeline
 from snnconv.runtime.simulator import E_AC_PJ, E_MAC_PJ
@@ -151,8 +151,13 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
     key = f"ann:{Path(weights).name}:{digest}:{len(test)}"
     if key not in store.setdefault("ann", {}):
         acc, macs = ann_accuracy(graph, test)
+        # the validation split is what checkpoints are chosen on; it is held out only if the checkpoint was
+        # trained without it (snnconv train records val_samples since the split exists)
+        held_out = (load_checkpoint(weights).get("val_samples") or 0) > 0
+        val_acc = ann_accuracy(graph, load_part(s["dataset"], args.data_dir, "val"))[0]
         store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
-                             "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6}
+                             "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6,
+                             "val_acc": val_acc, "val_held_out": held_out}
     spec = method_config(base, args, qcfs_as_clip, tuned[1] if tuned and tuned[0] == "bc" else None)
     labelled = None
     if tuned and tuned[0] == "hseo":
@@ -199,12 +204,19 @@ def targets(suite: str, sd: dict) -> list[str]:
              + [("sfn", 1, None), ("sfn_l4", 1, None)]}[suite]
     out = []
     if suite == "cifar10":  # the issue asks for these gaps on a ResNet-20 whose own ANN reaches 88%
+        # the checkpoint is chosen on the validation split (never on the test set), then its test accuracy is judged
         used = {r["ann_key"] for r in sd.get("methods", {}).values()}
-        best = max((a for k, a in sd.get("ann", {}).items() if k in used and a["activation"] == "qcfs"
-                    and a["samples"] == 10000), key=lambda a: a["acc"], default=None)
-        if best:
-            out.append(f"- target QCFS ANN >= 88% on the full test set: best {best['acc']:.2f}% "
-                       f"(`{Path(best['weights']).name}`)" + (" -> met" if best["acc"] >= 88 else " -> NOT met"))
+        cands = [a for k, a in sd.get("ann", {}).items() if k in used and a["activation"] == "qcfs"
+                 and a["samples"] == 10000]
+        scored = [a for a in cands if a.get("val_acc") is not None and a.get("val_held_out")]
+        if scored:
+            best = max(scored, key=lambda a: a["val_acc"])
+            out.append(f"- target QCFS ANN >= 88% on the full test set, checkpoint chosen on the validation split: "
+                       f"`{Path(best['weights']).name}` (validation {best['val_acc']:.2f}%), test {best['acc']:.2f}%"
+                       + (" -> met" if best["acc"] >= 88 else " -> NOT met"))
+        elif cands:
+            out.append("- target QCFS ANN >= 88%: not judged: no checkpoint here was trained without the validation "
+                       "split, so none can be chosen without looking at the test set")
     for m, t, tol in goals:
         r = sd.get("methods", {}).get(m)
         if not r or str(t) not in r["per_t"]:

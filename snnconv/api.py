@@ -144,6 +144,28 @@ def ingest(model, input_shape: tuple[int, ...]) -> tuple[Graph, str]:
     return from_onnx(model, input_shape)
 
 
+def inspect_target(target: str, dataset: str = "cifar10", log_fn=print) -> tuple[Graph, str | None]:
+    """The IR graph (and op-coverage table when ingested) of whatever ``snnconv inspect`` is given: a zoo
+    name, a checkpoint ``.pt`` naming a zoo model, a saved IR (``snn.pt`` / ``ann.pt``), an ONNX file or
+    ``hf:<folder>``. Zoo names are inspected with untrained weights (the structure is what is shown)."""
+    if target in MODELS:
+        in_ch, ncls = dataset_info(dataset)
+        size = 28 if in_ch == 1 else 32
+        return from_torch(build_model(target, ncls, in_ch), (in_ch, size, size))
+    if target.startswith("hf:") or target.endswith(".onnx"):
+        model, shape, _ = resolve_model(RunConfig(model=target, dataset=dataset), log_fn)
+        return ingest(model, shape)
+    path = Path(target)
+    if not path.is_file():
+        raise SnnconvError(f"{target}: not a zoo model name ({', '.join(sorted(MODELS))}), hf:<folder> or an "
+                           f"existing file")
+    obj = checkpoints.read_torch_file(path, "an snnconv IR file or a checkpoint")
+    if isinstance(obj, dict) and "nodes" in obj and "state_dict" not in obj:
+        return Graph.from_dict(obj), None
+    model, shape, _ = resolve_model(RunConfig(model=str(path), dataset=dataset), log_fn)
+    return ingest(model, shape)
+
+
 def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batch_size: int = 128, lr: float = 0.1,
           out: str | None = None, seed: int = 0, log_fn=print, activation: str = "relu", levels: int = 0,
           init_from: str | None = None, bf16: bool = False, device: str = "cpu", overwrite: bool = False) -> dict:

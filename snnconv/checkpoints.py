@@ -30,21 +30,35 @@ def bundled_checkpoint(model: str, dataset: str) -> Path | None:
     return p if p.is_file() else None
 
 
+def read_torch_file(path: str | Path, expected: str = "a checkpoint") -> object:
+    """``torch.load(path, weights_only=True)`` with one-line errors that say what the file should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise SnnconvError(f"{path} not found (expected {expected})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt/unsafe files
+        text = str(e).strip()
+        if "Unsupported global" in text:
+            glob = text.split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in text else "an object"
+            why = f"it holds pickled code ({glob}), which snnconv never runs (weights_only loading)"
+        else:
+            why = "it is not a complete torch.save file (corrupt, truncated or another format)"
+        raise SnnconvError(f"cannot load {path}: expected {expected} saved with torch.save; {why}") from None
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with ``weights_only=True``; a bare state_dict is wrapped as ``{'state_dict': ...}``."""
     path = Path(path)
     if not path.is_file():
         raise SnnconvError(f"checkpoint {path} not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt/unsafe files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise SnnconvError(f"cannot load checkpoint {path}: {first}") from None
+    obj = read_torch_file(path, "a checkpoint (a dict with 'state_dict', as written by snnconv train)")
     if isinstance(obj, dict) and "state_dict" in obj:
         return obj
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"state_dict": obj}
-    raise SnnconvError(f"checkpoint {path} holds no state_dict")
+    raise SnnconvError(f"checkpoint {path} holds no state_dict (expected a dict with 'state_dict', as written by "
+                       f"snnconv train, or a bare state_dict)")
 
 
 def apply_state_dict(model: nn.Module, ckpt: dict, source: str) -> None:

@@ -14,12 +14,20 @@ import typer
 
 from snnconv.errors import SnnconvError
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+# plain click help (rich_markup_mode=None): flags show as --signed / --no-signed, not with a <bool> metavar,
+# and docstring paragraphs are re-wrapped instead of broken where the source lines end
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="ANN-to-SNN conversion: ingest, convert, simulate, report.")
 
 
 def _err(msg: str) -> None:
     typer.echo(msg, err=True)
+
+
+def _zoo_names() -> list[str]:
+    from snnconv.models.zoo import MODELS
+
+    return sorted(MODELS)
 
 
 def _default_dataset(data_dir: Optional[str]) -> str:
@@ -32,7 +40,8 @@ def _default_dataset(data_dir: Optional[str]) -> str:
 
 @app.command()
 def convert(
-    model: Optional[str] = typer.Option(None, help="zoo name (resnet18, resnet20, resnet34, vgg16, mnist_cnn), checkpoint .pt or ONNX file .onnx"),
+    model: Optional[str] = typer.Option(None, help=f"zoo name ({', '.join(_zoo_names())}), checkpoint .pt, ONNX "
+                                                   "file .onnx or hf:<HuggingFace folder>"),
     weights: Optional[str] = typer.Option(None, help="checkpoint for a zoo model (default: the model cache)"),
     dataset: Optional[str] = typer.Option(None, help="cifar10, cifar100, mnist, mnist-bundled, imagefolder:<path>"),
     data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR", help="root of the dataset layouts"),
@@ -207,32 +216,16 @@ def evaluate(
 
 @app.command()
 def inspect(
-    target: str = typer.Argument(..., help="zoo model name, checkpoint .pt, ONNX file .onnx or a saved IR (snn.pt/ann.pt)"),
+    target: str = typer.Argument(..., help="zoo model name, checkpoint .pt, ONNX file .onnx, hf:<folder> or a saved "
+                                           "IR (snn.pt/ann.pt)"),
     dataset: str = typer.Option("cifar10", help="sets input shape and classes for zoo models"),
 ):
     """Print the IR and the op-coverage table of a model."""
-    import torch
+    from snnconv.api import inspect_target
 
-    from snnconv.data.datasets import dataset_info
-    from snnconv.frontends.torch import from_torch
-    from snnconv.ir import Graph
-    from snnconv.models.zoo import MODELS, build_model
-
-    if target in MODELS:
-        in_ch, ncls = dataset_info(dataset)
-        size = 28 if in_ch == 1 else 32
-        graph, table = from_torch(build_model(target, ncls, in_ch), (in_ch, size, size))
+    graph, table = inspect_target(target, dataset, log_fn=_err)
+    if table:
         typer.echo(table + "\n")
-    elif target.endswith(".onnx"):
-        from snnconv.frontends.onnx import from_onnx
-
-        graph, table = from_onnx(target)
-        typer.echo(table + "\n")
-    else:
-        path = Path(target)
-        if not path.is_file():
-            raise SnnconvError(f"{target}: not a zoo model name and no such file")
-        graph = Graph.load(path)
     typer.echo(graph.summary())
 
 

@@ -48,6 +48,7 @@ def _random_checkpoints(cache: Path) -> None:
         checkpoints.save_checkpoint(cache / f"{name}-cifar10.pt", {"model": name, "state_dict": m.state_dict()})
 
 
+@pytest.mark.slow
 def test_batch_runs_templates_reports_broken_item_and_resumes(tmp_path, data_dir, monkeypatch):
     if not (data_dir / "cifar-10-batches-py").is_dir():
         pytest.skip("CIFAR-10 not in the data dir")
@@ -93,6 +94,7 @@ def test_batch_runs_templates_reports_broken_item_and_resumes(tmp_path, data_dir
     assert third["items"][0]["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_batch_cli_parallel_jobs(tmp_path):
     sweep = tmp_path / "grid.yaml"
     sweep.write_text("model: mnist_cnn\ndataset: mnist-bundled\noutput: {graphs: false}\n"

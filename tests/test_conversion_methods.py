@@ -64,7 +64,7 @@ def test_qcfs_snn_equals_quantized_ann_at_T_equals_L(levels):
     rate = Simulator(snn, levels, collect_stats=False).mean_outputs(x)[act]
     # the same integer spike count / quantization level for every neuron (exact, not approximately)
     assert torch.equal(torch.round(rate[ok] * levels / lam), torch.round(ann[act][ok] * levels / lam))
-    assert torch.allclose(rate, ann[act], atol=1e-6) or (~ok).any()
+    assert torch.allclose(rate[ok], ann[act][ok], atol=1e-5)  # and the rates themselves, where the ANN is off a step edge
     assert torch.allclose(ann[act], model[1](z).detach(), atol=1e-6)
 
 

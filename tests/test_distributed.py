@@ -60,6 +60,7 @@ def _free_port() -> int:
 KEYS = ("ann_accuracy", "snn_accuracy", "snn_accuracy_all_t", "energy", "firing_rates", "samples")
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_accuracy_table_as_one(tmp_path):
     from snnconv.api import run_convert
 

@@ -184,3 +184,38 @@ def test_check_equivalence_detects_a_wrong_graph():
     g.nodes["fc2"].weight.mul_(1.01)
     with pytest.raises(SnnconvError, match="differs from the module"):
         check_equivalence(model, g, x)
+
+
+def test_chunk_and_split_become_slices():
+    """torch.chunk, Tensor.split (int and list sizes) on the channel and feature dims: exact, and the
+    converted SNN simulates them (they used to crash with "'list' object has no attribute 'shape'")."""
+    from snnconv.runtime.interpreter import run_ann
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 8, 3, padding=1)
+            self.l = nn.Linear(4 * 8 * 8, 6)
+
+        def forward(self, x):
+            y = torch.relu(self.c(x))
+            a, b = torch.chunk(y, 2, dim=1)
+            c, d = y.split([3, 5], dim=1)
+            e = y.split(4, dim=1)[1]
+            z = self.l(torch.flatten(a + b + d[:, 1:] + e + c[:, :1], 1))
+            p, q = z.split(3, dim=-1)
+            return torch.cat([q, p], dim=1)
+
+    torch.manual_seed(0)
+    m = Net().eval()
+    x = torch.randn(4, 3, 8, 8)
+    g, table = from_torch(m, (3, 8, 8))
+    assert "chunk.default | 1 | yes" in table and "split_with_sizes.default" in table
+    assert torch.allclose(run_ann(g, x), m(x), atol=1e-5)
+
+    class BatchSplit(nn.Module):
+        def forward(self, x):
+            return torch.chunk(x, 2, dim=0)[0]
+
+    with pytest.raises(SnnconvError, match="chunk|split"):
+        from_torch(BatchSplit(), (4,))

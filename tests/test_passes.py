@@ -286,7 +286,17 @@ def test_activation_scales_layer_max_matches_recorded_max():
 # -- pass framework ---------------------------------------------------------------------------
 
 def test_builtin_passes_are_registered():
-    assert {"fold_batchnorm", "remove_identity", "threshold_balance"} <= set(PASSES)
+    """Every built-in pass is registered under its own name, and the registry holds nothing else."""
+    expected = {"calibration", "dequantize_clips", "device_noise", "fold_batchnorm", "hseo", "leak_compensation",
+                "prune", "quantize", "remove_identity", "sfn", "signed_neurons", "spiking_transformer", "srp",
+                "threshold_balance"}
+    assert set(PASSES) == expected
+    for name, cls in PASSES.items():
+        assert cls.name == name, (name, cls)
+        import sys
+
+        doc = (cls.__doc__ or "") + (sys.modules[cls.__module__].__doc__ or "")
+        assert len(doc.strip()) > 80, f"pass {name} has no docstring stating its method"
 
 
 def test_unknown_pass_name_raises():

@@ -16,8 +16,6 @@ form and are refused: export the graph before conversion (``ann.pt``, or the mod
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np

@@ -112,20 +112,31 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("SNNCONV_DATA_DIR", Path.home() / ".cache" / "snnconv" / "data"))
 
 
-def _download(url: str, dest: Path) -> None:
+def _download(url: str, dest: Path, looked: str) -> None:
+    """Fetch ``url`` to ``dest`` (atomically). ``looked`` says where and what was searched, for the error.
+    On failure nothing is left behind: no partial file and no folders this call created."""
+    from snnconv.output import OutputFile
+
+    given = os.environ.get("SNNCONV_DATA_DIR")
+    hint = ("point --data-dir / SNNCONV_DATA_DIR at the folder that holds that layout"
+            + (f" (SNNCONV_DATA_DIR is {given})" if given else ""))
     if os.environ.get("SNNCONV_OFFLINE"):
-        raise SnnconvError(f"dataset files not found under {dest.parent} and SNNCONV_OFFLINE is set; "
-                           f"pass --data-dir pointing at the standard layout")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
+        raise SnnconvError(f"{looked}: not found, and SNNCONV_OFFLINE is set; {hint}")
     try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as fh:  # noqa: S310 - fixed URLs
+        out = OutputFile(dest, overwrite=False, what="dataset file")
+    except SnnconvError as e:
+        raise SnnconvError(f"{looked}: not found, and it cannot be downloaded there ({e}); {hint}") from None
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(out.tmp, "wb") as fh:  # noqa: S310 - fixed URLs
             shutil.copyfileobj(r, fh)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise SnnconvError(f"dataset files not found and download of {url} failed ({e.__class__.__name__}); "
-                           f"pass --data-dir pointing at the standard layout") from None
-    tmp.replace(dest)
+        out.discard()
+        raise SnnconvError(f"{looked}: not found, and downloading {url} failed ({e.__class__.__name__}: offline?); "
+                           f"{hint}") from None
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
 
 
 def _load_cifar(name: str, root: Path, train: bool) -> Split:
@@ -133,7 +144,7 @@ def _load_cifar(name: str, root: Path, train: bool) -> Split:
     base = root / folder
     if not base.is_dir():
         archive = root / Path(url).name
-        _download(url, archive)
+        _download(url, archive, f"{name} (expected {base}/ with the CIFAR python files)")
         with tarfile.open(archive) as tar:
             tar.extractall(root, filter="data")
     if name == "cifar10":
@@ -183,7 +194,8 @@ def _load_mnist(root: Path, train: bool) -> Split:
     if any(p is None for p in paths):
         for f in _MNIST_FILES:
             if _find_mnist(root, f) is None:
-                _download(_MNIST_URL + f + ".gz", root / "MNIST" / "raw" / (f + ".gz"))
+                _download(_MNIST_URL + f + ".gz", root / "MNIST" / "raw" / (f + ".gz"),
+                          f"MNIST file {f}[.gz] (looked in {root}/MNIST/raw, {root}/mnist and {root})")
         paths = [_find_mnist(root, s) for s in stems]
     try:
         images, labels = (_read_idx(p) for p in paths)

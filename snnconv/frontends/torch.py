@@ -176,12 +176,46 @@ def _convert_call(b: _Builder, n) -> bool:
         b.emit(n, Identity(), [b.src(args[0])])
     elif _convert_transformer_op(b, n, t, args, out_shape):
         pass
+    elif t in (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default, aten.split_with_sizes_copy.default,
+               aten.split_copy.Tensor):
+        return _split(b, n, args, kw)
+    elif t is operator.getitem and isinstance(b.env.get(args[0].name), _SplitParts):
+        parts = b.env[args[0].name]
+        start, end = parts.bounds[int(args[1])]
+        b.emit(n, Slice(parts.dim, start, None if end >= parts.size else end, 1), [parts.src])
     elif t is operator.getitem:
         if args[1] != 0:
             return False
         b.env[n.name] = b.env[args[0].name]
     else:
         return False
+    return True
+
+
+class _SplitParts:
+    """What ``torch.split`` / ``torch.chunk`` / ``Tensor.split`` produced: each ``getitem`` becomes a Slice."""
+
+    def __init__(self, src: str, dim: int, bounds: list[tuple[int, int]], size: int):
+        self.src, self.dim, self.bounds, self.size = src, dim, bounds, size
+
+
+def _split(b: _Builder, n, args, kw) -> bool:
+    """split / split_with_sizes / chunk along a non-batch dimension: the pieces' bounds come from the traced
+    output shapes; every ``getitem`` of the result is emitted as a :class:`Slice` of the input."""
+    val = n.meta.get("val")
+    x = args[0]
+    if not isinstance(val, (list, tuple)) or not hasattr(x, "meta") or "val" not in x.meta or x.name not in b.env:
+        return False
+    rank = len(x.meta["val"].shape)
+    dim = int(args[2] if len(args) > 2 else kw.get("dim", 0)) % rank
+    if dim == 0:
+        return False  # pieces of the batch have no per-sample meaning
+    bounds, start = [], 0
+    for piece in val:
+        size = int(piece.shape[dim])
+        bounds.append((start, start + size))
+        start += size
+    b.env[n.name] = _SplitParts(b.src(x), dim, bounds, int(x.meta["val"].shape[dim]))
     return True
 
 
@@ -248,7 +282,8 @@ def _node_arg(b: _Builder, a) -> bool:
 def _convert_transformer_op(b: _Builder, n, t, args, out_shape) -> bool:
     """Transformer ops (layer norm, GELU, softmax, attention matmuls, embeddings, views); False if not one."""
     rank = len(out_shape) if out_shape is not None else None
-    in_rank = len(args[0].meta["val"].shape) if args and hasattr(args[0], "meta") and "val" in args[0].meta else None
+    in_val = args[0].meta.get("val") if args and hasattr(args[0], "meta") else None
+    in_rank = len(in_val.shape) if hasattr(in_val, "shape") else None
     if t is aten.layer_norm.default:
         shape = tuple(args[1])
         w = b.tensor(args[2]) if len(args) > 2 and args[2] is not None else None

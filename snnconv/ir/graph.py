@@ -176,7 +176,10 @@ class Graph:
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise SnnconvError(f"cannot read IR file {path}: {str(e).splitlines()[0] if str(e) else e}") from None
+            why = ("it holds pickled code, which is never run (weights_only loading)" if "Unsupported global" in str(e)
+                   else "it is not a complete torch.save file (corrupt, truncated or another format)")
+            raise SnnconvError(f"cannot read IR file {path}: expected an snnconv IR file (snn.pt / ann.pt written "
+                               f"by snnconv convert); {why}") from None
         if not isinstance(d, dict):
             raise SnnconvError(f"{path} is not an snnconv IR file")
         return cls.from_dict(d)

@@ -44,7 +44,8 @@ class PassContext:
 
     calibration: Iterable[torch.Tensor] | Callable[[], Iterable[torch.Tensor]] | None = None
     records: list[dict] = field(default_factory=list)
-    #: optional labelled ``(x, y)`` batches held out from the test set (passes that score accuracy, e.g. hseo)
+    #: optional labelled ``(x, y)`` batches from the training split, disjoint from the calibration batches (passes
+    #: that score accuracy, e.g. hseo); never test data
     labelled: Iterable[tuple[torch.Tensor, torch.Tensor]] | Callable[[], Iterable] | None = None
 
     def calibration_batches(self) -> Iterable[torch.Tensor]:

@@ -10,8 +10,8 @@ Search space (all per spiking layer unless said otherwise), in a box given by ``
 * initial membrane potential :math:`v_{0,l}` (fraction of threshold),
 * the LIF leak :math:`\beta` (one value for the whole network; 1 is IF), when ``search_leak``.
 
-Fitness (maximised) on a *labelled calibration split held out from the test set* (from
-``PassContext.labelled``; the test set is never seen)::
+Fitness (maximised) on *labelled samples of the training split* that the calibration did not use
+(from ``PassContext.labelled``, see ``api.held_out_split``; the test set is never seen)::
 
     fitness = accuracy_weight * acc%(T) - synops_weight * 100 * SynOps(T) / SynOps_start(T)
 
