@@ -68,16 +68,46 @@ _REFUSED_KINDS = {
 F32_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 
-def _refusals(graph: Graph) -> list[str]:
+#: how neuron dynamics are written: "nir" = only what NIR's own fields state (reset to v_reset, start at 0,
+#: binary spikes); "snnconv" = NIR nodes plus the documented per-node metadata convention (docs/nir.md,
+#: "snnconv dynamics") that snnconv.interop's target loaders read: subtractive reset, initial membrane,
+#: graded and signed spikes. A plain NIR importer reads such a file as reset-to-zero neurons (a different
+#: network): the graph metadata says so, and `snnconv verify` runs it through the loaders.
+DYNAMICS = ("nir", "snnconv")
+SNNCONV_DYNAMICS_VERSION = 1
+
+
+def needs_snnconv_dynamics(graph: Graph) -> bool:
+    """Whether the graph's neurons use anything NIR's fields cannot state (reset by subtraction, v_init,
+    graded or signed spikes)."""
+    return any(n.kind == "neuron" and (n.reset != "zero" or n.v_init or n.levels != 1 or n.signed)
+               for n in graph.nodes.values())
+
+
+def _refusals(graph: Graph, dynamics: str = "nir") -> list[str]:
     out = []
     for name, n in graph.nodes.items():
         if n.kind == "neuron":
-            if n.reset != "zero":
-                out.append(f"{name}: reset by subtraction (NIR neurons reset to v_reset) -> convert with --reset zero")
-            if n.v_init:
-                out.append(f"{name}: non-zero initial membrane (NIR starts at 0) -> convert with --v-init 0")
-            if n.levels != 1:
-                out.append(f"{name}: graded spikes ({n.levels} levels; NIR spikes are binary) -> use binary neurons (levels=1)")
+            if dynamics == "nir":
+                if n.reset != "zero":
+                    out.append(f"{name}: reset by subtraction (NIR neurons reset to v_reset) -> export with "
+                               f"--dynamics snnconv (interop loaders) or convert with --reset zero")
+                if n.v_init:
+                    out.append(f"{name}: non-zero initial membrane (NIR starts at 0) -> export with --dynamics "
+                               f"snnconv or convert with --v-init 0")
+                if n.levels != 1:
+                    out.append(f"{name}: graded spikes ({n.levels} levels; NIR spikes are binary) -> export with "
+                               f"--dynamics snnconv or use binary neurons (levels=1)")
+                if n.signed:
+                    out.append(f"{name}: signed spikes (NIR spikes are positive) -> export with --dynamics snnconv "
+                               f"or convert without --signed")
+            elif n.reset == "zero" and (n.levels != 1 or n.signed):
+                out.append(f"{name}: graded or signed spikes with reset to zero have no interop loader")
+            if n.v_offset is not None and bool(torch.any(n.v_offset != 0)):
+                out.append(f"{name}: a per-neuron initial-membrane offset (potential calibration) is not exported "
+                           f"-> calibrate with --calibration bias")
+            if n.presim:
+                out.append(f"{name}: SRP pre-run ({n.presim} steps) is not exported -> convert without srp")
             if n.refractory:
                 out.append(f"{name}: refractory period {n.refractory} (not in NIR) -> refractory 0")
         elif n.kind == "scale" and n.offset is not None and bool(torch.any(n.offset != 0)):
@@ -104,9 +134,11 @@ def _refusals(graph: Graph) -> list[str]:
     return out
 
 
-def check_exportable(graph: Graph) -> None:
+def check_exportable(graph: Graph, dynamics: str = "nir") -> None:
     """Raise one :class:`SnnconvError` listing every node NIR cannot express, with the fix for each."""
-    bad = _refusals(graph)
+    if dynamics not in DYNAMICS:
+        raise SnnconvError(f"unknown NIR dynamics '{dynamics}' (known: {', '.join(DYNAMICS)})")
+    bad = _refusals(graph, dynamics)
     if bad:  # group "node: problem -> fix" lines by problem so the message stays one readable line
         groups: dict[str, list[str]] = {}
         for line in bad:
@@ -171,7 +203,7 @@ def _is_sum_pool(n) -> bool:
             and tuple(n.dilation) == (1, 1) and bool(torch.all(n.weight == 1)))
 
 
-def lower_for_nir(graph: Graph, pool: str = "avg") -> Graph:
+def lower_for_nir(graph: Graph, pool: str = "avg", dynamics: str = "nir") -> Graph:
     """Exact rewrite into NIR form: unit thresholds and unit spikes, amplitudes and scales folded.
 
     Method: a forward pass tracks, for every tensor, the gain ``g`` (scalar or per channel) with
@@ -184,10 +216,13 @@ def lower_for_nir(graph: Graph, pool: str = "avg") -> Graph:
     ``pool="sum"`` writes average pooling as sum pooling (NIR ``SumPool2d``) with the ``1/k^2``
     folded into the next layer's weights like any other gain (for importers without
     ``AvgPool2d``, e.g. Norse); ``"avg"`` keeps NIR ``AvgPool2d``.
+
+    ``dynamics="snnconv"`` also lowers neurons with subtractive reset, an initial membrane (a fraction
+    of the threshold, so unchanged by the lowering), graded and signed spikes (see :data:`DYNAMICS`).
     """
     if pool not in ("avg", "sum"):
         raise SnnconvError(f"pool must be 'avg' or 'sum', got {pool!r}")
-    check_exportable(graph)
+    check_exportable(graph, dynamics)
     g = graph.copy()
     for name in [n for n, node in g.nodes.items() if node.kind == "identity"]:
         g.bypass(name)
@@ -349,6 +384,9 @@ def to_nir(lowered: Graph, dt: float = 1.0):
                 tau = dt / (1.0 - n.leak)
                 nodes[name] = nir.LIF(tau=_full(n.shape, tau), r=_full(n.shape, tau / dt), v_leak=_full(n.shape, 0.0),
                                       v_threshold=_full(n.shape, F32_BELOW_ONE), v_reset=_full(n.shape, n.v_reset))
+            if n.reset != "zero" or n.v_init or n.levels != 1 or n.signed:  # the snnconv-dynamics convention
+                nodes[name].metadata = {"snnconv_reset": n.reset, "snnconv_v_init": float(n.v_init),
+                                        "snnconv_levels": int(n.levels), "snnconv_signed": bool(n.signed)}
         elif n.kind == "cuba_lif":
             if not math.isclose(n.dt, dt):
                 raise SnnconvError(f"{name}: CubaLIF has dt={n.dt}, the export uses dt={dt}; pass --dt {n.dt}")
@@ -373,7 +411,7 @@ def to_nir(lowered: Graph, dt: float = 1.0):
             raise SnnconvError(f"{name}: op '{n.kind}' has no NIR mapping (lower the graph with lower_for_nir first)")
         if getattr(n, "bits", None):
             meta_bits[name] = int(n.bits)
-            nodes[name].metadata = {"snnconv_bits": int(n.bits)}
+            nodes[name].metadata = {**(nodes[name].metadata or {}), "snnconv_bits": int(n.bits)}
 
     def sources(s: str) -> list[str]:
         return [x for p in g.edges[s] for x in sources(p)] if g.nodes[s].kind == "add" else [s]
@@ -390,11 +428,20 @@ def to_nir(lowered: Graph, dt: float = 1.0):
     meta = {"producer": "snnconv", "dt": float(dt),
             "readout": "output = last Affine at every step; prediction(t) = mean of outputs up to t",
             "input": "the encoded input at every step (direct coding: the image every step)"}
+    if any(isinstance(nd.metadata, dict) and "snnconv_reset" in nd.metadata for nd in nodes.values()):
+        meta["snnconv_dynamics"] = SNNCONV_DYNAMICS_VERSION
+        meta["dynamics_note"] = ("neurons carry snnconv_* metadata (subtractive reset, initial membrane, graded/signed "
+                                 "spikes) that NIR's fields cannot state; load with snnconv.interop.<target>.load, "
+                                 "a plain NIR importer builds reset-to-zero neurons (a different network)")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 
-def export_nir(graph: Graph, path: str | Path, dt: float = 1.0, pool: str = "avg", overwrite: bool = False) -> dict:
+def export_nir(graph: Graph, path: str | Path, dt: float = 1.0, pool: str = "avg", overwrite: bool = False,
+               dynamics: str | None = None) -> dict:
     """Lower ``graph`` exactly to NIR form and write it to ``path`` (HDF5). Returns a summary.
+
+    ``dynamics`` (:data:`DYNAMICS`): None picks ``"snnconv"`` when the neurons need it
+    (:func:`needs_snnconv_dynamics`), so the written network is the converted one, else ``"nir"``.
 
     An existing ``path`` is replaced only with ``overwrite`` (checked before the lowering)."""
     import nir
@@ -402,7 +449,9 @@ def export_nir(graph: Graph, path: str | Path, dt: float = 1.0, pool: str = "avg
     from snnconv.output import atomic_file, check_output_file
 
     check_output_file(path, overwrite)
-    lowered = lower_for_nir(graph, pool)
+    if dynamics is None:
+        dynamics = "snnconv" if needs_snnconv_dynamics(graph) else "nir"
+    lowered = lower_for_nir(graph, pool, dynamics)
     ng = to_nir(lowered, dt)
     path = Path(path)
     with atomic_file(path, overwrite) as tmp:
@@ -411,7 +460,7 @@ def export_nir(graph: Graph, path: str | Path, dt: float = 1.0, pool: str = "avg
     for n in ng.nodes.values():
         counts[type(n).__name__] += 1
     inserted = [k for k in lowered.nodes if ".nir_scale" in k]
-    return {"path": str(path), "nodes": dict(counts), "edges": len(ng.edges), "dt": dt, "pool": pool,
+    return {"path": str(path), "nodes": dict(counts), "edges": len(ng.edges), "dt": dt, "pool": pool, "dynamics": dynamics,
             "diagonal_scales_inserted": inserted, "nir_version": nir.version}
 
 
@@ -522,7 +571,14 @@ def from_nir(ng, dt: float | None = None) -> Graph:
             if not math.isclose(gain, 1.0, rel_tol=1e-6):
                 cur = g.add(g.unique_name(f"{name}.r"), Scale(torch.tensor(gain)), [cur])
             kwargs = {"reset": "zero", "v_reset": vr} if vr else {"reset": "zero"}
-            node = SpikingNeuron(th, model=model, leak=leak, v_init=0.0, **kwargs)
+            md = n.metadata if isinstance(n.metadata, dict) else {}
+            if "snnconv_reset" in md:  # the snnconv-dynamics convention (see DYNAMICS)
+                kwargs = {"reset": str(md["snnconv_reset"]), "levels": int(md.get("snnconv_levels", 1)),
+                          "signed": bool(md.get("snnconv_signed", False)),
+                          "v_init": float(md.get("snnconv_v_init", 0.0))}
+                if kwargs["reset"] == "zero" and vr:
+                    kwargs["v_reset"] = vr
+            node = SpikingNeuron(th, model=model, leak=leak, **kwargs)
             g.add(name, node, [cur])
             out_of[name] = name
             if not bool(torch.all(th == 1)):  # snnconv spikes carry theta, NIR spikes are 1

@@ -1,0 +1,44 @@
+"""snnTorch 1.0 target: ``snn.Leaky(beta, threshold, reset_mechanism)`` with the membrane passed explicitly.
+
+``beta = 1`` is an IF neuron; ``reset_mechanism="subtract"`` is subtractive reset and ``"zero"`` reset
+to zero (snnTorch has no other reset value, so ``v_reset != 0`` is refused). snnTorch applies the reset
+at the start of the next step (``reset_delay``), from the previous membrane: the same spike trains.
+The initial membrane is the ``mem`` tensor passed to the first call (``v_init * theta``).
+snnTorch fires on ``mem - threshold > 0``: it differs from snnconv's ``>=`` only when a membrane equals
+the threshold exactly (reported by ``snnconv verify`` as spike mismatches if it happens).
+Graded and signed spikes are refused.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import torch
+
+from snnconv.errors import SnnconvError
+from snnconv.interop.base import NeuronSpec, Target, register_target
+
+
+@register_target
+class SnnTorch(Target):
+    name = "snntorch"
+    package = "snntorch"
+    supports = frozenset({"subtract", "zero", "v_init", "lif"})
+    fire_test = ">"
+
+    def neuron(self, spec: NeuronSpec):
+        with contextlib.redirect_stdout(io.StringIO()):
+            import snntorch as snn
+        if spec.reset == "zero" and spec.v_reset != 0.0:
+            raise SnnconvError(f"snntorch: neuron '{spec.name}' resets to {spec.v_reset}; snnTorch resets to 0 only")
+        m = snn.Leaky(beta=float(spec.leak), threshold=float(spec.theta),
+                      reset_mechanism="subtract" if spec.reset == "subtract" else "zero", init_hidden=False)
+        m.mem = None
+        return m
+
+    def begin(self, module, spec: NeuronSpec, batch: int) -> None:
+        module.mem = torch.full((batch, *spec.shape), float(spec.v_init * spec.theta))
+
+    def step(self, module, spec: NeuronSpec, current):
+        spk, module.mem = module(current, module.mem)
+        return spk
