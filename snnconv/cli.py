@@ -274,16 +274,18 @@ def _load_snn(model: str):
     return Graph.load(model)
 
 
-def _export_nir(model: str, out: str, dt: float = 1.0, pool: str = "avg", overwrite: bool = False, **_) -> None:
+def _export_nir(model: str, out: str, dt: float = 1.0, pool: str = "avg", overwrite: bool = False,
+                dynamics: Optional[str] = None, **_) -> None:
     """`export --format nir`: the converted SNN (snn.pt), lowered exactly to NIR form (docs/nir.md)."""
     from snnconv.backends.nir import export_nir
 
     from snnconv.output import check_output_file
 
     check_output_file(out, overwrite)
-    info = export_nir(_load_snn(model), out, dt=dt, pool=pool, overwrite=overwrite)
+    info = export_nir(_load_snn(model), out, dt=dt, pool=pool, overwrite=overwrite, dynamics=dynamics)
     nodes = ", ".join(f"{k} {v}" for k, v in info["nodes"].items())
-    _err(f"wrote {info['path']} (NIR {info['nir_version']}, dt={dt}, {nodes}; {info['edges']} edges)")
+    _err(f"wrote {info['path']} (NIR {info['nir_version']}, {info['dynamics']} dynamics, dt={dt}, {nodes}; "
+         f"{info['edges']} edges)")
 
 
 def _export_lava(model: str, out: str, dataset: str = "mnist-bundled", data_dir: Optional[str] = None,
@@ -312,6 +314,9 @@ def export(
     out: str = typer.Option(..., help="output file (written atomically)"),
     dt: float = typer.Option(1.0, help="nir: time step the file's r / tau are written for (docs/nir.md)"),
     pool: str = typer.Option("avg", help="nir: avg (NIR AvgPool2d) | sum (SumPool2d, 1/k^2 folded; for Norse)"),
+    dynamics: Optional[str] = typer.Option(None, help="nir: snnconv (subtractive reset, v_init, graded spikes as "
+                                           "documented metadata, for snnconv.interop) | nir (NIR fields only); "
+                                           "default: snnconv when the neurons need it"),
     samples: int = typer.Option(4, help="lava: test samples run in Lava and in snnconv for the spike comparison"),
     timesteps: int = typer.Option(16, help="lava: steps of that comparison run"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out written by snnconv (a file, or an snnconv lava folder)"),
@@ -321,6 +326,7 @@ def export(
     if format not in EXPORTERS:
         raise SnnconvError(f"unknown export format '{format}' (known: {', '.join(EXPORTERS)})")
     EXPORTERS[format](model=model, weights=weights, dataset=dataset, data_dir=data_dir, out=out, dt=dt, pool=pool,
+                      dynamics=dynamics,
                       samples=samples, timesteps=timesteps, overwrite=overwrite)
 
 
@@ -349,49 +355,55 @@ def import_(
 @app.command()
 def verify(
     file: str = typer.Argument(..., help="NIR file to check"),
+    targets: str = typer.Option("spikingjelly,snntorch,norse,sinabs", help="comma-separated deployment targets"),
+    route: str = typer.Option("loader", help="loader: snnconv.interop builds the file with each target's own "
+                              "neurons (honours snnconv dynamics); importer: the target's own NIR importer "
+                              "(spikingjelly, norse, snntorch; plain NIR semantics only)"),
     dataset: Optional[str] = typer.Option(None, help="inputs from this dataset's test split (default: mnist-bundled "
                                                      "for 1x28x28 inputs, else uniform random inputs)"),
     data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
-    samples: int = typer.Option(8, help="samples to run"),
-    timesteps: int = typer.Option(32),
-    peers: str = typer.Option("spikingjelly,norse,snntorch", help="comma-separated peer simulators"),
+    samples: int = typer.Option(64, help="samples to run"),
+    timesteps: int = typer.Option(8),
+    min_agreement: float = typer.Option(99.0, help="fail below this top-1 agreement with snnconv (%)"),
+    max_acc_diff: float = typer.Option(0.3, help="fail when a target's accuracy differs more (points)"),
     json_out: Optional[str] = typer.Option(None, "--json", help="also write the report as JSON here"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --json"),
 ):
-    """Run a NIR file in snnconv and in SpikingJelly / Norse / snnTorch; per-layer spike agreement."""
+    """Run a NIR file in snnconv and in each deployment target; exit 1 when any target is missing, fails,
+    or disagrees with snnconv beyond the tolerances."""
     import json
 
-    import torch
-
-    from snnconv.backends.nir import import_nir
-    from snnconv.backends.verify import PEERS, format_report
-    from snnconv.backends.verify import verify as run_verify
-    from snnconv.data.datasets import load_dataset
-
+    from snnconv.backends import verify as V
     from snnconv.output import atomic_file, check_output_file
 
     if json_out:
         check_output_file(json_out, overwrite)
-    names = [p.strip() for p in peers.split(",") if p.strip()]
-    bad = [p for p in names if p not in PEERS]
-    if bad:
-        raise SnnconvError(f"unknown peer(s) {', '.join(bad)} (known: {', '.join(PEERS)})")
-    shape = import_nir(file).nodes
-    in_shape = next(n.shape for n in shape.values() if n.kind == "input")
-    if dataset is None and tuple(in_shape) == (1, 28, 28):
-        dataset = "mnist-bundled"
-    if dataset:
-        x, _ = next(iter(load_dataset(dataset, data_dir, train=False).subset(samples).batches(samples)))
-        if tuple(x.shape[1:]) != tuple(in_shape):
-            raise SnnconvError(f"{dataset} samples are {tuple(x.shape[1:])}, the file's input is {tuple(in_shape)}")
+    names = [p.strip() for p in targets.split(",") if p.strip()]
+    if route not in ("loader", "importer"):
+        raise SnnconvError(f"unknown route '{route}' (known: loader, importer)")
+    x, y, inputs = V.verify_inputs(file, dataset, data_dir, samples)
+    if route == "importer":
+        bad = [p for p in names if p not in V.PEERS]
+        if bad:
+            raise SnnconvError(f"no NIR importer route for {', '.join(bad)} (importers: {', '.join(V.PEERS)})")
+        rep = V.verify(file, x, timesteps, names)
+        text = V.format_report(rep)
+        failures = [f"{p}: {e['status']}" if e.get("status") != "ran" else f"{p}: agreement "
+                    f"{100 * e['prediction_agreement']:.2f}%" for p, e in rep["peers"].items()
+                    if e.get("status") != "ran" or 100 * e["prediction_agreement"] < min_agreement]
     else:
-        x = torch.rand(samples, *in_shape, generator=torch.Generator().manual_seed(0))
-    rep = run_verify(file, x, timesteps, names)
-    rep["inputs"] = dataset or "uniform random [0, 1), seed 0"
-    typer.echo(format_report(rep))
+        rep = V.verify_targets(file, x, timesteps, names, y)
+        text = V.format_targets(rep)
+        failures = V.gate(rep, min_agreement, max_acc_diff)
+    rep["inputs"] = inputs
+    rep["failures"] = failures
+    typer.echo(text)
     if json_out:
         with atomic_file(json_out, overwrite) as tmp:
             tmp.write_text(json.dumps(rep, indent=2))
+    if failures:
+        _err("verify FAILED: " + "; ".join(failures))
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -63,15 +63,18 @@ def test_exports_written_into_run_folder(tmp_path, snnconv_cli):
     assert torch.allclose(torch.from_numpy(got), want if torch.is_tensor(want) else want[0], atol=1e-4)
 
 
-@pytest.mark.parametrize("flags,fragment", [
-    ([], "reset by subtraction"),  # default conversion: subtract reset, v_init 0.5
-    ([*NIR_OK, "--method", "sfn"], "graded spikes"),
-])
-def test_nir_refusal_fails_the_run(flags, fragment, tmp_path, snnconv_cli):
-    out = tmp_path / "run"
-    line = _error_line(snnconv_cli("convert", *SMALL, *flags, "--output-dir", out, "--export", "onnx,nir"))
-    assert "cannot export to NIR" in line and fragment in line
-    assert not out.exists() and not leftovers(out)
+def test_accurate_conversions_are_exported_with_their_dynamics(tmp_path, snnconv_cli):
+    """The default (subtractive reset, v_init 1/2) and SFN (graded) conversions leave snnconv as they are:
+    the NIR file carries the snnconv-dynamics metadata and reads back as the same neurons."""
+    from snnconv.backends.nir import import_nir
+
+    for flags, levels in (([], 1), (["--method", "sfn"], 4)):
+        out = tmp_path / f"run{levels}"
+        proc = snnconv_cli("convert", *SMALL, *flags, "--output-dir", out, "--export", "nir")
+        assert proc.returncode == 0, proc.stderr
+        assert "snnconv dynamics" in proc.stderr
+        neurons = [n for n in import_nir(out / "snn.nir").nodes.values() if n.kind == "neuron"]
+        assert neurons and all(n.reset == "subtract" and n.v_init == 0.5 and n.levels == levels for n in neurons)
 
 
 def test_max_pool_refused(tmp_path, snnconv_cli):

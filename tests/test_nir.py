@@ -222,8 +222,8 @@ def test_cli_export_import_verify(tmp_path, cnn, monkeypatch, capsys):
 
     assert run("export", "--format", "nir", "--model", tmp_path / "snn.pt", "--out", tmp_path / "m.nir") == 0
     assert run("import", tmp_path / "m.nir", "--out", tmp_path / "back.pt") == 0
-    assert run("verify", tmp_path / "m.nir", "--samples", "2", "--timesteps", "4", "--peers", "spikingjelly",
-               "--json", tmp_path / "v.json") == 0
+    assert run("verify", tmp_path / "m.nir", "--samples", "2", "--timesteps", "4", "--targets", "spikingjelly",
+               "--route", "importer", "--json", tmp_path / "v.json") == 0
     out = capsys.readouterr()
     assert "spikingjelly" in out.out and (tmp_path / "v.json").is_file()
     assert run("export", "--format", "nir", "--model", tmp_path / "nope.pt", "--out", tmp_path / "x.nir") == 2

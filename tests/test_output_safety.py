@@ -273,7 +273,7 @@ def test_export_and_import_refuse_existing_files(tmp_path, snnconv_cli):
     assert g.read_bytes() == b"user graph"
     j = tmp_path / "report.json"
     j.write_text("user json")
-    one_line_refusal(snnconv_cli("verify", tmp_path / "user.nir", "--json", j, "--peers", "spikingjelly"),
+    one_line_refusal(snnconv_cli("verify", tmp_path / "user.nir", "--json", j, "--targets", "spikingjelly"),
                      "--overwrite")
     assert j.read_text() == "user json"
 

@@ -5,7 +5,9 @@ Each format reuses its backend's export function (no second implementation):
 * ``onnx`` -> ``ann.onnx``: the ANN before conversion (:func:`snnconv.backends.onnx_export.export_onnx`,
   checked with ``onnx.checker`` and onnxruntime).
 * ``nir`` -> ``snn.nir``: the converted SNN lowered exactly to NIR form
-  (:func:`snnconv.backends.nir.export_nir`, ``dt=1``, NIR ``AvgPool2d``).
+  (:func:`snnconv.backends.nir.export_nir`, ``dt=1``, NIR ``AvgPool2d``), with the snnconv-dynamics
+  metadata when its neurons need it (subtractive reset, initial membrane, graded spikes): the exported
+  network is the converted one, never a reset-to-zero approximation.
 * ``lava`` -> ``lava/``: the Loihi 2 fixed-point network, hardware report and a Lava run compared with
   snnconv (:func:`snnconv.backends.lava.export_lava`, 4 test samples x 16 steps).
 
@@ -31,13 +33,13 @@ def check_exports(formats, snn: Graph) -> None:
     """Raise the backend's :class:`SnnconvError` now if ``snn`` cannot be written in one of ``formats``."""
     formats = parse_exports(list(formats), "export")  # the one format check (config's), for API callers
     if "nir" in formats:
-        from snnconv.backends.nir import lower_for_nir
+        from snnconv.backends.nir import lower_for_nir, needs_snnconv_dynamics
 
         try:
             import nir  # noqa: F401
         except ImportError:
             raise SnnconvError("--export nir needs the nir package: pip install 'snnconv[nir]'") from None
-        lower_for_nir(snn)
+        lower_for_nir(snn, dynamics="snnconv" if needs_snnconv_dynamics(snn) else "nir")
     if "lava" in formats:
         from snnconv.backends.lava import check_lava, lava_python
 
@@ -62,8 +64,10 @@ def write_exports(folder: str | Path, formats, snn: Graph, ann: Graph, input_sha
             from snnconv.backends.nir import export_nir
 
             info = export_nir(snn, path)
-            log_fn(f"export nir: {path.name} (NIR {info['nir_version']}, "
-                   f"{', '.join(f'{k} {v}' for k, v in info['nodes'].items())}; {info['edges']} edges)")
+            log_fn(f"export nir: {path.name} (NIR {info['nir_version']}, {info['dynamics']} dynamics, "
+                   f"{', '.join(f'{k} {v}' for k, v in info['nodes'].items())}; {info['edges']} edges)"
+                   + ("; run it with snnconv.interop.load(path, target) or check it with `snnconv verify`"
+                      if info["dynamics"] == "snnconv" else ""))
         else:
             from snnconv.backends.lava import export_lava
 

@@ -223,3 +223,136 @@ def format_report(rep: dict) -> str:
             lines.append(f"    {name:<24} snnconv {l['ref_spikes']:>9}  peer {l['peer_spikes'] if l['peer_spikes'] is not None else '-':>9}"
                          f"  mismatches {l['mismatches'] if l['mismatches'] is not None else '-'}")
     return "\n".join(lines)
+
+
+# -- deployment targets (snnconv.interop loaders): the gate behind `snnconv verify` -----------------------
+
+def _accuracy(outputs: torch.Tensor, y: torch.Tensor | None) -> float | None:
+    if y is None:
+        return None
+    return float((outputs.cumsum(0)[-1].argmax(-1) == y).float().mean() * 100)
+
+
+def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y: torch.Tensor | None = None,
+                   batch_size: int = 256) -> dict:
+    """Run the NIR file in snnconv (the reference: ``import_nir`` + the simulator) and, through
+    :mod:`snnconv.interop`, in each target with that framework's own neurons, on ``x`` (labels ``y``
+    optional). Per target: prediction agreement at T with snnconv, spike-train mismatch rate over all
+    (step, neuron) entries, both accuracies. A target that is missing or fails is reported with why."""
+    import nir
+
+    from snnconv.backends.nir import import_nir
+    from snnconv.interop import TARGETS
+    from snnconv.interop.base import get_target, load
+
+    path = Path(path)
+    graph = import_nir(path)
+    names = [n for n, node in graph.nodes.items() if node.spiking]
+    ref_out, ref_spk = [], {}
+    for i in range(0, len(x), batch_size):
+        r = reference_run(graph, x[i:i + batch_size], timesteps)
+        ref_out.append(r["outputs"])
+        for k, v in r["spikes"].items():
+            ref_spk.setdefault(k, []).append(v)
+    ref_outputs = torch.cat(ref_out, 1)
+    ref_spikes = {k: torch.cat(v, 1) for k, v in ref_spk.items()}
+    ref_pred = ref_outputs.cumsum(0)[-1].argmax(-1)
+    dyn = (nir.read(path).metadata or {}).get("snnconv_dynamics")
+    report = {"file": str(path), "timesteps": timesteps, "samples": int(x.shape[0]),
+              "dynamics": "snnconv" if dyn else "nir", "reference": "snnconv simulation of import_nir(file)",
+              "snnconv_accuracy": _accuracy(ref_outputs, y), "targets": {}}
+    for name in targets:
+        t = get_target(name) if name in TARGETS else None
+        entry: dict = {"route": "snnconv.interop loader"}
+        why = t.available() if t else f"unknown target (known: {', '.join(TARGETS)})"
+        if why:
+            entry.update(status="not installed", error=why)
+            report["targets"][name] = entry
+            continue
+        entry["version"] = t.version()
+        try:
+            net = load(path, name)
+            outs, spk = [], {}
+            for i in range(0, len(x), batch_size):
+                got = net.run(x[i:i + batch_size], timesteps, record=True)
+                outs.append(got["outputs"])
+                for k, v in got["spikes"].items():
+                    spk.setdefault(k, []).append(v)
+        except Exception as e:  # noqa: BLE001 - report exactly what the target raised and where
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            entry.update(status="failed", error=f"{type(e).__name__}: {msg}"[:400],
+                         where=f"{'/'.join(Path(frame.filename).parts[-3:])}:{frame.lineno}")
+            report["targets"][name] = entry
+            continue
+        outputs = torch.cat(outs, 1)
+        mism = total = 0
+        layers = {}
+        for k in names:
+            r = ref_spikes[k]
+            p = torch.cat(spk[k], 1).reshape(r.shape).to(r.dtype) if k in spk else None
+            if p is None:
+                continue
+            d = int((p != r).sum())
+            layers[k] = {"ref_spikes": int(r.sum()), "target_spikes": int(p.sum()), "mismatches": d}
+            mism += d
+            total += r.numel()
+        pred = outputs.cumsum(0)[-1].argmax(-1)
+        entry.update(status="ran", agreement=float((pred == ref_pred).float().mean() * 100),
+                     accuracy=_accuracy(outputs, y), spike_mismatch_rate=mism / max(total, 1),
+                     spike_mismatches=mism, spike_entries=total, layers=layers)
+        report["targets"][name] = entry
+    return report
+
+
+def gate(report: dict, min_agreement: float = 99.0, max_accuracy_diff: float = 0.3,
+         max_mismatch_rate: float = 1e-3) -> list[str]:
+    """The reasons ``report`` (from :func:`verify_targets`) fails; empty when every target passes."""
+    bad = []
+    for name, e in report["targets"].items():
+        if e["status"] != "ran":
+            bad.append(f"{name}: {e['status']}: {e.get('error', '')}")
+            continue
+        if e["agreement"] < min_agreement:
+            bad.append(f"{name}: top-1 agreement {e['agreement']:.2f}% < {min_agreement}%")
+        if e["accuracy"] is not None and abs(e["accuracy"] - report["snnconv_accuracy"]) > max_accuracy_diff:
+            bad.append(f"{name}: accuracy {e['accuracy']:.2f}% vs snnconv {report['snnconv_accuracy']:.2f}% "
+                       f"(more than {max_accuracy_diff} points apart)")
+        if e["spike_mismatch_rate"] > max_mismatch_rate:
+            bad.append(f"{name}: spike mismatch rate {e['spike_mismatch_rate']:.2e} > {max_mismatch_rate:g}")
+    return bad
+
+
+def format_targets(rep: dict) -> str:
+    acc = rep["snnconv_accuracy"]
+    lines = [f"{rep['file']}: {rep['dynamics']} dynamics, T={rep['timesteps']}, {rep['samples']} samples; snnconv"
+             + (f" accuracy {acc:.2f}%" if acc is not None else " (no labels)")]
+    for name, e in rep["targets"].items():
+        head = f"{name} {e.get('version', '')}".strip()
+        if e["status"] != "ran":
+            lines.append(f"  {head}: {e['status']}: {e.get('error', '')}" + (f" (at {e['where']})" if e.get("where") else ""))
+            continue
+        lines.append(f"  {head}: agreement {e['agreement']:.2f}%"
+                     + (f", accuracy {e['accuracy']:.2f}%" if e["accuracy"] is not None else "")
+                     + f", spike mismatches {e['spike_mismatches']} of {e['spike_entries']} ({e['spike_mismatch_rate']:.1e})")
+    return "\n".join(lines)
+
+
+def verify_inputs(path: str | Path, dataset: str | None, data_dir, samples: int, seed: int = 0):
+    """``(x, y or None, description)``: ``samples`` test images of ``dataset`` (default: mnist-bundled for a
+    1x28x28 input), else seeded uniform random inputs of the file's input shape."""
+    from snnconv.backends.nir import import_nir
+    from snnconv.data.datasets import load_dataset
+
+    g = import_nir(path)
+    in_shape = tuple(next(n.shape for n in g.nodes.values() if n.kind == "input"))
+    if dataset is None and in_shape == (1, 28, 28):
+        dataset = "mnist-bundled"
+    if dataset:
+        split = load_dataset(dataset, data_dir, train=False).subset(samples, seed)
+        x, y = next(iter(split.batches(len(split))))
+        if tuple(x.shape[1:]) != in_shape:
+            raise SnnconvError(f"{dataset} samples are {tuple(x.shape[1:])}, the file's input is {in_shape}")
+        return x, y, f"{len(split)} test images of {dataset} (seeded subset, seed {seed})"
+    x = torch.rand(samples, *in_shape, generator=torch.Generator().manual_seed(seed))
+    return x, None, f"uniform random [0, 1), seed {seed}"
