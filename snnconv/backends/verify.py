@@ -234,11 +234,12 @@ def _accuracy(outputs: torch.Tensor, y: torch.Tensor | None) -> float | None:
 
 
 def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y: torch.Tensor | None = None,
-                   batch_size: int = 256) -> dict:
+                   batch_size: int = 250, report_t: list[int] | None = None) -> dict:
     """Run the NIR file in snnconv (the reference: ``import_nir`` + the simulator) and, through
     :mod:`snnconv.interop`, in each target with that framework's own neurons, on ``x`` (labels ``y``
-    optional). Per target: prediction agreement at T with snnconv, spike-train mismatch rate over all
-    (step, neuron) entries, both accuracies. A target that is missing or fails is reported with why."""
+    optional), batch by batch. Per target: prediction agreement with snnconv, spike-train mismatch rate
+    over all (step, neuron) entries, both accuracies; at ``timesteps`` and at each t in ``report_t``
+    (``per_t``). A target that is missing or fails is reported with why."""
     import nir
 
     from snnconv.backends.nir import import_nir
@@ -248,61 +249,82 @@ def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y
     path = Path(path)
     graph = import_nir(path)
     names = [n for n, node in graph.nodes.items() if node.spiking]
-    ref_out, ref_spk = [], {}
-    for i in range(0, len(x), batch_size):
-        r = reference_run(graph, x[i:i + batch_size], timesteps)
-        ref_out.append(r["outputs"])
-        for k, v in r["spikes"].items():
-            ref_spk.setdefault(k, []).append(v)
-    ref_outputs = torch.cat(ref_out, 1)
-    ref_spikes = {k: torch.cat(v, 1) for k, v in ref_spk.items()}
-    ref_pred = ref_outputs.cumsum(0)[-1].argmax(-1)
+    ts = sorted(set((report_t or []) + [timesteps]))
     dyn = (nir.read(path).metadata or {}).get("snnconv_dynamics")
     report = {"file": str(path), "timesteps": timesteps, "samples": int(x.shape[0]),
               "dynamics": "snnconv" if dyn else "nir", "reference": "snnconv simulation of import_nir(file)",
-              "snnconv_accuracy": _accuracy(ref_outputs, y), "targets": {}}
+              "targets": {}}
+    nets, acc = {}, {}
     for name in targets:
         t = get_target(name) if name in TARGETS else None
         entry: dict = {"route": "snnconv.interop loader"}
         why = t.available() if t else f"unknown target (known: {', '.join(TARGETS)})"
         if why:
             entry.update(status="not installed", error=why)
-            report["targets"][name] = entry
-            continue
-        entry["version"] = t.version()
-        try:
-            net = load(path, name)
-            outs, spk = [], {}
-            for i in range(0, len(x), batch_size):
-                got = net.run(x[i:i + batch_size], timesteps, record=True)
-                outs.append(got["outputs"])
-                for k, v in got["spikes"].items():
-                    spk.setdefault(k, []).append(v)
-        except Exception as e:  # noqa: BLE001 - report exactly what the target raised and where
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            frame = traceback.extract_tb(e.__traceback__)[-1]
-            entry.update(status="failed", error=f"{type(e).__name__}: {msg}"[:400],
-                         where=f"{'/'.join(Path(frame.filename).parts[-3:])}:{frame.lineno}")
-            report["targets"][name] = entry
-            continue
-        outputs = torch.cat(outs, 1)
-        mism = total = 0
-        layers = {}
-        for k in names:
-            r = ref_spikes[k]
-            p = torch.cat(spk[k], 1).reshape(r.shape).to(r.dtype) if k in spk else None
-            if p is None:
-                continue
-            d = int((p != r).sum())
-            layers[k] = {"ref_spikes": int(r.sum()), "target_spikes": int(p.sum()), "mismatches": d}
-            mism += d
-            total += r.numel()
-        pred = outputs.cumsum(0)[-1].argmax(-1)
-        entry.update(status="ran", agreement=float((pred == ref_pred).float().mean() * 100),
-                     accuracy=_accuracy(outputs, y), spike_mismatch_rate=mism / max(total, 1),
-                     spike_mismatches=mism, spike_entries=total, layers=layers)
+        else:
+            entry["version"] = t.version()
+            try:
+                nets[name] = load(path, name)
+            except Exception as e:  # noqa: BLE001 - report what the target raised
+                entry.update(_failure(e))
         report["targets"][name] = entry
+        acc[name] = {"agree": torch.zeros(len(ts)), "correct": torch.zeros(len(ts)), "mism": 0, "total": 0,
+                     "layers": {}}
+    ref_correct = torch.zeros(len(ts))
+    idx = torch.tensor([t - 1 for t in ts])
+
+    def preds(outputs):  # prediction at each reported t: argmax of the running sum of outputs
+        return outputs.cumsum(0)[idx].argmax(-1)  # [len(ts), B]
+
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        ref = reference_run(graph, xb, timesteps)
+        rp = preds(ref["outputs"])
+        if y is not None:
+            ref_correct += (rp == y[i:i + batch_size]).float().sum(1)
+        for name in list(nets):
+            a = acc[name]
+            try:
+                got = nets[name].run(xb, timesteps, record=True)
+            except Exception as e:  # noqa: BLE001
+                report["targets"][name].update(_failure(e))
+                del nets[name]
+                continue
+            gp = preds(got["outputs"])
+            a["agree"] += (gp == rp).float().sum(1)
+            if y is not None:
+                a["correct"] += (gp == y[i:i + batch_size]).float().sum(1)
+            for k in names:
+                if k not in got["spikes"]:
+                    continue
+                r = ref["spikes"][k]
+                d = int((got["spikes"][k].reshape(r.shape).to(r.dtype) != r).sum())
+                lay = a["layers"].setdefault(k, {"ref_spikes": 0, "target_spikes": 0, "mismatches": 0})
+                lay["ref_spikes"] += int(r.sum())
+                lay["target_spikes"] += int(got["spikes"][k].sum())
+                lay["mismatches"] += d
+                a["mism"] += d
+                a["total"] += r.numel()
+    n = len(x)
+    pct = lambda v: [float(100 * c / n) for c in v]  # noqa: E731
+    report["snnconv_accuracy"] = pct(ref_correct)[-1] if y is not None else None
+    report["snnconv_per_t"] = {str(t): a for t, a in zip(ts, pct(ref_correct))} if y is not None else {}
+    for name in nets:
+        a = acc[name]
+        ag, co = pct(a["agree"]), pct(a["correct"])
+        report["targets"][name].update(
+            status="ran", agreement=ag[-1], accuracy=co[-1] if y is not None else None,
+            spike_mismatch_rate=a["mism"] / max(a["total"], 1), spike_mismatches=a["mism"], spike_entries=a["total"],
+            layers=a["layers"],
+            per_t={str(t): {"agreement": g, "accuracy": c if y is not None else None} for t, g, c in zip(ts, ag, co)})
     return report
+
+
+def _failure(e: Exception) -> dict:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    return {"status": "failed", "error": f"{type(e).__name__}: {msg}"[:400],
+            "where": f"{'/'.join(Path(frame.filename).parts[-3:])}:{frame.lineno}"}
 
 
 def gate(report: dict, min_agreement: float = 99.0, max_accuracy_diff: float = 0.3,

@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Deployment benchmark: the converted network outside snnconv, in SpikingJelly, snnTorch, Norse and sinabs.
+
+For each network x conversion: convert, export to NIR (the snnconv-dynamics convention when the neurons
+need it), then ``snnconv.backends.verify.verify_targets``: the file is run in snnconv (the reference) and,
+through ``snnconv.interop``, in each target with that framework's own neurons, on the same test images.
+Reported per target and T: accuracy outside snnconv, snnconv's accuracy on the file and on the converted
+graph, top-1 agreement with snnconv, spike-train mismatch rate. A target that cannot run a network is
+listed with its reason.
+
+    python scripts/bench_deploy.py --data-dir ../shared/datasets
+
+writes docs/benchmarks/deploy.json and deploy.md (command, data, checkpoint hashes at the top).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from snnconv.api import conversion_pipeline, convert_graph, environment, ingest, resolve_model, simulate
+from snnconv.backends.nir import export_nir
+from snnconv.backends.verify import verify_targets
+from snnconv.config import ConversionConfig, RunConfig
+from snnconv.data.datasets import load_dataset, load_part
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = ("spikingjelly", "snntorch", "norse", "sinabs")
+MNIST_QCFS = "snnconv/assets/mnist_cnn_qcfs4-mnist.pt"
+R20_QCFS = "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_swa.pt"
+
+#: network -> (model, dataset, checkpoint, [(row name, ConversionConfig kwargs)])
+NETWORKS = {
+    "mnist_cnn": ("mnist_cnn", "mnist", MNIST_QCFS, [
+        ("qcfs", {"method": "qcfs"}),
+        ("qcfs_signed", {"method": "qcfs", "signed": True}),
+        # the plain-NIR alternative (reset to zero, start at 0): the same weights as clip(0, lambda), percentile
+        # thresholds, and with Li et al.'s bias calibration for T=4 run on the hard-reset neurons
+        ("clip_reset_zero", {"method": "percentile", "qcfs_as_clip": True, "reset": "zero", "v_init": 0.0}),
+        ("clip_reset_zero_bc4", {"method": "percentile", "qcfs_as_clip": True, "reset": "zero", "v_init": 0.0,
+                                 "calibrate": True, "calibration_timesteps": 4}),
+    ]),
+    "resnet20": ("resnet20", "cifar10", R20_QCFS, [
+        ("qcfs_l4_bc4", {"method": "qcfs", "calibrate": True, "calibration_timesteps": 4}),
+        ("qcfs_l4_signed_bc4", {"method": "qcfs", "signed": True, "calibrate": True, "calibration_timesteps": 4}),
+        ("clip_reset_zero_bc4", {"method": "percentile", "qcfs_as_clip": True, "reset": "zero", "v_init": 0.0,
+                                 "calibrate": True, "calibration_timesteps": 4}),
+    ]),
+}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_network(key: str, args, ts: list[int], log) -> list[dict]:
+    model_name, dataset, ckpt, rows = NETWORKS[key]
+    samples = args.mnist_samples if dataset == "mnist" else args.cifar_samples
+    test = load_dataset(dataset, args.data_dir, train=False).subset(samples, 0)
+    calib = [x for x, _ in load_part(dataset, args.data_dir, "train").subset(args.calib_samples, 1).batches(256)]
+    x, y = next(iter(test.batches(len(test))))
+    model, shape, _ = resolve_model(RunConfig(model=model_name, dataset=dataset, data_dir=args.data_dir,
+                                              weights=str(REPO / ckpt)), log_fn=lambda m: None)
+    graph, _ = ingest(model, shape)
+    out = []
+    for name, conv in rows:
+        if args.only and name not in args.only:
+            continue
+        t0 = time.time()
+        cfg = ConversionConfig(**conv)
+        snn, _ = convert_graph(graph, calib, conversion_pipeline(cfg))
+        own = simulate(snn, test, max(ts), layer_error=False).accuracy()
+        row = {"network": key, "dataset": dataset, "method": name, "conversion": conv, "samples": len(test),
+               "checkpoint": ckpt, "checkpoint_sha256": sha256(REPO / ckpt),
+               "snnconv_graph_accuracy": {str(t): own[t - 1] for t in ts}}
+        with tempfile.TemporaryDirectory() as d:
+            try:
+                info = export_nir(snn, Path(d) / "snn.nir")
+            except Exception as e:  # noqa: BLE001 - a refused export is a result: say why
+                row["export"] = f"refused: {e}"
+                out.append(row)
+                log(f"[{key}/{name}] export refused: {e}")
+                continue
+            row["dynamics"] = info["dynamics"]
+            rep = verify_targets(Path(d) / "snn.nir", x, max(ts), TARGETS, y, report_t=ts)
+        row["snnconv_file_accuracy"] = rep["snnconv_per_t"]
+        row["targets"] = {t: {k: v for k, v in e.items() if k != "layers"} for t, e in rep["targets"].items()}
+        row["seconds"] = round(time.time() - t0, 1)
+        out.append(row)
+        ran = [t for t, e in rep["targets"].items() if e["status"] == "ran"]
+        log(f"[{key}/{name}] snnconv {row['snnconv_file_accuracy']}; ran in {', '.join(ran) or 'none'} "
+            f"({row['seconds']} s)")
+    return out
+
+
+def markdown(data: dict) -> str:
+    lines = ["# Deployment: the converted network outside snnconv", "",
+             f"Command: `{data['command']}`", "",
+             "Each network is converted, exported to NIR and run, from the file, in snnconv (reference) and in each "
+             "target with that framework's own neurons (`snnconv.interop`: SpikingJelly `IFNode(v_reset=None)`, "
+             "snnTorch `Leaky(beta=1, reset_mechanism='subtract')`, Norse's `threshold` + `reset_subtract`, sinabs "
+             "`IAF(MembraneSubtract)`). Files with subtractive reset / initial membrane use the snnconv-dynamics "
+             "NIR convention (`docs/nir.md`). Agreement: top-1 prediction of the target vs snnconv on the same "
+             "image; spike mismatch: (step, neuron) entries whose spike differs, over all spiking layers.", "",
+             "Checkpoints: " + "; ".join(f"`{c}` sha256 `{h[:16]}...`" for c, h in data["checkpoints"].items()), "",
+             f"Data: {data['data']}", "",
+             "| network | method | dynamics | T | target | target acc (%) | snnconv acc, file (%) | "
+             "snnconv acc, graph (%) | agreement (%) | spike mismatch rate |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        if "targets" not in r:
+            lines.append(f"| {r['network']} | {r['method']} | - | - | all | {r.get('export', '')} | | | | |")
+            continue
+        for t in data["timesteps"]:
+            for name, e in r["targets"].items():
+                fa = r["snnconv_file_accuracy"].get(str(t))
+                ga = r["snnconv_graph_accuracy"][str(t)]
+                if e["status"] != "ran":
+                    lines.append(f"| {r['network']} | {r['method']} | {r['dynamics']} | {t} | {name} | "
+                                 f"not run: {e.get('error', e['status'])} | {fa:.2f} | {ga:.2f} | | |")
+                    continue
+                p = e["per_t"][str(t)]
+                lines.append(f"| {r['network']} | {r['method']} | {r['dynamics']} | {t} | {name} {e['version']} | "
+                             f"{p['accuracy']:.2f} | {fa:.2f} | {ga:.2f} | {p['agreement']:.2f} | "
+                             f"{e['spike_mismatch_rate']:.1e} |")
+    lines += ["", "Spike mismatch rates are over the whole run to the largest T.", "",
+              "## Environment", "", "```", json.dumps(data["environment"], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--networks", default="mnist_cnn,resnet20")
+    ap.add_argument("--only", default=None, help="comma list of method rows to run (default: all)")
+    ap.add_argument("--timesteps", default="4,8")
+    ap.add_argument("--mnist-samples", type=int, default=None, help="default: the full test set")
+    ap.add_argument("--cifar-samples", type=int, default=1000)
+    ap.add_argument("--calib-samples", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "deploy"))
+    args = ap.parse_args()
+    args.only = set(args.only.split(",")) if args.only else None
+    torch.set_num_threads(args.threads)
+    ts = sorted(int(t) for t in args.timesteps.split(","))
+    rows = []
+    for key in args.networks.split(","):
+        rows += run_network(key, args, ts, lambda m: print(m, file=sys.stderr, flush=True))
+    argv = " ".join(a if not a.startswith("/") else Path(a).name for a in sys.argv[1:])
+    data = {"command": f"python scripts/bench_deploy.py {argv}".replace(args.data_dir, "../shared/datasets"),
+            "timesteps": ts, "rows": rows,
+            "checkpoints": {NETWORKS[k][2]: sha256(REPO / NETWORKS[k][2]) for k in args.networks.split(",")},
+            "data": f"MNIST test set ({args.mnist_samples or 'all 10000'} images), CIFAR-10 test set (seeded subset "
+                    f"of {args.cifar_samples}, seed 0); calibration: {args.calib_samples} images of the training "
+                    f"part (validation split excluded), seed 1",
+            "environment": environment()}
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    out.with_suffix(".md").write_text(markdown(data))
+    print(markdown(data))
+
+
+if __name__ == "__main__":
+    main()
