@@ -9,8 +9,6 @@ The CLI is a thin layer over these functions::
 from __future__ import annotations
 
 import logging
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Iterable
@@ -29,7 +27,7 @@ from snnconv.models.zoo import MODELS, build_model
 from snnconv.output import atomic_dir
 from snnconv.passes import PassContext, Pipeline
 from snnconv.progress import progress
-from snnconv.report import write_report
+from snnconv.report import environment, write_report
 from snnconv.runtime.interpreter import run_ann
 from snnconv.runtime.simulator import E_MAC_PJ, SimStats, Simulator
 
@@ -342,14 +340,6 @@ def spike_format(graph: Graph) -> dict:
         needs.append("signed spikes (a sign bit per spike, or two axons per neuron on binary-spike chips)")
     info["hardware"] = "; ".join(needs) or "binary spikes"
     return info
-
-
-def environment() -> dict:
-    import numpy
-
-    from snnconv import __version__
-    return {"snnconv": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "numpy": numpy.__version__, "platform": platform.platform(), "threads": torch.get_num_threads()}
 
 
 def held_out_split(dataset: str, data_dir, n: int, seed: int, size: int | None = None) -> Split:

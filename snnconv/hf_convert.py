@@ -32,10 +32,10 @@ def pooled(h: torch.Tensor, x: torch.Tensor, text: bool) -> torch.Tensor:
 
 def run_convert_hf(cfg, run_dir=None, log_fn=print, coverage_fn=print) -> dict:
     """The transformer job; ``run_dir`` is the (temporary) run folder to write into, or None."""
-    from snnconv.api import environment
     from snnconv.data.sentences import calibration_sentences, test_sentences
     from snnconv.frontends.hf import encode_texts, from_hf, load_hf
     from snnconv.passes import PassContext, Pipeline
+    from snnconv.report import environment
     from snnconv.passes.spiking_transformer import census_counts, census_markdown, spiking_census
     from snnconv.runtime.interpreter import run_ann
     from snnconv.runtime.simulator import Simulator

@@ -263,3 +263,16 @@ def _spike_lines(spikes: dict | None) -> list[str]:
     graded = f"yes, max {spikes['max_levels']} levels per step" if spikes["graded"] else "no (binary)"
     return [f"- graded spikes: {graded}; signed spikes: {'yes' if spikes['signed'] else 'no'}; "
             f"hardware must support: {spikes['hardware']}"]
+
+
+def environment() -> dict:
+    """Versions and machine of a run (recorded in every report and benchmark row)."""
+    import platform
+    import sys
+
+    import numpy
+    import torch
+
+    from snnconv import __version__
+    return {"snnconv": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": numpy.__version__, "platform": platform.platform(), "threads": torch.get_num_threads()}

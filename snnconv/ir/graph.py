@@ -2,8 +2,10 @@
 
 ``nodes`` is an insertion-ordered dict kept in topological order; ``edges`` maps each node to
 its ordered list of source nodes (order matters for concat). Validation checks acyclicity,
-dangling edges and arity; :meth:`infer_shapes` runs one zero sample through the ANN
-interpreter to fill every node's output shape once.
+dangling edges and arity (each node class's ``arity``); :meth:`infer_shapes` runs one zero
+sample through the ANN interpreter to fill every node's output shape once. The interpreter lives in
+``snnconv.runtime`` (which depends on the IR, never the reverse): it registers itself here with
+:func:`register_shape_runner` when snnconv is imported (``snnconv/__init__.py``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,13 @@ from snnconv.ir.node import Node
 FORMAT = "snnconv-ir"
 VERSION = 1
 
-_ARITY = {"input": (0, 0), "add": (2, None), "concat": (1, None)}
+_SHAPE_RUNNER = None
+
+
+def register_shape_runner(fn) -> None:
+    """Set the function :meth:`Graph.infer_shapes` runs (``fn(graph, *inputs, record=callback)``)."""
+    global _SHAPE_RUNNER
+    _SHAPE_RUNNER = fn
 
 
 class Graph:
@@ -104,7 +112,7 @@ class Graph:
                     raise SnnconvError(f"node {name!r} reads from missing node {s!r}")
                 if s not in seen:
                     raise SnnconvError(f"node {name!r} reads {s!r} before it is computed (cycle or bad order)")
-            lo, hi = _ARITY.get(node.kind, (1, 1))
+            lo, hi = getattr(type(node), "arity", (1, 1))
             n = len(self.edges.get(name, []))
             if n < lo or (hi is not None and n > hi):
                 raise SnnconvError(f"node {name!r} ({node.kind}) has {n} inputs")
@@ -114,10 +122,10 @@ class Graph:
                 raise SnnconvError(f"output {o!r} is not a node")
 
     def infer_shapes(self) -> "Graph":
-        from snnconv.runtime.interpreter import run_ann  # runtime depends on IR, not the reverse at import
-
+        if _SHAPE_RUNNER is None:
+            raise SnnconvError("no shape runner registered: import snnconv (it registers snnconv.runtime's interpreter)")
         x = [torch.zeros(1, *self.nodes[i].shape) for i in self.inputs]
-        run_ann(self, *x, record=lambda name, t: setattr(self.nodes[name], "shape", tuple(t.shape[1:])))
+        _SHAPE_RUNNER(self, *x, record=lambda name, t: setattr(self.nodes[name], "shape", tuple(t.shape[1:])))
         return self
 
     # -- presentation -------------------------------------------------------------------

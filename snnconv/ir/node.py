@@ -25,6 +25,8 @@ class Node:
     kind: ClassVar[str] = "node"
     #: True for nodes whose output is a spike train (stateful dynamics in the simulator).
     spiking: ClassVar[bool] = False
+    #: (min, max) number of inputs (max None: any); checked by Graph.validate
+    arity: ClassVar[tuple] = (1, 1)
     #: True for nodes with synapses (weights); used for SynOps accounting.
     synaptic: ClassVar[bool] = False
 

@@ -14,6 +14,7 @@ class Input(Node):
     """Graph input; ``shape`` is the per-sample shape (no batch dimension)."""
 
     kind = "input"
+    arity = (0, 0)
 
 
 @register_node
@@ -22,6 +23,7 @@ class Add(Node):
     r"""Elementwise sum of all inputs (residual connections): :math:`y = \sum_i x_i`."""
 
     kind = "add"
+    arity = (2, None)
 
 
 @register_node
@@ -30,6 +32,7 @@ class Concat(Node):
     """Concatenation of the inputs along ``dim`` (counted with the batch dimension, so 1 = channels)."""
 
     kind = "concat"
+    arity = (1, None)
     dim: int = 1
 
 

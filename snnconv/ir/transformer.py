@@ -18,7 +18,6 @@ import dataclasses
 
 import torch
 
-from snnconv.ir import graph as _graph
 from snnconv.ir.node import Node, register_node
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "tanh", "sigmoid", "silu", "relu")
@@ -77,6 +76,7 @@ class MatMul(Node):
     (attention scores :math:`QK^\top` and the weighted values :math:`PV`)."""
 
     kind = "matmul"
+    arity = (2, 2)
     operator = True
 
 
@@ -176,8 +176,7 @@ class SignedNeuron(Node):
         return f"signed IF theta={thr} levels={'+-' + str(self.levels) if self.levels else 'uncapped'}"
 
 
-# matmul reads two dynamic inputs (the graph's arity table defaults to one input per node)
-_graph._ARITY.setdefault("matmul", (2, 2))
+
 
 #: kinds run as accumulate-and-difference operator nodes in the SNN
 OPERATOR_KINDS = frozenset(k for k, c in {"layernorm": LayerNorm, "activation": Activation, "softmax": Softmax,
