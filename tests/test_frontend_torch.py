@@ -219,3 +219,18 @@ def test_chunk_and_split_become_slices():
 
     with pytest.raises(SnnconvError, match="chunk|split"):
         from_torch(BatchSplit(), (4,))
+
+
+def test_a_silu_cnn_is_not_reported_as_a_spiking_network():
+    """SiLU stays a real-valued operator node in the PyTorch path; a default conversion of a network whose
+    only activation is SiLU must be refused (the ONNX path refuses SiLU at ingest), not reported as an SNN."""
+    from snnconv.api import check_spiking, conversion_pipeline, convert_graph
+
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.SiLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    g, _ = from_torch(m, (1, 8, 8))
+    snn, _ = convert_graph(g, [torch.rand(8, 1, 8, 8)], conversion_pipeline())
+    with pytest.raises(SnnconvError, match=r"no spiking neurons: its activations \(silu at"):
+        check_spiking(snn)
+    relu = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    g, _ = from_torch(relu, (1, 8, 8))
+    check_spiking(convert_graph(g, [torch.rand(8, 1, 8, 8)], conversion_pipeline())[0])
