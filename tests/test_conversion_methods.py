@@ -334,3 +334,36 @@ def test_calibration_on_qcfs_weights_targets_the_clipped_function():
     assert [p for p in spec if isinstance(p, dict) and p["name"] == "calibration"][0]["target"] == "clip"
     spec = RunConfig(conversion=ConversionConfig(method="calibration")).pipeline_spec()
     assert [p for p in spec if isinstance(p, dict) and p["name"] == "calibration"][0]["target"] == "relu"
+
+
+@pytest.mark.parametrize("mode", ["bias", "potential"])
+def test_calibration_sweep_equals_resimulation(mode):
+    """The one-pass layer-by-layer calibration (default) gives exactly the corrections of re-simulating the
+    ancestors of every neuron layer (Li et al.'s procedure), on a residual network."""
+    from helpers import randomize_batchnorm
+    from snnconv.frontends.torch import from_torch
+    from snnconv.passes import PassContext, Pipeline
+    from test_nir import SmallResNet
+
+    torch.manual_seed(0)
+    g, _ = from_torch(randomize_batchnorm(SmallResNet()), (3, 8, 8))
+    calib = [torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(1))]
+    out = {}
+    for method in ("sweep", "resimulate"):
+        spec = ["fold_batchnorm", "remove_identity", {"name": "threshold_balance", "method": "percentile"},
+                {"name": "calibration", "mode": mode, "timesteps": 4, "samples": 64, "batch_size": 32,
+                 "method": method}]
+        ctx = PassContext(calibration=calib)
+        out[method] = (Pipeline.from_config(spec).run(g, ctx),
+                       next(r for r in ctx.records if "mean_abs_error_before" in r))
+    a, b = out["sweep"][0], out["resimulate"][0]
+    assert list(a.nodes) == list(b.nodes)
+    changed = 0
+    for k in a.nodes:
+        for f in ("bias", "offset", "v_offset"):
+            va, vb = getattr(a.nodes[k], f, None), getattr(b.nodes[k], f, None)
+            assert (va is None) == (vb is None), (k, f)
+            if va is not None:
+                assert torch.equal(va, vb), (k, f)
+                changed += 1
+    assert changed > 0 and out["sweep"][1]["mean_abs_error_before"] == out["resimulate"][1]["mean_abs_error_before"]

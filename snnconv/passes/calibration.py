@@ -19,8 +19,17 @@ The ANN reference :math:`a_l` is the source network's activation (``target: relu
 al.: the unclipped ReLU output, so the calibration also compensates the mean clipping error), or
 the clipped rate-equivalent activation of the converted graph (``target: clip``: only the
 flooring/unevenness error is compensated). Calibration is specific to its ``timesteps``;
-accuracy at other T is reported but not what it was tuned for. The cost is one simulation of the
-sub-network up to each neuron layer, on ``samples`` images for ``timesteps`` steps.
+accuracy at other T is reported but not what it was tuned for.
+
+**Cost** (``method``): ``sweep`` (default) runs the network once, layer by layer in topological
+order over all ``T`` steps and all calibration images at once, caching each layer's output train
+until its last consumer has read it: a neuron layer is simulated twice (to measure its error, then
+with the correction added to its cached input current), every other layer once, so the pass costs
+about two simulations of the network instead of one per neuron layer. ``resimulate`` is the
+original procedure (the sub-network up to each neuron layer simulated again), kept for graphs the
+sweep does not handle (max-pool gates, operator nodes, other neuron models) and as its reference:
+both give the same corrections up to float rounding (tests/test_conversion_methods.py). The sweep
+holds the live layers' trains for all calibration images in memory (``T x samples x`` layer size).
 """
 from __future__ import annotations
 
@@ -32,7 +41,9 @@ from snnconv.errors import SnnconvError
 from snnconv.ir import Clip, Graph, Scale
 from snnconv.passes.base import Pass, PassContext, register_pass, check_config
 from snnconv.progress import progress
-from snnconv.runtime.interpreter import run_ann
+from snnconv.neurons import NEURON_DYNAMICS
+from snnconv.runtime.interpreter import _consumer_counts, run_ann
+from snnconv.runtime.kernels import KERNELS
 from snnconv.runtime.simulator import Simulator
 
 
@@ -87,9 +98,11 @@ class Calibration(Pass):
         samples: int = 1024  # calibration images used (from the calibration batches)
         target: str = "relu"  # "relu": source ANN activation (Li et al.); "clip": clipped rate response
         batch_size: int = 128
+        method: str = "sweep"  # "sweep": one layer-by-layer pass; "resimulate": re-run the ancestors per layer
 
         def validate(self, where: str) -> None:
             checks = [(self.mode in ("bias", "potential"), "mode must be 'bias' or 'potential'"),
+                      (self.method in ("sweep", "resimulate"), "method must be 'sweep' or 'resimulate'"),
                       (self.target in ("relu", "clip"), "target must be 'relu' or 'clip'"),
                       (isinstance(self.timesteps, int) and self.timesteps >= 1, "timesteps must be a positive integer"),
                       (isinstance(self.samples, int) and self.samples >= 1, "samples must be a positive integer"),
@@ -119,22 +132,87 @@ class Calibration(Pass):
 
         for x in batches:
             run_ann(ref_graph, x, record=record)
-        before = {}
-        for name in progress(neurons, desc=f"calibration ({c.mode}, T={c.timesteps})"):
-            err = ref_sum[name] / ref_cnt[name] - self._snn_mean(graph, name, batches, per_element)
-            before[name] = float(err.abs().mean())
-            node = graph.nodes[name]
-            if c.mode == "potential":
-                off = err * c.timesteps
-                if node.v_offset is not None:
-                    off = off + node.v_offset
-                graph.replace(name, node.replace(v_offset=off.float()))
-            else:
-                self._add_bias(graph, name, err.float())
+        ref_mean = {n: ref_sum[n] / ref_cnt[n] for n in neurons}
+        method = c.method if c.method == "resimulate" or self._sweepable(graph) else "resimulate"
+        if method == "sweep":
+            before = self._sweep(graph, batches, ref_mean, per_element, set(neurons))
+        else:
+            before = {}
+            for name in progress(neurons, desc=f"calibration ({c.mode}, T={c.timesteps})"):
+                err = ref_mean[name] - self._snn_mean(graph, name, batches, per_element)
+                before[name] = float(err.abs().mean())
+                self._correct(graph, name, err)
         ctx.log(self.name, f"{c.mode} calibration of {len(neurons)} neuron layer(s) for T={c.timesteps} on "
-                           f"{sum(len(x) for x in batches)} samples (target {c.target})",
+                           f"{sum(len(x) for x in batches)} samples (target {c.target}, {method})",
                 mean_abs_error_before=before)
         return graph
+
+    def _correct(self, graph: Graph, name: str, err: torch.Tensor) -> None:
+        node = graph.nodes[name]
+        if self.config.mode == "potential":
+            off = err * self.config.timesteps
+            if node.v_offset is not None:
+                off = off + node.v_offset
+            graph.replace(name, node.replace(v_offset=off.float()))
+        else:
+            self._add_bias(graph, name, err.float())
+
+    @staticmethod
+    def _sweepable(graph: Graph) -> bool:
+        return all(not n.spiking or n.kind == "neuron" for n in graph.nodes.values()) and \
+            all(n.kind != "maxpool2d" and not getattr(n, "operator", False) for n in graph.nodes.values()) and \
+            len(graph.inputs) == 1
+
+    def _sweep(self, graph: Graph, batches, ref_mean: dict, per_element: bool, neurons: set) -> dict:
+        """One layer-by-layer pass (see the module doc); corrects ``graph`` in place, returns the errors."""
+        T = self.config.timesteps
+        order, edges, nodes = list(graph.nodes), {k: list(v) for k, v in graph.edges.items()}, dict(graph.nodes)
+        remaining = _consumer_counts(graph)
+        # per batch: node -> (tensor, static); static tensors are [B, ...], time-varying ones [T*B, ...]
+        # the simulator's layout (channels-last activations and conv weights), so both methods round alike
+        cl = lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t  # noqa: E731
+        fast = {k: n.replace(weight=cl(n.weight)) for k, n in nodes.items() if n.kind == "conv2d" and n.weight.dim() == 4}
+        values = [{graph.inputs[0]: (cl(x), True)} for x in batches]
+        before = {}
+        for name in progress(order, desc=f"calibration sweep ({self.config.mode}, T={T})"):
+            node = nodes[name]
+            if node.kind == "input":
+                continue
+            srcs = edges[name]
+            if name in neurons:
+                currents = []
+                for vals, x in zip(values, batches):
+                    v, static = vals[srcs[0]]
+                    currents.append(v.unsqueeze(0).expand(T, *v.shape) if static else v.view(T, x.shape[0], *v.shape[1:]))
+                total, count = 0, 0
+                for cur in currents:
+                    y, _, _ = NEURON_DYNAMICS[node.kind](node, cur, None)
+                    mean = y.sum(0) / T
+                    total = total + _reduce(mean, per_element)
+                    count += _count(mean, per_element)
+                err = ref_mean[name] - total / count
+                before[name] = float(err.abs().mean())
+                self._correct(graph, name, err)
+                if self.config.mode == "potential":
+                    node = graph.nodes[name]
+                else:  # the corrected bias adds err to this neuron's input current (per channel)
+                    shape = (1, 1, -1) + (1,) * (currents[0].dim() - 3)
+                    currents = [cur + err.float().view(shape) for cur in currents]
+                for vals, cur in zip(values, currents):
+                    y, _, _ = NEURON_DYNAMICS[node.kind](node, cur, None)
+                    vals[name] = (y.reshape(-1, *y.shape[2:]), False)
+            else:
+                for vals in values:
+                    ins = [vals[s] for s in srcs]
+                    static = all(st for _, st in ins)
+                    tensors = [v if (st == static or not st) else v.repeat(T, *([1] * (v.dim() - 1))) for v, st in ins]
+                    vals[name] = (KERNELS[node.kind](fast.get(name, node), tensors), static)
+            for s in srcs:
+                remaining[s] -= 1
+                if remaining[s] == 0:
+                    for vals in values:
+                        vals.pop(s, None)
+        return before
 
     def _batches(self, ctx: PassContext) -> list[torch.Tensor]:
         out, n = [], 0
