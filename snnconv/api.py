@@ -252,6 +252,34 @@ def average_weights(model_name: str, dataset: str, data_dir: str | None, weights
     return {"path": str(out), "accuracy": acc, "val_accuracy": val_acc}
 
 
+def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, out: str, epochs: int = 2,
+                 lr: float = 1e-4, batch_size: int = 64, seed: int = 0, overwrite: bool = False, log_fn=print,
+                 max_batches: int | None = None) -> dict:
+    """Hybrid fine-tuning of a converted SNN (:mod:`snnconv.training.snn_finetune`) for ``timesteps`` steps on
+    the training part of ``dataset``; the epoch kept is chosen on the validation split, the test split is
+    scored once (before and after, by the simulator). Writes the fine-tuned IR graph to ``out``."""
+    from snnconv.data.datasets import split_validation
+    from snnconv.output import atomic_file, check_output_file
+    from snnconv.training.snn_finetune import activation_memory_mb, finetune
+
+    check_output_file(out, overwrite)
+    graph = Graph.load(snn)
+    train_part, val = split_validation(load_dataset(dataset, data_dir, train=True), dataset)
+    test = load_dataset(dataset, data_dir, train=False)
+    log_fn(f"finetune-snn: {snn} on {len(train_part)} training images, validation {len(val)}, T={timesteps}; "
+           f"BPTT keeps about {activation_memory_mb(graph, timesteps, batch_size):.0f} MB of activations per batch")
+    res = finetune(graph, train_part, val, timesteps, epochs, lr, batch_size, augment=not dataset.startswith("mnist"),
+                   seed=seed, log=log_fn, max_batches=max_batches)
+    before = simulate(graph, test, timesteps, layer_error=False).accuracy()[timesteps - 1]
+    after = simulate(res["graph"], test, timesteps, layer_error=False).accuracy()[timesteps - 1]
+    with atomic_file(out, overwrite) as tmp:
+        res["graph"].save(tmp)
+    log_fn(f"saved {out}: T={timesteps} test accuracy {before:.2f}% -> {after:.2f}% (epoch {res['best_epoch']} kept, "
+           f"validation {res['val_accuracy']:.2f}%)")
+    return {"path": str(out), "test_before": before, "test_after": after, "history": res["history"],
+            "best_epoch": res["best_epoch"], "val_accuracy": res["val_accuracy"]}
+
+
 def conversion_pipeline(conversion: ConversionConfig | None = None, passes: list | None = None) -> Pipeline:
     cfg = RunConfig(conversion=conversion or ConversionConfig(), passes=passes)
     return Pipeline.from_config(cfg.pipeline_spec())

@@ -183,6 +183,28 @@ def swa(
     average_weights(model, dataset, data_dir, weights, out, batch_size, seed, log_fn=_err, overwrite=overwrite)
 
 
+@app.command("finetune-snn")
+def finetune_snn(
+    snn: str = typer.Option(..., help="a converted SNN (snn.pt from convert)"),
+    dataset: str = typer.Option(..., help="the dataset it was converted for (training part used, validation held out)"),
+    timesteps: int = typer.Option(..., help="the T to fine-tune for (e.g. 1 or 2)"),
+    out: str = typer.Option(..., help="where to save the fine-tuned SNN (IR file)"),
+    data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
+    epochs: int = typer.Option(2),
+    lr: float = typer.Option(1e-4, help="Adam learning rate (cosine decay)"),
+    batch_size: int = typer.Option(64),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --out"),
+):
+    """Hybrid fine-tuning: train a converted SNN through time with surrogate gradients (BPTT over T steps;
+    weights, thresholds and initial membranes), keeping the epoch best on the validation split."""
+    from snnconv.api import finetune_snn as run
+
+    if timesteps < 1 or epochs < 0:
+        raise SnnconvError("--timesteps must be >= 1 and --epochs >= 0")
+    run(snn, dataset, data_dir, timesteps, out, epochs, lr, batch_size, seed, overwrite, log_fn=_err)
+
+
 @app.command()
 def evaluate(
     snn: Optional[str] = typer.Option(None, help="a converted SNN (snn.pt from convert) to simulate"),

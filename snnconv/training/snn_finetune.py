@@ -1,0 +1,206 @@
+r"""Hybrid fine-tuning of a converted SNN: backpropagation through time with surrogate gradients.
+
+Method (hybrid training: Rathi et al., ICLR 2020, "Enabling deep spiking neural networks with
+hybrid conversion and spike timing dependent backpropagation"; Rathi & Roy, DIET-SNN, IEEE TNNLS
+2021): start from the converted network (weights, per-channel thresholds, initial membranes of the
+conversion), unroll it over the target ``T`` steps exactly as the simulator runs it, and train the
+weights, biases, thresholds and initial membranes on the training split with the cross-entropy of
+the readout (the mean over the ``T`` steps of the output layer, as :class:`Simulator` predicts).
+The spike non-linearity :math:`s = H(v - \theta)` keeps its exact forward value and gets the
+rectangular surrogate derivative of Wu et al. (STBP, Front. Neurosci. 2018),
+:math:`\partial s/\partial v = \frac{1}{\theta}\,\mathbb{1}[|v-\theta| < \theta/2]`. Subtractive
+reset (:math:`v \leftarrow v - \theta s`), signed spikes (binary, Wang et al. 2022) and LIF leak are
+kept as in :class:`snnconv.ir.SpikingNeuron`. Every choice (the epoch kept, the learning rate) is
+made on the validation split; the test split is scored once by the caller.
+
+Memory: BPTT keeps every step's activations, so it grows linearly with ``T`` (``T x`` one ANN
+forward's activations; the layers before the first neuron run once, not ``T`` times). The result
+is an IR graph like any conversion's: simulate, export, verify and report it as usual.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from snnconv.errors import SnnconvError
+from snnconv.ir import Graph
+from snnconv.runtime.kernels import KERNELS
+
+_SUPPORTED = {"input", "conv2d", "linear", "avgpool2d", "adaptive_avgpool2d", "flatten", "add", "scale",
+              "identity", "neuron", "concat"}
+
+
+class _Spike(torch.autograd.Function):
+    """Heaviside ``x >= 0`` forward; rectangular surrogate of width ``width`` backward (Wu et al. 2018)."""
+
+    @staticmethod
+    def forward(ctx, x, width):
+        ctx.save_for_backward(x, width)
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, width = ctx.saved_tensors
+        return grad * (x.abs() < width / 2).to(grad.dtype) / width, None
+
+
+class DiffSNN(nn.Module):
+    """A converted IR graph as a differentiable multi-step module (direct input coding)."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        bad = sorted({n.kind for n in graph.nodes.values() if n.kind not in _SUPPORTED})
+        if bad:
+            raise SnnconvError(f"finetune-snn: node kind(s) {', '.join(bad)} are not supported (max pooling, operator "
+                               f"nodes and other neuron models have no surrogate here)")
+        for name, n in graph.nodes.items():
+            if n.kind == "neuron" and (n.levels != 1 or n.refractory or n.presim or n.reset != "subtract"):
+                raise SnnconvError(f"finetune-snn: neuron '{name}' is graded, refractory, SRP or reset-to-zero; only "
+                                   f"binary (optionally signed) neurons with subtractive reset are fine-tuned")
+            if getattr(n, "weight_int", None) is not None:
+                raise SnnconvError(f"finetune-snn: '{name}' holds quantized weights; fine-tune before quantizing")
+        self.graph = graph.copy()
+        self.key = {n: f"p{i}" for i, n in enumerate(self.graph.nodes)}
+        self.w, self.b, self.th, self.v0 = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
+        for name, n in self.graph.nodes.items():
+            k = self.key[name]
+            if n.kind in ("conv2d", "linear"):
+                self.w[k] = nn.Parameter(n.weight.detach().clone().float())
+                if n.bias is not None:
+                    self.b[k] = nn.Parameter(n.bias.detach().clone().float())
+            elif n.kind == "neuron":
+                self.th[k] = nn.Parameter(n.threshold.detach().clone().float())
+                self.v0[k] = nn.Parameter(torch.tensor(float(n.v_init)))
+        static, first = set(self.graph.inputs), None
+        for name, n in self.graph.nodes.items():
+            if n.kind != "input" and n.kind != "neuron" and all(s in static for s in self.graph.edges[name]):
+                static.add(name)
+        self.static = static
+
+    def _node(self, name):
+        n, k = self.graph.nodes[name], self.key[name]
+        if n.kind in ("conv2d", "linear"):
+            return n.replace(weight=self.w[k], bias=self.b[k] if k in self.b else None)
+        return n
+
+    def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+        """Readout logits at ``timesteps``: the mean over the steps of the output layer ``[B, classes]``."""
+        g = self.graph
+        vals: dict[str, torch.Tensor] = {g.inputs[0]: x}
+        for name in g.nodes:  # layers fed only by the static input run once
+            if name in self.static and g.nodes[name].kind != "input":
+                vals[name] = KERNELS[g.nodes[name].kind](self._node(name), [vals[s] for s in g.edges[name]])
+        state: dict[str, dict] = {}
+        out = g.outputs[0]
+        total = 0
+        for _ in range(timesteps):
+            cur_vals = dict((k, v) for k, v in vals.items() if k in self.static)
+            for name, n in g.nodes.items():
+                if name in self.static:
+                    continue
+                ins = [cur_vals[s] for s in g.edges[name]]
+                if n.kind == "neuron":
+                    cur_vals[name] = self._neuron_step(name, n, ins[0], state)
+                else:
+                    cur_vals[name] = KERNELS[n.kind](self._node(name), ins)
+            total = total + cur_vals[out]
+        return total / timesteps
+
+    def _neuron_step(self, name, n, current, state):
+        k = self.key[name]
+        th = self.th[k].clamp(min=1e-4)
+        th = th.view((1, -1) + (1,) * (current.dim() - 2)) if th.numel() > 1 else th.reshape(())
+        st = state.get(name)
+        if st is None:
+            v = self.v0[k] * th + torch.zeros_like(current)
+            off = getattr(n, "v_offset", None)
+            if off is not None:
+                v = v + (off.view(-1, *([1] * (current.dim() - 2))) if off.dim() == 1 and current.dim() > 2 else off)
+            st = state[name] = {"v": v, "n": torch.zeros_like(current)}
+        v = st["v"] * n.leak + current if n.leak != 1.0 else st["v"] + current
+        s = _Spike.apply(v - th, th.detach())
+        if n.signed:  # a negative spike while the net count is positive and the membrane is below zero
+            neg = _Spike.apply(-v, th.detach()) * (st["n"] >= 1).to(v.dtype) * (v < 0).to(v.dtype)
+            s = s - neg
+            st["n"] = st["n"] + s.detach()
+        st["v"] = v - s * th
+        return s * th
+
+    @torch.no_grad()
+    def to_graph(self) -> Graph:
+        """The fine-tuned network as an IR graph (weights, biases, thresholds and initial membranes)."""
+        g = self.graph.copy()
+        for name, n in list(g.nodes.items()):
+            k = self.key[name]
+            if n.kind in ("conv2d", "linear"):
+                new = n.replace(weight=self.w[k].detach().clone(), bias=self.b[k].detach().clone() if k in self.b else None)
+            elif n.kind == "neuron":
+                new = n.replace(threshold=self.th[k].detach().clamp(min=1e-4).clone(),
+                                v_init=float(self.v0[k].detach().clamp(0.0, 1.0)))
+            else:
+                continue
+            new.shape = n.shape
+            g.nodes[name] = new
+        g.meta = {**g.meta, "finetuned": True}
+        return g
+
+
+@torch.no_grad()
+def accuracy(net: DiffSNN, split, timesteps: int, batch_size: int = 256) -> float:
+    correct = 0
+    for x, y in split.batches(batch_size):
+        correct += (net(x, timesteps).argmax(1) == y).sum().item()
+    return 100.0 * correct / len(split)
+
+
+def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: float = 1e-4, batch_size: int = 64,
+             augment: bool = True, seed: int = 0, log=print, max_batches: int | None = None) -> dict:
+    """Fine-tune ``graph`` for ``timesteps`` steps on ``train``; keep the epoch (0 = the conversion itself)
+    with the best ``val`` accuracy. Returns ``{"graph", "history", "best_epoch", "val_accuracy"}``."""
+    torch.manual_seed(seed)
+    net = DiffSNN(graph)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    steps = -(-len(train) // batch_size)
+    if max_batches:
+        steps = min(steps, max_batches)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
+    loss_fn = nn.CrossEntropyLoss()
+    best = {"epoch": 0, "val": accuracy(net, val, timesteps), "graph": graph}
+    history = [{"epoch": 0, "val_acc": best["val"]}]
+    log(f"finetune-snn: T={timesteps}, converted network: validation {best['val']:.2f}%")
+    for epoch in range(1, epochs + 1):
+        t0, total, seen, last = time.time(), 0.0, 0, time.time()
+        net.train()
+        for i, (x, y) in enumerate(train.batches(batch_size, shuffle=True, augment=augment, seed=seed + epoch)):
+            if max_batches and i >= max_batches:
+                break
+            loss = loss_fn(net(x, timesteps), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+            if time.time() - last > 60:
+                last = time.time()
+                log(f"finetune-snn epoch {epoch}/{epochs}: {100 * (i + 1) / steps:.0f}% ({i + 1}/{steps} batches), "
+                    f"loss {total / seen:.3f}, {(time.time() - t0) / 60:.1f} min")
+        net.eval()
+        val_acc = accuracy(net, val, timesteps)
+        history.append({"epoch": epoch, "loss": total / max(seen, 1), "val_acc": val_acc,
+                        "seconds": round(time.time() - t0, 1)})
+        log(f"finetune-snn epoch {epoch}/{epochs}: loss {total / max(seen, 1):.4f}, validation {val_acc:.2f}% "
+            f"({time.time() - t0:.0f}s)")
+        if val_acc > best["val"]:
+            best = {"epoch": epoch, "val": val_acc, "graph": net.to_graph()}
+    return {"graph": best["graph"], "history": history, "best_epoch": best["epoch"], "val_accuracy": best["val"]}
+
+
+def activation_memory_mb(graph: Graph, timesteps: int, batch_size: int) -> float:
+    """Rough size of what BPTT keeps: every non-static node's output per step (float32)."""
+    net_static = DiffSNN(graph).static
+    per_sample = sum(math.prod(n.shape) for k, n in graph.nodes.items() if k not in net_static and n.shape)
+    return 4 * per_sample * batch_size * timesteps / 2 ** 20

@@ -1,0 +1,72 @@
+"""Hybrid fine-tuning (snnconv.training.snn_finetune): the unrolled network is the simulator's network, and
+training through time with surrogate gradients raises low-T accuracy on real data."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model
+from snnconv.checkpoints import BUNDLED_DIR
+from snnconv.config import ConversionConfig, RunConfig
+from snnconv.data.datasets import load_dataset, split_validation
+from snnconv.errors import SnnconvError
+from snnconv.ir import Graph
+from snnconv.runtime.simulator import Simulator
+from snnconv.training.snn_finetune import DiffSNN, finetune
+
+
+def _mnist_snn(**conv):
+    m, shape, _ = resolve_model(RunConfig(model=str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt"), dataset="mnist-bundled"))
+    g, _ = ingest(m, shape)
+    calib = [x for x, _ in load_dataset("mnist-bundled", None, train=True).batches(128)]
+    return convert_graph(g, calib, conversion_pipeline(ConversionConfig(method="qcfs", **conv)))[0]
+
+
+@pytest.mark.parametrize("conv", [{}, {"signed": True}, {"calibrate": True, "calibration_timesteps": 2}])
+def test_unrolled_network_equals_the_simulator(conv):
+    snn = _mnist_snn(**conv)
+    x = load_dataset("mnist-bundled", None, train=False).images[:32].float() / 255
+    with torch.no_grad():
+        for t in (1, 3):
+            assert torch.allclose(DiffSNN(snn)(x, t), Simulator(snn, t, collect_stats=False).run(x)[-1], atol=1e-5)
+
+
+def test_round_trip_to_graph_is_exact():
+    snn = _mnist_snn()
+    back = DiffSNN(snn).to_graph()
+    x = torch.rand(8, 1, 28, 28)
+    assert torch.equal(Simulator(back, 4, collect_stats=False).run(x), Simulator(snn, 4, collect_stats=False).run(x))
+
+
+def test_finetuning_raises_t1_accuracy_on_validation_and_test():
+    snn = _mnist_snn()
+    tr, val = split_validation(load_dataset("mnist-bundled", None, train=True), "mnist-bundled")
+    res = finetune(snn, tr, val, timesteps=1, epochs=3, lr=1e-3, batch_size=32, augment=False, log=lambda *_: None)
+    assert res["best_epoch"] > 0 and res["val_accuracy"] > res["history"][0]["val_acc"] + 5
+    test = load_dataset("mnist-bundled", None, train=False)
+    x, y = next(iter(test.batches(len(test))))
+    acc = lambda g: float((Simulator(g, 1, collect_stats=False).run(x)[-1].argmax(-1) == y).float().mean())  # noqa: E731
+    assert acc(res["graph"]) > acc(snn) + 0.05  # the kept graph, simulated, is better on unseen test images
+
+
+def test_unsupported_graphs_are_refused_in_one_line():
+    g = _mnist_snn()
+    bad = g.copy()
+    name = next(k for k, n in bad.nodes.items() if n.kind == "neuron")
+    bad.nodes[name] = bad.nodes[name].replace(levels=3)
+    with pytest.raises(SnnconvError, match="graded"):
+        DiffSNN(bad)
+
+
+def test_cli_writes_the_tuned_graph_and_refuses_existing_out(tmp_path, monkeypatch, capsys):
+    from test_cli import run_main
+
+    snn = _mnist_snn()
+    snn.save(tmp_path / "snn.pt")
+    args = ("finetune-snn", "--snn", tmp_path / "snn.pt", "--dataset", "mnist-bundled", "--timesteps", "1",
+            "--epochs", "1", "--lr", "1e-3", "--out", tmp_path / "tuned.pt")
+    proc = run_main(*args, monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stderr and Graph.load(tmp_path / "tuned.pt").nodes
+    proc = run_main(*args, monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
