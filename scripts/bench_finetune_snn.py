@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Hybrid fine-tuning benchmark: binary-spike SNNs at T = 1, 2 before and after ``snnconv finetune-snn``.
+
+For each network x T: convert (QCFS thresholds), fine-tune by BPTT with surrogate gradients on the
+training part (validation split held out), keep the epoch best on validation, then score the test set
+once before and once after with the simulator.
+
+    python scripts/bench_finetune_snn.py --data-dir ../shared/datasets
+
+writes docs/benchmarks/finetune_snn.json and .md (command, data, checkpoint hashes at the top).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model, simulate
+from snnconv.config import ConversionConfig, RunConfig
+from snnconv.data.datasets import load_dataset, load_part, split_validation
+from snnconv.report import environment
+from snnconv.training.snn_finetune import activation_memory_mb, finetune
+
+REPO = Path(__file__).resolve().parent.parent
+NETWORKS = {  # name -> (model, dataset, checkpoint, conversion)
+    "mnist_cnn": ("mnist_cnn", "mnist", "snnconv/assets/mnist_cnn_qcfs4-mnist.pt", {"method": "qcfs"}),
+    "resnet20": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_swa.pt",
+                 {"method": "qcfs", "signed": True}),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--networks", default="mnist_cnn")
+    ap.add_argument("--timesteps", default="1,2")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--train-samples", type=int, default=None, help="default: the whole training part")
+    ap.add_argument("--test-samples", type=int, default=None, help="default: the whole test set")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "finetune_snn"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    out = Path(args.out)
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    rows = {f"{r['network']}:T{r['timesteps']}": r for r in old.get("rows", [])}
+    for key in args.networks.split(","):
+        model, dataset, ckpt, conv = NETWORKS[key]
+        m, shape, _ = resolve_model(RunConfig(model=model, dataset=dataset, data_dir=args.data_dir,
+                                              weights=str(REPO / ckpt)), log_fn=lambda _: None)
+        g, _ = ingest(m, shape)
+        train_part, val = split_validation(load_dataset(dataset, args.data_dir, train=True), dataset)
+        train_part = train_part.subset(args.train_samples, 3)
+        calib = [x for x, _ in load_part(dataset, args.data_dir, "train").subset(1024, 1).batches(256)]
+        snn, _ = convert_graph(g, calib, conversion_pipeline(ConversionConfig(**conv)))
+        test = load_dataset(dataset, args.data_dir, train=False).subset(args.test_samples, 0)
+        for t in sorted(int(v) for v in args.timesteps.split(",")):
+            t0 = time.time()
+            res = finetune(snn, train_part, val, t, args.epochs, args.lr, args.batch_size,
+                           augment=not dataset.startswith("mnist"), log=log)
+            before = simulate(snn, test, t, layer_error=False).accuracy()[t - 1]
+            after = simulate(res["graph"], test, t, layer_error=False).accuracy()[t - 1]
+            rows[f"{key}:T{t}"] = {
+                "network": key, "dataset": dataset, "timesteps": t, "conversion": conv, "checkpoint": ckpt,
+                "checkpoint_sha256": hashlib.sha256((REPO / ckpt).read_bytes()).hexdigest(),
+                "train_samples": len(train_part), "val_samples": len(val), "test_samples": len(test),
+                "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                "val_before": res["history"][0]["val_acc"], "val_after": res["val_accuracy"],
+                "best_epoch": res["best_epoch"], "test_before": before, "test_after": after,
+                "history": res["history"], "seconds": round(time.time() - t0, 1),
+                "bptt_activation_mb_per_batch": round(activation_memory_mb(snn, t, args.batch_size), 1),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            log(f"[{key} T={t}] test {before:.2f}% -> {after:.2f}% (val {res['history'][0]['val_acc']:.2f} -> "
+                f"{res['val_accuracy']:.2f}, epoch {res['best_epoch']})")
+            argv = " ".join(a for a in sys.argv[1:])
+            data = {"command": f"python scripts/bench_finetune_snn.py {argv}".replace(args.data_dir,
+                                                                                       "../shared/datasets"),
+                    "rows": list(rows.values()), "environment": environment()}
+            out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+            out.with_suffix(".md").write_text(markdown(data))
+
+
+def markdown(data: dict) -> str:
+    lines = ["# Hybrid fine-tuning (`snnconv finetune-snn`): binary spikes at low T", "",
+             f"Last command: `{data['command']}` (rows of other runs are kept; each row records its settings)", "",
+             "Converted network (QCFS thresholds) fine-tuned by BPTT over T steps with the rectangular surrogate "
+             "(Wu et al. 2018): weights, biases, per-channel thresholds and initial membranes, Adam with cosine "
+             "decay. The epoch kept is the best on the validation split (5,000 training images held out; epoch 0 "
+             "is the conversion itself); the test set is scored once before and once after.", "",
+             "| network | T | conversion | train imgs | epochs | val before | val after | test before | test after | "
+             "kept epoch | BPTT MB/batch | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['network']} | {r['timesteps']} | {r['conversion']} | {r['train_samples']} | {r['epochs']} | "
+                     f"{r['val_before']:.2f} | {r['val_after']:.2f} | {r['test_before']:.2f} | "
+                     f"**{r['test_after']:.2f}** | {r['best_epoch']} | {r['bptt_activation_mb_per_batch']} | "
+                     f"{r['seconds']} |")
+    lines += ["", "Checkpoints: " + "; ".join(sorted({f"`{r['checkpoint']}` sha256 `{r['checkpoint_sha256'][:16]}...`"
+                                                   for r in data["rows"]})), "",
+              "## Environment", "", "```", json.dumps(data["environment"], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
