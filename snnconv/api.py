@@ -427,6 +427,10 @@ def _run_convert(cfg: RunConfig, out: Path | None, log_fn, coverage_fn) -> dict:
     log_fn(f"converting {cfg.model} on {cfg.dataset} (T = {','.join(map(str, cfg.timesteps))})")
     graph, coverage = ingest(model, shape)
     coverage_fn(coverage)
+    if cfg.passes is None:  # the recipe states what its input must have (snnconv/recipes.py)
+        from snnconv.recipes import get_recipe
+
+        get_recipe(cfg.conversion.method).check(graph, cfg.conversion)
     calib_batches = [x for x, _ in calib.batches(256)]
     snn, records = convert_graph(graph, calib_batches, pipeline,
                                  labelled=lambda: held_out_split(cfg.dataset, cfg.data_dir, cfg.calib_samples,

@@ -48,8 +48,8 @@ def convert(
     timesteps: Optional[str] = typer.Option(None, help="comma-separated T values, e.g. 1,2,4,8,16,32"),
     output_dir: Optional[str] = typer.Option(None, help="run folder (default artifacts/<model>-<dataset>)"),
     config: Optional[str] = typer.Option(None, help="YAML run config (flags override its keys)"),
-    method: Optional[str] = typer.Option(None, help="max | percentile | calibration | qcfs | sfn "
-                                                    "(docs/conversion_methods.md)"),
+    method: Optional[str] = typer.Option(None, help="a registered recipe: max | percentile | calibration | qcfs | "
+                                                    "sfn (`snnconv methods` lists them with their passes)"),
     percentile: Optional[float] = typer.Option(None, help="percentile for method=percentile (e.g. 99.9, 99.99)"),
     granularity: Optional[str] = typer.Option(None, help="layer | channel thresholds"),
     reset: Optional[str] = typer.Option(None, help="subtract | zero"),
@@ -107,6 +107,22 @@ def convert(
     if cfg.output_dir is None:
         cfg.output_dir = str(Path("artifacts") / f"{Path(cfg.model).stem}-{cfg.dataset.replace(':', '_').replace('/', '_')}")
     run_convert(cfg, log_fn=log, coverage_fn=lambda t: log("op coverage:\n" + t))
+
+
+@app.command()
+def methods(
+    config: Optional[str] = typer.Option(None, help="show the pipelines for this run config's conversion settings"),
+):
+    """List the conversion methods (registered recipes): what each does, what its input needs, its passes."""
+    import json
+
+    from snnconv.config import load_config
+    from snnconv.recipes import describe
+
+    cfg = load_config(config, {})
+    for r in describe(cfg.conversion):
+        typer.echo(f"{r['name']}: {r['summary']}\n  requires: {r['requires']}\n  guarantees: {r['guarantees']}\n"
+                   f"  pipeline: {json.dumps(r['pipeline'])}")
 
 
 @app.command()

@@ -28,16 +28,10 @@ import yaml
 from snnconv.encoders import ENCODINGS
 from snnconv.errors import SnnconvError
 
-METHODS = {
-    # method name -> threshold_balance settings (a method is a choice of passes, not a fork)
-    "max": {"method": "max"},
-    "percentile": {"method": "percentile"},
-    # issue 3 methods (docs/conversion_methods.md): percentile + layer-wise calibration (Li et al. 2021);
-    # trained QCFS thresholds (Bu et al. 2022); scale-and-fire multi-level neurons (T = 1)
-    "calibration": {"method": "percentile"},
-    "qcfs": {"method": "percentile"},
-    "sfn": {"method": "percentile"},
-}
+from snnconv.recipes import RECIPES, get_recipe  # noqa: E402 - conversion methods are registered recipes
+
+#: the conversion methods (registered recipes, snnconv/recipes.py)
+METHODS = tuple(RECIPES)
 
 
 @dataclass
@@ -108,31 +102,7 @@ class RunConfig:
         return self._conversion_passes()
 
     def _conversion_passes(self) -> list:
-        c = self.conversion
-        if c.method not in METHODS:
-            raise SnnconvError(f"unknown conversion method '{c.method}' (known: {', '.join(METHODS)})")
-        tb = {"name": "threshold_balance", **METHODS[c.method], "percentile": c.percentile,
-              "granularity": c.granularity, "reset": c.reset, "neuron": c.neuron, "v_init": c.v_init,
-              "leak": c.leak if c.neuron == "lif" else 1.0}
-        if c.method == "sfn":
-            tb = {"name": "sfn", "levels": c.levels, "method": "percentile", "percentile": c.percentile,
-                  "granularity": c.granularity}
-        passes = ["fold_batchnorm", "remove_identity", tb]
-        if c.qcfs_as_clip and c.method != "qcfs":
-            passes.insert(2, "dequantize_clips")
-        if c.neuron == "lif" and c.leak_compensation:
-            passes.append("leak_compensation")
-        if c.signed:
-            passes.append("signed_neurons")
-        if c.method == "calibration" or c.calibrate:
-            if c.method == "sfn":
-                raise SnnconvError("conversion.calibrate: not available for method sfn (graded spikes are exact at "
-                                   "T=1 on QCFS nets)")
-            # After signed_neurons: the calibration measures the neurons that will run. A QCFS-trained net
-            # computes clip(0, lambda), not ReLU: calibrate towards that function.
-            passes.append({"name": "calibration", "mode": c.calibration, "timesteps": c.calibration_timesteps,
-                           "target": "clip" if c.qcfs_as_clip or c.method == "qcfs" else "relu"})
-        return passes
+        return get_recipe(self.conversion.method).passes(self.conversion)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,8 +146,9 @@ def _typed(cls, values: dict, where: str, prefix: str = ""):
             v = None if v is None else normalize_passes(v, where)
         else:
             v = _check_type(key, v, fields[k].type, where)
-            if key in CHOICES and v not in CHOICES[key]:
-                raise SnnconvError(f"{where}: key '{key}' expects one of {', '.join(CHOICES[key])}, got {v!r}")
+            choices = tuple(RECIPES) if key == "conversion.method" else CHOICES.get(key)  # recipes register later too
+            if choices and v not in choices:
+                raise SnnconvError(f"{where}: key '{key}' expects one of {', '.join(choices)}, got {v!r}")
         out[k] = v
     return cls(**out)
 

@@ -1,0 +1,47 @@
+"""Conversion methods are registered recipes that own their pass lists and check their input."""
+from __future__ import annotations
+
+import pytest
+
+from snnconv.config import ConversionConfig, RunConfig
+from snnconv.errors import SnnconvError
+from snnconv.recipes import RECIPES, Recipe, describe, get_recipe, register_recipe
+
+
+def test_every_method_is_a_recipe_with_its_pipeline():
+    assert set(RECIPES) == {"max", "percentile", "calibration", "qcfs", "sfn"}
+    for r in describe(ConversionConfig()):
+        assert r["summary"] and r["requires"] and r["pipeline"][:2] == ["fold_batchnorm", "remove_identity"]
+    spec = RunConfig(conversion=ConversionConfig(method="calibration", signed=True)).pipeline_spec()
+    assert [p if isinstance(p, str) else p["name"] for p in spec] == \
+        ["fold_batchnorm", "remove_identity", "threshold_balance", "signed_neurons", "calibration"]
+
+
+def test_qcfs_refuses_a_plain_relu_network(tmp_path, monkeypatch, capsys):
+    from test_cli import run_main
+
+    monkeypatch.chdir(tmp_path)
+    proc = run_main("convert", "--model", "mnist_cnn", "--dataset", "mnist-bundled", "--method", "qcfs",
+                    "--output-dir", tmp_path / "o", monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 2 and "trained with QCFS activations" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_new_recipe_is_selectable_by_name():
+    @register_recipe
+    class Half(Recipe):
+        name = "half_v0"
+        summary = "percentile with v_init 0 (test recipe)"
+
+        def neuron_pass(self, c):
+            return {**super().neuron_pass(c), "v_init": 0.0}
+
+    try:
+        from snnconv.config import load_config
+
+        cfg = load_config(None, {}, values={"conversion": {"method": "half_v0"}})
+        assert cfg.pipeline_spec()[2]["v_init"] == 0.0
+    finally:
+        RECIPES.pop("half_v0")
+    with pytest.raises(SnnconvError, match="unknown conversion method"):
+        get_recipe("half_v0")
