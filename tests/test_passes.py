@@ -344,3 +344,15 @@ def test_pipeline_logs_records():
     assert set(thresholds) == {n for n, node in snn.nodes.items() if node.kind == "neuron"}
     assert len(thresholds) == 4
     assert g.kinds()["clip"] == 4  # input graph unchanged
+
+
+def test_pipeline_reports_the_first_violated_contract():
+    """Ordering rules are declared (Pass.requires/ensures) and checked by the pipeline, in one line."""
+    _, g, _ = two_layer()
+    calib = PassContext(calibration=[torch.rand(8, 8)])
+    with pytest.raises(SnnconvError, match=r"pass 'calibration' \(step 2 of the pipeline\) requires spiking neurons.*"
+                                           r"after threshold_balance"):
+        Pipeline.from_config(["remove_identity", "calibration", "threshold_balance"]).run(g, calib)
+    with pytest.raises(SnnconvError, match=r"pass 'threshold_balance' \(step 2.*not yet converted"):
+        Pipeline.from_config(["threshold_balance", "threshold_balance"]).run(g, calib)
+    Pipeline.from_config(["threshold_balance", "signed_neurons"]).run(g, calib)  # the right order runs

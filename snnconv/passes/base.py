@@ -64,9 +64,12 @@ class PassContext:
 
 
 class Pass:
-    """Base class. Subclasses set ``name``, ``Config`` (a dataclass) and implement :meth:`run`."""
+    """Base class. Subclasses set ``name``, ``Config`` (a dataclass) and implement :meth:`run`, and declare
+    their contracts (:mod:`snnconv.passes.contracts`): ``requires`` of the input, ``ensures`` of the output."""
 
     name: ClassVar[str] = "pass"
+    requires: ClassVar[tuple] = ()
+    ensures: ClassVar[tuple] = ()
 
     @dataclass
     class Config:
@@ -117,11 +120,20 @@ class Pipeline:
         return cls([make_pass(s) for s in specs])
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        from snnconv.passes.contracts import violated
+
         g = graph.copy()
-        for p in self.passes:
+        for i, p in enumerate(self.passes, start=1):
+            bad = violated(p.requires, g)
+            if bad:
+                raise SnnconvError(f"pass '{p.name}' (step {i} of the pipeline) requires {bad.text}, and its input "
+                                   f"has none" + (f": {bad.hint}" if bad.hint else ""))
             before = g.kinds()
             g = p.run(g, ctx)
             g.validate()
+            bad = violated(p.ensures, g)
+            if bad:
+                raise SnnconvError(f"pass '{p.name}' (step {i}) did not ensure {bad.text}")
             after = g.kinds()
             if before != after:
                 ctx.log(p.name, "node kinds " + ", ".join(f"{k}: {before.get(k, 0)}->{after.get(k, 0)}"

@@ -39,6 +39,7 @@ import torch
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Clip, Graph, Scale
+from snnconv.passes.contracts import HAS_NEURONS
 from snnconv.passes.base import Pass, PassContext, register_pass, check_config
 from snnconv.progress import progress
 from snnconv.neurons import NEURON_DYNAMICS
@@ -90,6 +91,7 @@ def insert_before(graph: Graph, dst: str, src: str, name: str, node) -> None:
 @register_pass
 class Calibration(Pass):
     name = "calibration"
+    requires = (HAS_NEURONS,)
 
     @dataclass
     class Config:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snnconv.ir import Graph
+from snnconv.passes.contracts import NO_NEURONS
 from snnconv.passes.base import Pass, PassContext, register_pass
 
 
 @register_pass
 class DequantizeClips(Pass):
     name = "dequantize_clips"
+    requires = (NO_NEURONS,)
 
     @dataclass
     class Config:

@@ -54,6 +54,7 @@ import torch
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
+from snnconv.passes.contracts import HAS_NEURONS
 from snnconv.passes.base import Pass, PassContext, register_pass, check_config
 from snnconv.progress import progress
 
@@ -160,6 +161,7 @@ def score(graph: Graph, batches: list, timesteps: int) -> tuple[float, float]:
 @register_pass
 class HSEO(Pass):
     name = "hseo"
+    requires = (HAS_NEURONS,)
 
     @dataclass
     class Config:

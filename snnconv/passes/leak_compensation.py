@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import torch
 
 from snnconv.ir import Graph, Scale
+from snnconv.passes.contracts import HAS_NEURONS
 from snnconv.passes.base import Pass, PassContext, register_pass
 
 
 @register_pass
 class LeakCompensation(Pass):
     name = "leak_compensation"
+    requires = (HAS_NEURONS,)
 
     @dataclass
     class Config:

@@ -31,6 +31,7 @@ import torch
 
 from snnconv.ir import Graph, SpikingNeuron
 from snnconv.passes.activation_stats import activation_scales
+from snnconv.passes.contracts import NO_NEURONS
 from snnconv.passes.base import Pass, PassContext, check_config, register_pass
 from snnconv.passes.threshold_balance import rate_clips
 
@@ -38,6 +39,7 @@ from snnconv.passes.threshold_balance import rate_clips
 @register_pass
 class ScaleAndFire(Pass):
     name = "sfn"
+    requires = (NO_NEURONS,)
 
     @dataclass
     class Config:

@@ -17,12 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snnconv.ir import Graph
+from snnconv.passes.contracts import HAS_NEURONS
 from snnconv.passes.base import Pass, PassContext, register_pass
 
 
 @register_pass
 class SignedNeurons(Pass):
     name = "signed_neurons"
+    requires = (HAS_NEURONS,)
 
     @dataclass
     class Config:

@@ -19,12 +19,14 @@ import torch
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
+from snnconv.passes.contracts import HAS_NEURONS
 from snnconv.passes.base import Pass, PassContext, register_pass
 
 
 @register_pass
 class ResidualMembranePotential(Pass):
     name = "srp"
+    requires = (HAS_NEURONS,)
 
     @dataclass
     class Config:

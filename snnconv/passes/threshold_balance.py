@@ -26,6 +26,7 @@ import torch
 from snnconv.errors import UnsupportedOpError
 from snnconv.ir import Graph, SpikingNeuron
 from snnconv.passes.activation_stats import activation_scales
+from snnconv.passes.contracts import NO_NEURONS
 from snnconv.passes.base import Pass, PassContext, check_config, register_pass
 
 
@@ -43,6 +44,7 @@ def rate_clips(graph: Graph) -> list[str]:
 @register_pass
 class ThresholdBalance(Pass):
     name = "threshold_balance"
+    requires = (NO_NEURONS,)
 
     @dataclass
     class Config:
