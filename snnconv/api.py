@@ -394,6 +394,22 @@ def held_out_split(dataset: str, data_dir, n: int, seed: int, size: int | None =
     return Split(train.images[idx], train.labels[idx], train.mean, train.std, train.num_classes)
 
 
+def apply_run_defaults(cfg: RunConfig, embedded: bool = False) -> RunConfig:
+    """Fill what ``snnconv convert`` leaves to defaults: with ``embedded`` (no model, dataset or config given)
+    the bundled MNIST CNN on the full MNIST test set when the data dir holds it, else on the MNIST subset
+    shipped in the package (offline); the output folder ``artifacts/<model>-<dataset>``."""
+    from snnconv.data.datasets import _find_mnist, default_data_dir
+
+    if embedded:
+        root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
+        cfg.dataset = "mnist" if _find_mnist(root, "t10k-images-idx3-ubyte") else "mnist-bundled"
+        if cfg.dataset == "mnist-bundled":
+            cfg.calib_samples = min(cfg.calib_samples, 256)
+    if cfg.output_dir is None:
+        cfg.output_dir = str(Path("artifacts") / f"{Path(cfg.model).stem}-{cfg.dataset.replace(':', '_').replace('/', '_')}")
+    return cfg
+
+
 def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     """The `snnconv convert` job: returns the report and writes it (atomically) to ``cfg.output_dir``.
 

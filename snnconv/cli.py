@@ -30,14 +30,6 @@ def _zoo_names() -> list[str]:
     return sorted(MODELS)
 
 
-def _default_dataset(data_dir: Optional[str]) -> str:
-    """Full MNIST when the data dir holds it, else the MNIST subset bundled in the package."""
-    from snnconv.data.datasets import _find_mnist, default_data_dir
-
-    root = Path(data_dir) if data_dir else default_data_dir()
-    return "mnist" if _find_mnist(root, "t10k-images-idx3-ubyte") else "mnist-bundled"
-
-
 @app.command()
 def convert(
     model: Optional[str] = typer.Option(None, help=f"zoo name ({', '.join(_zoo_names())}), checkpoint .pt, ONNX "
@@ -100,12 +92,9 @@ def convert(
     log = _err
     if distributed.init_from_env():  # launched by torchrun: calibration and evaluation are sharded
         log = _err if distributed.is_main() else (lambda *_: None)
-    if model is None and dataset is None and config is None:
-        cfg.dataset = _default_dataset(data_dir)
-        if cfg.dataset == "mnist-bundled":
-            cfg.calib_samples = min(cfg.calib_samples, 256)
-    if cfg.output_dir is None:
-        cfg.output_dir = str(Path("artifacts") / f"{Path(cfg.model).stem}-{cfg.dataset.replace(':', '_').replace('/', '_')}")
+    from snnconv.api import apply_run_defaults
+
+    apply_run_defaults(cfg, embedded=model is None and dataset is None and config is None)
     run_convert(cfg, log_fn=log, coverage_fn=lambda t: log("op coverage:\n" + t))
 
 
@@ -467,29 +456,12 @@ def evolve(
 ):
     """Adapt a converted SNN's readout online (prequential) on a shifted data stream with R-STDP or ED,
     and plot accuracy over the stream with and without evolution."""
-    import json
-
-    from snnconv.learning.evolve import apply_readout, plot_evolve, run_evolve
-    from snnconv.output import atomic_dir, check_output_dir
-
-    check_output_dir(output_dir, overwrite)  # before the stream runs
+    from snnconv.learning.evolve import evolve_run
 
     rules = tuple(r.strip() for r in rule.split(",") if r.strip())
-    bad = [r for r in rules if r not in ("rstdp", "ed")]
-    if bad or not rules:
-        raise SnnconvError(f"unknown rule(s) {bad or rule!r} (known: rstdp, ed)")
-    params = {r: {"lr": lr} for r in rules} if lr is not None else None
-    res = run_evolve(model, dataset, data_dir, weights, shift, rules, timesteps, clean, shifted, window, batch_size,
-                     heldout=heldout, seed=seed, params=params, log_fn=_err,
+    rep = evolve_run(output_dir, model, dataset, data_dir, weights, shift, rules, timesteps, clean, shifted, window,
+                     batch_size, heldout=heldout, seed=seed, lr=lr, overwrite=overwrite, log_fn=_err,
                      layers=tuple(x.strip() for x in layers.split(",") if x.strip()))
-    rep = res["report"]
-    with atomic_dir(output_dir, overwrite) as out:
-        (out / "evolve.json").write_text(json.dumps(rep, indent=1))
-        plot_evolve(rep, out / "evolve.png")
-        res["snn"].save(out / "snn_frozen.pt")
-        for r, lrn in res["learners"].items():
-            if r != "frozen":
-                apply_readout(res["snn"], lrn).save(out / f"snn_{r}.pt")
     for k, v in rep["prequential_accuracy"].items():
         typer.echo(f"{k:>12}: stream shifted part {v['shifted_part']:.2f}%, last {window} {v['last_window']:.2f}%, "
                    f"held-out shifted {rep['heldout']['shifted'][k]:.2f}%, clean {rep['heldout']['clean'][k]:.2f}%")

@@ -506,3 +506,29 @@ def plot_evolve(report: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def evolve_run(output_dir, model, dataset, data_dir, weights, shift, rules, timesteps, clean, shifted, window,
+               batch_size, heldout=1000, seed=0, lr=None, overwrite=False, log_fn=print, layers=("readout",)) -> dict:
+    """The ``snnconv evolve`` job: checks ``output_dir`` first, runs :func:`run_evolve` and writes the run folder
+    (evolve.json, evolve.png, snn_frozen.pt, snn_<rule>.pt) atomically. Returns the report."""
+    import json
+
+    from snnconv.output import atomic_dir, check_output_dir
+
+    check_output_dir(output_dir, overwrite)  # before the stream runs
+    bad = [r for r in rules if r not in ("rstdp", "ed")]
+    if bad or not rules:
+        raise SnnconvError(f"unknown rule(s) {bad or list(rules)!r} (known: rstdp, ed)")
+    params = {r: {"lr": lr} for r in rules} if lr is not None else None
+    res = run_evolve(model, dataset, data_dir, weights, shift, tuple(rules), timesteps, clean, shifted, window,
+                     batch_size, heldout=heldout, seed=seed, params=params, log_fn=log_fn, layers=layers)
+    rep = res["report"]
+    with atomic_dir(output_dir, overwrite) as out:
+        (out / "evolve.json").write_text(json.dumps(rep, indent=1))
+        plot_evolve(rep, out / "evolve.png")
+        res["snn"].save(out / "snn_frozen.pt")
+        for r, lrn in res["learners"].items():
+            if r != "frozen":
+                apply_readout(res["snn"], lrn).save(out / f"snn_{r}.pt")
+    return rep
