@@ -237,7 +237,8 @@ def markdown(r: dict) -> str:
              f"- conversion: {json.dumps(r['conversion'])}",
              f"- input encoding: {r.get('encoding', 'direct')} (first layer counted as {r.get('first_layer_ops', 'MAC')})",
              f"- ANN accuracy: {r['ann_accuracy']:.2f}%",
-             *_spike_lines(r.get("spikes")), "",
+             *_spike_lines(r.get("spikes")),
+             *[f"- **warning**: {w}" for w in r.get("warnings", [])], "",
              "| T | SNN acc (%) | gap to ANN | SynOps/sample | MACs/sample | energy (uJ/sample) |",
              "|---:|---:|---:|---:|---:|---:|"]
     for t, acc in r["snn_accuracy"].items():

@@ -132,3 +132,38 @@ def test_export_option_parsing(tmp_path):
     cfg.write_text("output:\n  export: nirr\n")
     with pytest.raises(SnnconvError, match="output.export.*unknown export format 'nirr'"):
         load_config(cfg, {})
+
+
+def test_max_pool_conversion_warns(tmp_path, monkeypatch):
+    """A max-pool network converts (gating scheme) but says it loses fidelity, in the log and the report."""
+    import json
+
+    from torch import nn
+
+    import snnconv.models.zoo as zoo
+    from snnconv.api import run_convert
+    from snnconv.checkpoints import save_checkpoint
+    from snnconv.config import RunConfig
+
+    orig = zoo.MODELS["mnist_cnn"]
+
+    def with_maxpool(**k):  # the bundled CNN's architecture with max pooling instead of average pooling
+        m = orig(**k)
+        for mod in list(m.modules()):
+            for cname, child in list(mod.named_children()):
+                if isinstance(child, nn.AvgPool2d):
+                    setattr(mod, cname, nn.MaxPool2d(child.kernel_size, child.stride))
+        return m
+
+    monkeypatch.setitem(zoo.MODELS, "mnist_cnn", with_maxpool)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", {"model": "mnist_cnn", "state_dict": with_maxpool(num_classes=10, in_channels=1).state_dict()})
+    out = tmp_path / "run"
+    lines = []
+    rep = run_convert(RunConfig(model="mnist_cnn", weights=str(tmp_path / "m.pt"), dataset="mnist-bundled",
+                                timesteps=[1], eval_samples=8, calib_samples=8, output_dir=str(out)),
+                      log_fn=lines.append, coverage_fn=lambda *_: None)
+    assert rep["warnings"] and "max pooling" in rep["warnings"][0]
+    assert any(ln.startswith("warning: max pooling") for ln in lines)
+    assert "**warning**: max pooling" in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["warnings"] == rep["warnings"]
