@@ -301,3 +301,26 @@ def test_cli_bad_onnx_one_line_no_output(tmp_path, snnconv_cli):
     assert code == 2 and "nope.pt" in err and not (tmp_path / "sub" / "x.onnx").exists()
     code, err = snnconv_cli("export", "--format", "tflite", "--model", "mnist_cnn", "--out", "x")
     assert code == 2 and "unknown export format 'tflite'" in err
+
+
+def test_conv1d_through_both_frontends_and_the_snn(tmp_path):
+    """Conv1d (strided, padded, dilated, grouped) becomes Reshape -> 1xk Conv2d -> Reshape on both paths,
+    matches the module, and converts (the SNN approaches the ANN at large T)."""
+    from snnconv.api import conversion_pipeline, convert_graph
+    from snnconv.frontends.torch import from_torch
+    from snnconv.runtime.simulator import Simulator
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(3, 8, 5, stride=2, padding=2), nn.ReLU(), nn.Conv1d(8, 4, 3, dilation=2, groups=2),
+                      nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12, 5)).eval()
+    x = torch.randn(6, 3, 32)
+    with torch.no_grad():
+        want = m(x)
+    g_t, _ = from_torch(m, (3, 32))
+    g_o, table = from_onnx(torch_to_onnx(m, (3, 32), tmp_path / "c1.onnx"), (3, 32))
+    for g in (g_t, g_o):
+        assert g.kinds()["conv2d"] == 2 and g.kinds()["reshape"] == 4
+        assert torch.allclose(run_ann(g, x), want, atol=1e-5)
+    snn, _ = convert_graph(g_t, [torch.randn(64, 3, 32)], conversion_pipeline())
+    out = Simulator(snn, 64, collect_stats=False).run(x)[-1]
+    assert (out - want).abs().max() < 0.05 * want.abs().max()

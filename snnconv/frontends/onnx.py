@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from snnconv.errors import SnnconvError, UnsupportedOpError
-from snnconv.frontends.torch import coverage_table
+from snnconv.frontends.torch import conv1d_nodes, coverage_table
 from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
                         Input, Linear, MaxPool2d, Reshape, Scale)
 
@@ -199,7 +199,21 @@ def _convert(b: _Builder, node, ins: list) -> bool:
     x = ins[0] if ins else None
     out_used = lambda i: len(node.output) > i and node.output[i] and b.consumers[node.output[i]] > 0  # noqa: E731
 
-    if op == "Conv":
+    if op == "Conv" and is_t(x) and is_c(ins[1]) and ins[1].ndim == 3:  # 1-D convolution
+        if len(ins) > 2 and ins[2] is not None and not is_c(ins[2]):
+            return False
+        w, in_shape, out_shape = ins[1], b.shapes.get(node.input[0]), b.shapes.get(node.output[0])
+        pad = _sym_pads(at.get("pads"), 1)
+        if pad is None or in_shape is None or out_shape is None or at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"", ""):
+            return False
+        bias = _t(ins[2]) if len(ins) > 2 and ins[2] is not None else None
+        base = (node.name or f"conv_{node.output[0]}").lstrip("/")
+        last = conv1d_nodes(b.g, base, x, _t(w), bias, int(at.get("strides", [1])[0]), pad[0],
+                            int(at.get("dilations", [1])[0]), int(at.get("group", 1)), tuple(in_shape[1:]),
+                            tuple(out_shape[1:]))
+        b.env[node.output[0]] = last
+        b.onnx_of[last] = node.output[0]
+    elif op == "Conv":
         if not (is_t(x) and is_c(ins[1]) and ins[1].ndim == 4) or (len(ins) > 2 and ins[2] is not None and not is_c(ins[2])):
             return False
         w = ins[1]

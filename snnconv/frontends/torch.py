@@ -100,6 +100,17 @@ def _convert_call(b: _Builder, n) -> bool:
         w = b.tensor(args[1])
         b.emit(n, Conv2d(w.detach().clone(), _opt_clone(b.tensor(arg(2))), _pair(arg(3, 1)), _pair(arg(4, 0)),
                          _pair(arg(5, 1)), int(arg(6, 1))), [b.src(args[0])])
+    elif t is aten.conv1d.default or (t is aten.convolution.default and not args[6] and b.tensor(args[1]).dim() == 3):
+        w = b.tensor(args[1])
+        if t is aten.conv1d.default:
+            bias, st, pad, dil, groups = _opt_clone(b.tensor(arg(2))), arg(3, [1]), arg(4, [0]), arg(5, [1]), arg(6, 1)
+        else:
+            bias, st, pad, dil, groups = _opt_clone(b.tensor(args[2])), args[3], args[4], args[5], args[8]
+        if isinstance(pad, str):
+            return False
+        in_shape = tuple(args[0].meta["val"].shape[1:])
+        b.env[n.name] = conv1d_nodes(b.g, b.name_for(n), b.src(args[0]), w, bias, _single(st), _single(pad),
+                                     _single(dil), int(groups), in_shape, tuple(out_shape[1:]))
     elif t is aten.convolution.default and not args[6]:
         b.emit(n, Conv2d(b.tensor(args[1]).detach().clone(), _opt_clone(b.tensor(args[2])), _pair(args[3]),
                          _pair(args[4]), _pair(args[5]), int(args[8])), [b.src(args[0])])
@@ -217,6 +228,21 @@ def _split(b: _Builder, n, args, kw) -> bool:
         start += size
     b.env[n.name] = _SplitParts(b.src(x), dim, bounds, int(x.meta["val"].shape[dim]))
     return True
+
+
+def _single(v) -> int:
+    v = v if isinstance(v, int) else (list(v) or [0])[0]
+    return int(v)
+
+
+def conv1d_nodes(g: Graph, name: str, src: str, w: torch.Tensor, bias, stride: int, padding: int, dilation: int,
+                 groups: int, in_shape: tuple, out_shape: tuple) -> str:
+    """A 1-D convolution ``[C, L] -> [O, L']`` as Reshape ``[C, 1, L]`` -> Conv2d with a ``1 x k`` kernel ->
+    Reshape ``[O, L']`` (exact: the same sums). Returns the last node's name. Shared by both frontends."""
+    a = g.add(g.unique_name(f"{name}.as2d"), Reshape((in_shape[0], 1, in_shape[1])), [src])
+    c = g.add(g.unique_name(name), Conv2d(w.detach().clone().unsqueeze(2), bias, (1, stride), (0, padding),
+                                          (1, dilation), groups), [a])
+    return g.add(g.unique_name(f"{name}.as1d"), Reshape(tuple(out_shape)), [c])
 
 
 def _arith(b: _Builder, n) -> bool:
