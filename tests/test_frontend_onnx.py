@@ -324,3 +324,39 @@ def test_conv1d_through_both_frontends_and_the_snn(tmp_path):
     snn, _ = convert_graph(g_t, [torch.randn(64, 3, 32)], conversion_pipeline())
     out = Simulator(snn, 64, collect_stats=False).run(x)[-1]
     assert (out - want).abs().max() < 0.05 * want.abs().max()
+
+
+class LeakyUp(nn.Module):
+    """LeakyReLU, nearest and bilinear upsampling, concat: ops both frontends used to refuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 16 * 16 * 2, 5)
+
+    def forward(self, x):
+        y = nn.functional.leaky_relu(self.c(x), 0.1)
+        a = nn.functional.interpolate(y, scale_factor=2, mode="nearest")
+        b = nn.functional.interpolate(self.d(y), scale_factor=2, mode="bilinear", align_corners=False)
+        return self.head(torch.cat([a, b], 1).flatten(1))
+
+
+def test_leaky_relu_and_upsampling_through_both_frontends_and_the_snn(tmp_path):
+    from snnconv.api import conversion_pipeline, convert_graph
+    from snnconv.frontends.torch import from_torch
+    from snnconv.runtime.simulator import Simulator
+
+    torch.manual_seed(0)
+    m = LeakyUp().eval()
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        want = m(x)
+    g_t, _ = from_torch(m, (3, 8, 8))
+    g_o, _ = from_onnx(torch_to_onnx(m, (3, 8, 8), tmp_path / "up.onnx"), (3, 8, 8))
+    for g in (g_t, g_o):
+        assert g.kinds()["upsample"] == 2 and g.kinds()["clip"] == 2  # LeakyReLU = relu(x) - a relu(-x)
+        assert torch.allclose(run_ann(g, x), want, atol=1e-5)
+    snn, _ = convert_graph(g_t, [torch.randn(64, 3, 8, 8)], conversion_pipeline())
+    assert snn.kinds()["neuron"] == 2  # both halves of the LeakyReLU spike
+    out = Simulator(snn, 128, collect_stats=False).run(x)[-1]
+    assert (out - want).abs().max() < 0.05 * want.abs().max()

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from snnconv.errors import SnnconvError, UnsupportedOpError
-from snnconv.frontends.torch import conv1d_nodes, coverage_table
+from snnconv.frontends.torch import conv1d_nodes, coverage_table, leaky_relu_nodes
 from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
-                        Input, Linear, MaxPool2d, Reshape, Scale)
+                        Input, Linear, MaxPool2d, Reshape, Scale, Upsample)
 
 #: batch size substituted for a symbolic batch dimension when ``Shape`` results are folded
 _FOLD_BATCH = 2
@@ -190,6 +190,25 @@ def _spatial_padding(b: _Builder, node, at: dict, in_name: str, k, s, d) -> tupl
     return _same_pads(shape[2:], k, s, d)
 
 
+def _resize(b: _Builder, node, at: dict, x: str) -> bool:
+    """ONNX Resize as an :class:`Upsample` to the output's static size: nearest (asymmetric, floor; what
+    PyTorch exports for ``nearest``) or linear (half_pixel / pytorch_half_pixel = ``align_corners=False``,
+    align_corners). Other modes have no IR equivalent and are reported."""
+    dec = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
+    mode, ctm = dec(at.get("mode", "nearest")), dec(at.get("coordinate_transformation_mode", "half_pixel"))
+    out = b.shapes.get(node.output[0])
+    if out is None or len(out) != 4 or any(v is None for v in out[2:]):
+        return False
+    if mode == "nearest" and ctm == "asymmetric" and dec(at.get("nearest_mode", "round_prefer_floor")) == "floor":
+        up = Upsample((int(out[2]), int(out[3])), "nearest")
+    elif mode == "linear" and ctm in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        up = Upsample((int(out[2]), int(out[3])), "bilinear", ctm == "align_corners")
+    else:
+        return False
+    b.emit(node, up, [x])
+    return True
+
+
 def _convert(b: _Builder, node, ins: list) -> bool:
     """Map one ONNX node whose data input is a tensor; returns False if it has no IR equivalent."""
     onnx, op = b.onnx, node.op_type
@@ -257,6 +276,13 @@ def _convert(b: _Builder, node, ins: list) -> bool:
         return _qcfs_floor(b, node, x)
     elif op == "Relu":
         b.emit(node, Clip(0.0, math.inf, "relu"), [x])
+    elif op == "LeakyRelu" and is_t(x):
+        base = (node.name or f"leakyrelu_{node.output[0]}").lstrip("/")
+        last = leaky_relu_nodes(b.g, base, x, float(at.get("alpha", 0.01)))
+        b.env[node.output[0]] = last
+        b.onnx_of[last] = node.output[0]
+    elif op == "Resize" and is_t(x):
+        return _resize(b, node, at, x)
     elif op == "Clip":
         lo, hi = at.get("min"), at.get("max")  # opset < 11 keeps the bounds as attributes
         if len(ins) > 1 and ins[1] is not None:

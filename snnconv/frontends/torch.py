@@ -19,7 +19,7 @@ from torch import nn
 
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
-                        Input, Linear, MaxPool2d, Reshape, Scale)
+                        Input, Linear, MaxPool2d, Reshape, Scale, Upsample)
 from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNorm, MatMul, Permute, Select, Slice,
                                     Softmax)
 
@@ -135,6 +135,14 @@ def _convert_call(b: _Builder, n) -> bool:
     elif t in (aten.hardtanh.default, aten.hardtanh_.default):
         lo, hi = float(arg(1, -1.0)), float(arg(2, 1.0))
         b.emit(n, Clip(lo, hi, "relu6" if (lo, hi) == (0.0, 6.0) else "hardtanh"), [b.src(args[0])])
+    elif t in (aten.leaky_relu.default, aten.leaky_relu_.default):
+        b.env[n.name] = leaky_relu_nodes(b.g, b.name_for(n), b.src(args[0]), float(arg(1, 0.01)))
+    elif t in (aten.upsample_nearest2d.vec, aten.upsample_nearest2d.default, aten.upsample_bilinear2d.vec,
+               aten.upsample_bilinear2d.default):
+        bilinear = t in (aten.upsample_bilinear2d.vec, aten.upsample_bilinear2d.default)
+        align = bool(arg(2, False)) if bilinear else False
+        b.emit(n, Upsample(tuple(int(v) for v in out_shape[2:]), "bilinear" if bilinear else "nearest", align),
+               [b.src(args[0])])
     elif t in (aten.relu6.default,):
         b.emit(n, Clip(0.0, 6.0, "relu6"), [b.src(args[0])])
     elif t in (aten.clamp.default, aten.clamp_.default, aten.clamp_min.default):
@@ -228,6 +236,17 @@ def _split(b: _Builder, n, args, kw) -> bool:
         start += size
     b.env[n.name] = _SplitParts(b.src(x), dim, bounds, int(x.meta["val"].shape[dim]))
     return True
+
+
+def leaky_relu_nodes(g: Graph, name: str, src: str, slope: float) -> str:
+    """LeakyReLU as :math:`\\mathrm{relu}(x) - a\\,\\mathrm{relu}(-x)`: two ReLU-like clips that threshold
+    balancing turns into two IF populations (the negative part through a -1 / -a scaling), so the network
+    spikes; exact in ANN mode. Returns the name of the sum. Shared by both frontends."""
+    pos = g.add(g.unique_name(f"{name}.pos"), Clip(0.0, math.inf, "relu"), [src])
+    flip = g.add(g.unique_name(f"{name}.flip"), Scale(torch.tensor(-1.0)), [src])
+    neg = g.add(g.unique_name(f"{name}.neg"), Clip(0.0, math.inf, "relu"), [flip])
+    scaled = g.add(g.unique_name(f"{name}.slope"), Scale(torch.tensor(-float(slope))), [neg])
+    return g.add(g.unique_name(name), Add(), [pos, scaled])
 
 
 def _single(v) -> int:

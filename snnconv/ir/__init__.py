@@ -8,13 +8,13 @@ from snnconv.ir.izhikevich import Izhikevich
 from snnconv.ir.layers import BatchNorm, Conv2d, Linear
 from snnconv.ir.neurons import SpikingNeuron
 from snnconv.ir.node import NODE_TYPES, Node
-from snnconv.ir.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from snnconv.ir.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, Upsample
 from snnconv.ir.structure import Add, Concat, Flatten, Identity, Input, Reshape, Scale
 from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNorm, MatMul, Permute, Select,
                                    SignedNeuron, Slice, Softmax)
 
 __all__ = ["Graph", "Node", "NODE_TYPES", "Input", "Conv2d", "Linear", "BatchNorm", "Clip", "SpikingNeuron",
            "AdaptiveLIF", "CubaLIF", "Izhikevich", "HodgkinHuxley",
-           "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Add", "Concat", "Flatten", "Reshape", "Identity", "Scale",
+           "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Upsample", "Add", "Concat", "Flatten", "Reshape", "Identity", "Scale",
            "LayerNorm", "Activation", "Softmax", "MatMul", "Embedding", "Permute", "Select", "Slice", "ConcatConst",
            "SignedNeuron"]

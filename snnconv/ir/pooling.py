@@ -41,3 +41,19 @@ class AdaptiveAvgPool2d(Node):
     kind = "adaptive_avgpool2d"
     synaptic = True
     output_size: tuple = (1, 1)
+
+
+@register_node
+@dataclasses.dataclass(eq=False)
+class Upsample(Node):
+    """Resize each map to ``size`` (H, W): ``nearest`` (copies) or ``bilinear`` (a fixed linear interpolation,
+    ``align_corners`` as in PyTorch). Linear in its input, so spike trains pass through it unchanged in rate."""
+
+    kind = "upsample"
+    size: tuple = ()
+    mode: str = "nearest"
+    align_corners: bool = False
+
+    def __post_init__(self):
+        if self.mode not in ("nearest", "bilinear"):
+            raise ValueError(f"upsample mode must be 'nearest' or 'bilinear', got {self.mode!r}")

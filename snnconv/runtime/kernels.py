@@ -90,6 +90,8 @@ KERNELS: dict[str, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     "avgpool2d": lambda n, xs: F.avg_pool2d(xs[0], n.kernel_size, n.stride, n.padding, n.ceil_mode, n.count_include_pad),
     "maxpool2d": lambda n, xs: F.max_pool2d(xs[0], n.kernel_size, n.stride, n.padding, n.dilation, n.ceil_mode),
     "adaptive_avgpool2d": lambda n, xs: F.adaptive_avg_pool2d(xs[0], n.output_size),
+    "upsample": lambda n, xs: F.interpolate(xs[0], size=tuple(n.size), mode=n.mode,
+                                            align_corners=n.align_corners if n.mode == "bilinear" else None),
 }
 
 # transformer nodes (layer norm, softmax, matmul, embeddings, views, signed neuron): snnconv.runtime.operators
