@@ -101,7 +101,7 @@ def run_network(key: str, args, ts: list[int], log) -> list[dict]:
 
 def markdown(data: dict) -> str:
     lines = ["# Deployment: the converted network outside snnconv", "",
-             f"Command: `{data['command']}`", "",
+             f"Last command: `{data['command']}` (rows of earlier runs are kept; each names its conversion)", "",
              "Each network is converted, exported to NIR and run, from the file, in snnconv (reference) and in each "
              "target with that framework's own neurons (`snnconv.interop`: SpikingJelly `IFNode(v_reset=None)`, "
              "snnTorch `Leaky(beta=1, reset_mechanism='subtract')`, Norse's `threshold` + `reset_subtract`, sinabs "
@@ -152,15 +152,17 @@ def main() -> None:
     rows = []
     for key in args.networks.split(","):
         rows += run_network(key, args, ts, lambda m: print(m, file=sys.stderr, flush=True))
-    argv = " ".join(a if not a.startswith("/") else Path(a).name for a in sys.argv[1:])
-    data = {"command": f"python scripts/bench_deploy.py {argv}".replace(args.data_dir, "../shared/datasets"),
-            "timesteps": ts, "rows": rows,
+    argv = " ".join(sys.argv[1:]).replace(args.data_dir, "../shared/datasets")
+    out = Path(args.out)
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    merged = {(r["network"], r["method"]): r for r in old.get("rows", [])}  # rows of earlier runs are kept
+    merged.update({(r["network"], r["method"]): r for r in rows})
+    data = {"command": f"python scripts/bench_deploy.py {argv}", "timesteps": ts, "rows": list(merged.values()),
             "checkpoints": {NETWORKS[k][2]: sha256(REPO / NETWORKS[k][2]) for k in args.networks.split(",")},
             "data": f"MNIST test set ({args.mnist_samples or 'all 10000'} images), CIFAR-10 test set (seeded subset "
                     f"of {args.cifar_samples}, seed 0); calibration: {args.calib_samples} images of the training "
                     f"part (validation split excluded), seed 1",
             "environment": environment()}
-    out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1))
     out.with_suffix(".md").write_text(markdown(data))
     print(markdown(data))

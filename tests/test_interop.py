@@ -160,3 +160,33 @@ class _Lying(type(TARGETS["sinabs"])):
     def begin(self, module, spec, batch):
         spec = type(spec)(**{**spec.__dict__, "theta": spec.theta * 1.1})
         super().begin(module, spec, batch)
+
+
+def test_bias_calibrated_residual_net_exports_and_runs_everywhere(tmp_path):
+    """Bias calibration on a residual sum adds a constant current (a Scale with an offset); the NIR lowering
+    writes it as a 1x1 diagonal convolution with that bias, so the calibrated network is exportable as is."""
+    from snnconv.passes import PassContext, Pipeline
+    from snnconv.frontends.torch import from_torch
+    from helpers import randomize_batchnorm
+
+    torch.manual_seed(0)
+    g, _ = from_torch(randomize_batchnorm(SmallResNet()), (3, 8, 8))
+    spec = ["fold_batchnorm", "remove_identity", {"name": "threshold_balance", "method": "percentile"},
+            {"name": "calibration", "mode": "bias", "timesteps": 4, "samples": 64}]
+    snn = Pipeline.from_config(spec).run(g, PassContext(calibration=[torch.rand(64, 3, 8, 8)]))
+    assert any(k.endswith(".calib") and n.offset is not None for k, n in snn.nodes.items())
+    export_nir(snn, tmp_path / "bc.nir")
+    x = _x((3, 8, 8), n=8)
+    a = reference_run(snn, x, 8)["outputs"].cumsum(0)[-1]
+    b = reference_run(import_nir(tmp_path / "bc.nir"), x, 8)["outputs"].cumsum(0)[-1]
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    rep = verify_targets(tmp_path / "bc.nir", x, 8, ALL)
+    assert gate(rep) == [], rep
+
+
+def test_snntorch_reset_to_zero_keeps_the_next_input(tmp_path):
+    """snnTorch's delayed zero reset would drop the input of the step after a spike; the loader resets at once."""
+    g = _convert(SmallCNN(), (1, 12, 12), ConversionConfig(reset="zero", v_init=0.0))
+    export_nir(g, tmp_path / "z.nir")
+    rep = verify_targets(tmp_path / "z.nir", _x((1, 12, 12), n=16), 16, ["snntorch"])
+    assert rep["targets"]["snntorch"]["spike_mismatches"] == 0, rep

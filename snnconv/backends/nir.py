@@ -110,8 +110,9 @@ def _refusals(graph: Graph, dynamics: str = "nir") -> list[str]:
                 out.append(f"{name}: SRP pre-run ({n.presim} steps) is not exported -> convert without srp")
             if n.refractory:
                 out.append(f"{name}: refractory period {n.refractory} (not in NIR) -> refractory 0")
-        elif n.kind == "scale" and n.offset is not None and bool(torch.any(n.offset != 0)):
-            out.append(f"{name}: scale with an offset (a constant current) has no NIR equivalent")
+        elif n.kind == "scale" and n.offset is not None and bool(torch.any(n.offset != 0)) and \
+                _offset_as_bias(n) is None:
+            out.append(f"{name}: scale with an offset that is not per channel has no NIR equivalent")
         elif n.kind == "scale" and n.scale.numel() > 1 and _channel_vector(n.scale, n.shape) is None:
             out.append(f"{name}: scale that is not per-channel cannot be folded into weights")
         elif n.kind == "avgpool2d" and (n.ceil_mode or (any(n.padding) and not n.count_include_pad)):
@@ -161,6 +162,21 @@ def _channel_vector(t: torch.Tensor, shape: tuple) -> torch.Tensor | None:
     if t.dim() == len(shape) and t.shape[0] == shape[0] and all(s == 1 for s in t.shape[1:]):
         return t.reshape(shape[0]).double()
     return None
+
+
+def _offset_as_bias(n):
+    """``Scale(s, offset)`` with a per-channel ``offset`` as the equivalent 1x1 diagonal convolution (or linear
+    map) with bias ``offset``: exact (one nonzero term per output), and NIR has both. None otherwise."""
+    c = n.shape[0] if n.shape else None
+    if c is None or len(n.shape) not in (1, 3):
+        return None
+    off = _channel_vector(n.offset, n.shape)
+    sc = _channel_vector(n.scale, n.shape)
+    if off is None or sc is None:
+        return None
+    w = torch.diag(_per_channel(sc, c)).float()
+    b = _per_channel(off, c).float().clone()
+    return Conv2d(w.view(c, c, 1, 1), b) if len(n.shape) == 3 else Linear(w, b)
 
 
 def _is_one(g: torch.Tensor) -> bool:
@@ -226,6 +242,11 @@ def lower_for_nir(graph: Graph, pool: str = "avg", dynamics: str = "nir") -> Gra
     g = graph.copy()
     for name in [n for n, node in g.nodes.items() if node.kind == "identity"]:
         g.bypass(name)
+    for name, node in list(g.nodes.items()):  # a per-channel constant current (bias calibration on a residual sum)
+        if node.kind == "scale" and node.offset is not None and bool(torch.any(node.offset != 0)):
+            new = _offset_as_bias(node)
+            new.shape = node.shape
+            g.nodes[name] = new
 
     def threshold_of(name: str) -> torch.Tensor:
         th = g.nodes[name].threshold.double()

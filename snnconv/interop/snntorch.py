@@ -42,8 +42,11 @@ class SnnTorch(Target):
             import snntorch as snn
         if spec.reset == "zero" and spec.v_reset != 0.0:
             raise SnnconvError(f"snntorch: neuron '{spec.name}' resets to {spec.v_reset}; snnTorch resets to 0 only")
+        # subtract: the delayed reset (default) gives snnconv's trains for IF; zero: the delayed reset would also
+        # discard the next step's input (mem = (beta*mem + I) * (1 - s_prev)), so reset at once instead
         m = snn.Leaky(beta=float(spec.leak), threshold=float(spec.theta),
-                      reset_mechanism="subtract" if spec.reset == "subtract" else "zero", init_hidden=False)
+                      reset_mechanism="subtract" if spec.reset == "subtract" else "zero", init_hidden=False,
+                      reset_delay=spec.reset == "subtract")
         m.mem = None
         return m
 
