@@ -224,6 +224,16 @@ class OutputDir:
         return final
 
 
+def _committed(out):
+    """Yield ``out.tmp``; discard it if the body raises (anything, Ctrl-C too), else commit it."""
+    try:
+        yield out.tmp
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = False, kind: str = "run",
                what: str = "output folder") -> Iterator[Path]:
@@ -231,13 +241,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False, kind: str = "run",
 
     The check, the temporary folder and the missing parents are made when the ``with`` is entered,
     so open it *before* the long work (or call :func:`check_output_dir` first)."""
-    out = OutputDir(path, overwrite, kind, what)
-    try:
-        yield out.tmp
-    except BaseException:
-        out.discard()
-        raise
-    out.commit()
+    yield from _committed(OutputDir(path, overwrite, kind, what))
 
 
 def check_output_file(path: str | Path, overwrite: bool = False, what: str = "output file") -> Path:
@@ -293,13 +297,7 @@ class OutputFile:
 @contextlib.contextmanager
 def atomic_file(path: str | Path, overwrite: bool = False, what: str = "output file") -> Iterator[Path]:
     """Check ``path`` now, yield a temporary file path to write, rename it over ``path`` on success."""
-    out = OutputFile(path, overwrite, what)
-    try:
-        yield out.tmp
-    except BaseException:
-        out.discard()
-        raise
-    out.commit()
+    yield from _committed(OutputFile(path, overwrite, what))
 
 
 #: files a batch folder holds besides its item run folders

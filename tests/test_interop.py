@@ -5,13 +5,9 @@ SpikingJelly, snnTorch, Norse and sinabs with their own neurons; `snnconv verify
 The targets are installed in CI (scripts/test.sh); a missing one fails under SNNCONV_REQUIRE_ALL=1."""
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
-from torch import nn
 
-from snnconv.api import convert_module
 from snnconv.backends.nir import export_nir, import_nir
 from snnconv.backends.verify import gate, reference_run, verify_targets
 from snnconv.config import ConversionConfig
@@ -111,8 +107,6 @@ def test_verify_gate_fails_a_broken_export(accurate_cnn, tmp_path, monkeypatch, 
     read as if they were) must fail `snnconv verify` with exit 1, and a good one must pass."""
     import nir
 
-    from snnconv import cli
-
     export_nir(accurate_cnn, tmp_path / "good.nir")
     ng = nir.read(tmp_path / "good.nir")
     for node in ng.nodes.values():
@@ -121,13 +115,10 @@ def test_verify_gate_fails_a_broken_export(accurate_cnn, tmp_path, monkeypatch, 
     ng.metadata = {k: v for k, v in ng.metadata.items() if not k.startswith(("snnconv", "dynamics"))}
     nir.write(tmp_path / "broken.nir", ng)
 
+    from test_cli import run_main
+
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["snnconv", *map(str, args)])
-        try:
-            cli.main()
-        except SystemExit as e:
-            return e.code
-        return 0
+        return run_main(*args, monkeypatch=monkeypatch, capsys=capsys).returncode
 
     x = _x((1, 12, 12), n=32)
     good = verify_targets(tmp_path / "good.nir", x, 8, ALL)
@@ -142,12 +133,13 @@ def test_verify_gate_fails_a_broken_export(accurate_cnn, tmp_path, monkeypatch, 
     assert broken["dynamics"] == "nir"
     assert run("verify", tmp_path / "good.nir", "--samples", "16", "--timesteps", "8",
                "--json", tmp_path / "v.json") == 0
-    assert run("verify", tmp_path / "good.nir", "--samples", "16", "--timesteps", "8",
-               "--targets", "spikingjelly,nosuchtarget") == 1
-    assert "nosuchtarget" in capsys.readouterr().err
+    proc = run_main("verify", tmp_path / "good.nir", "--samples", "16", "--timesteps", "8",
+                    "--targets", "spikingjelly,nosuchtarget", monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 1 and "nosuchtarget" in proc.stderr
     monkeypatch.setitem(TARGETS, "sinabs", _Lying())
-    assert run("verify", tmp_path / "good.nir", "--samples", "16", "--timesteps", "8", "--targets", "sinabs") == 1
-    assert "verify FAILED" in capsys.readouterr().err
+    proc = run_main("verify", tmp_path / "good.nir", "--samples", "16", "--timesteps", "8", "--targets", "sinabs",
+                    monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 1 and "verify FAILED" in proc.stderr
 
 
 class _Lying(type(TARGETS["sinabs"])):

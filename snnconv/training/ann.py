@@ -48,6 +48,15 @@ def training_device(name: str) -> torch.device:
     return dev
 
 
+def optimizer_step(opt, sched, loss: torch.Tensor) -> float:
+    """Backpropagate ``loss``, step the optimizer and the per-batch scheduler; returns the loss value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
@@ -149,11 +158,7 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
             y = y.to(dev, non_blocking=True)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(y)
+            total += optimizer_step(opt, sched, loss) * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.3f}")
             if rep:

@@ -28,6 +28,7 @@ from torch import nn
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
 from snnconv.runtime.kernels import KERNELS
+from snnconv.training.ann import optimizer_step
 
 _SUPPORTED = {"input", "conv2d", "linear", "avgpool2d", "adaptive_avgpool2d", "flatten", "add", "scale",
               "identity", "neuron", "concat"}
@@ -74,7 +75,7 @@ class DiffSNN(nn.Module):
             elif n.kind == "neuron":
                 self.th[k] = nn.Parameter(n.threshold.detach().clone().float())
                 self.v0[k] = nn.Parameter(torch.tensor(float(n.v_init)))
-        static, first = set(self.graph.inputs), None
+        static = set(self.graph.inputs)
         for name, n in self.graph.nodes.items():
             if n.kind != "input" and n.kind != "neuron" and all(s in static for s in self.graph.edges[name]):
                 static.add(name)
@@ -177,12 +178,7 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
         for i, (x, y) in enumerate(train.batches(batch_size, shuffle=True, augment=augment, seed=seed + epoch)):
             if max_batches and i >= max_batches:
                 break
-            loss = loss_fn(net(x, timesteps), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(y)
+            total += optimizer_step(opt, sched, loss_fn(net(x, timesteps), y)) * len(y)
             seen += len(y)
             if time.time() - last > 60:
                 last = time.time()
