@@ -72,8 +72,8 @@ def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, .
         model = build_model(name, num_classes=ncls, in_channels=in_ch)
         key = checkpoint_key(cfg.dataset)
         path = Path(cfg.weights) if cfg.weights else checkpoints.cached_checkpoint(name, key)
-        if not cfg.weights and not path.is_file():
-            path = checkpoints.bundled_checkpoint(name, key) or path
+        if not cfg.weights and not path.is_file():  # then the package's, then the benchmarks' committed ones
+            path = checkpoints.bundled_checkpoint(name, key) or checkpoints.repo_checkpoint(name, key) or path
         if not path.is_file():
             if cfg.weights:
                 raise SnnconvError(f"weights file {path} not found")

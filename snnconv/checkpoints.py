@@ -25,6 +25,16 @@ def cached_checkpoint(model: str, dataset: str) -> Path:
     return cache_dir() / f"{model}-{dataset}.pt"
 
 
+#: checkpoints committed with the benchmarks (a source checkout has them; an installed wheel does not):
+#: ``<model>-<dataset>.pt`` here is found by ``snnconv convert --model <model> --dataset <dataset>``
+REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "checkpoints"
+
+
+def repo_checkpoint(model: str, dataset: str) -> Path | None:
+    p = REPO_CHECKPOINTS / f"{model}-{dataset}.pt"
+    return p if p.is_file() else None
+
+
 def bundled_checkpoint(model: str, dataset: str) -> Path | None:
     p = BUNDLED_DIR / f"{model}-{dataset}.pt"
     return p if p.is_file() else None

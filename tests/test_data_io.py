@@ -245,3 +245,18 @@ def test_atomic_dir_failure_leaves_nothing(tmp_path):
         with atomic_dir(final, overwrite=True) as d:
             raise KeyboardInterrupt
     assert [p.name for p in tmp_path.iterdir()] == ["run"] and (final / "keep.txt").read_text() == "old"
+
+
+def test_committed_benchmark_checkpoint_is_found_by_the_headline_command(tmp_path, monkeypatch):
+    """`snnconv convert --model M --dataset D` uses docs/benchmarks/checkpoints/M-D.pt when nothing is cached."""
+    from snnconv.api import resolve_model
+    from snnconv.config import RunConfig
+    from snnconv.models.zoo import build_model
+
+    monkeypatch.setattr(checkpoints, "REPO_CHECKPOINTS", tmp_path)
+    with pytest.raises(SnnconvError):  # no checkpoint for that pair anywhere: the train command
+        resolve_model(RunConfig(model="resnet20", dataset="cifar100"), log_fn=lambda *_: None)
+    checkpoints.save_checkpoint(tmp_path / "resnet20-cifar100.pt",
+                                {"model": "resnet20", "state_dict": build_model("resnet20", 100, 3).state_dict()})
+    _, _, src = resolve_model(RunConfig(model="resnet20", dataset="cifar100"), log_fn=lambda *_: None)
+    assert src["weights"] == str(tmp_path / "resnet20-cifar100.pt")
