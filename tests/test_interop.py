@@ -177,7 +177,7 @@ def test_bias_calibrated_residual_net_exports_and_runs_everywhere(tmp_path):
 
 
 def test_snntorch_reset_to_zero_keeps_the_next_input(tmp_path):
-    """snnTorch's delayed zero reset would drop the input of the step after a spike; the loader resets at once."""
+    """Reset to zero: snnTorch's strict fire test is made snnconv's >= (threshold just below theta), spike for spike."""
     g = _convert(SmallCNN(), (1, 12, 12), ConversionConfig(reset="zero", v_init=0.0))
     export_nir(g, tmp_path / "z.nir")
     rep = verify_targets(tmp_path / "z.nir", _x((1, 12, 12), n=16), 16, ["snntorch"])

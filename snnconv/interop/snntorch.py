@@ -9,8 +9,10 @@ with subtractive reset it does not: snnTorch subtracts the threshold *after* the
 (``mem = beta*mem + I - theta*s_prev``, snnconv: ``v = beta*(v - theta*s_prev) + I``), and its
 ``reset_delay=False`` mode subtracts twice when the residue stays above threshold; such neurons are
 refused (measured: 12.7% of spike entries differ on a small CNN with beta = 0.9).
-snnTorch fires on ``mem - threshold > 0``: it differs from snnconv's ``>=`` only when a membrane equals
-the threshold exactly (reported by ``snnconv verify`` as spike mismatches if it happens).
+snnTorch fires on ``mem - threshold > 0``. With reset to zero the threshold is only a test and is set to
+the float32 just below theta (exactly snnconv's ``>=``; membranes equal to theta are common there, e.g.
+identical saturated image patches: 1.4% of spikes differed on MNIST before). With subtractive reset theta
+itself is subtracted, so the test differs from ``>=`` only when a membrane equals theta exactly.
 Graded and signed spikes are refused.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 
+import numpy as np
 import torch
 
 from snnconv.errors import SnnconvError
@@ -42,9 +45,13 @@ class SnnTorch(Target):
             import snntorch as snn
         if spec.reset == "zero" and spec.v_reset != 0.0:
             raise SnnconvError(f"snntorch: neuron '{spec.name}' resets to {spec.v_reset}; snnTorch resets to 0 only")
-        # subtract: the delayed reset (default) gives snnconv's trains for IF; zero: the delayed reset would also
-        # discard the next step's input (mem = (beta*mem + I) * (1 - s_prev)), so reset at once instead
-        m = snn.Leaky(beta=float(spec.leak), threshold=float(spec.theta),
+        # subtract: the delayed reset (default) gives snnconv's trains for IF; zero: reset at once (equivalent
+        # for these neurons, and the membrane it returns is the post-reset one, as snnconv's)
+        # snnTorch fires on mem - threshold > 0. With reset to zero the threshold is only a test, so the float32
+        # just below theta makes it snnconv's v >= theta exactly (membranes equal to theta are common there:
+        # identical saturated patches); with subtraction theta itself must be subtracted, so it stays theta
+        thr = spec.theta if spec.reset == "subtract" else float(np.nextafter(np.float32(spec.theta), np.float32(0)))
+        m = snn.Leaky(beta=float(spec.leak), threshold=thr,
                       reset_mechanism="subtract" if spec.reset == "subtract" else "zero", init_hidden=False,
                       reset_delay=spec.reset == "subtract")
         m.mem = None
