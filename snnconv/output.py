@@ -68,10 +68,12 @@ def write_marker(folder: str | Path, kind: str = "run") -> None:
     files = [f for f in _files_under(folder) if f != MARKER]
     data = {"created_by": "snnconv", "kind": kind, "version": __version__,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
-    _write_text_atomic(folder / MARKER, json.dumps(data, indent=1))
+    write_text_atomic(folder / MARKER, json.dumps(data, indent=1))
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace ``path`` (a file snnconv owns) with ``text`` in one step, via a uniquely named temporary file."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
@@ -103,16 +105,8 @@ def check_output_dir(path: str | Path, overwrite: bool = False, what: str = "out
     """Check that ``path`` may be written as a folder under the rules above; returns its absolute path.
 
     Raises a one-line :class:`SnnconvError` naming the path and the reason. Creates nothing."""
-    final = _abs(path, what)
-    cwd = Path.cwd().resolve()
-    if final == cwd or final in cwd.parents or final.resolve() == cwd or final.resolve() in cwd.parents:
-        raise SnnconvError(f"{what} {path}: is the current folder or one of its parents; choose a new folder")
-    if final.is_symlink():
-        raise SnnconvError(f"{what} {path}: is a symbolic link; snnconv does not write through links, "
-                           f"choose a new folder")
+    final = _folder_target(path, what)
     if final.exists():
-        if not final.is_dir():
-            raise SnnconvError(f"{what} {path}: exists and is not a folder; snnconv will not replace it")
         if any(final.iterdir()):
             marker = read_marker(final)
             if marker is None:
@@ -128,6 +122,21 @@ def check_output_dir(path: str | Path, overwrite: bool = False, what: str = "out
             if not overwrite:
                 raise SnnconvError(f"{what} {path}: holds an earlier snnconv run; pass --overwrite to replace it")
     _check_parent(final, what, path)
+    return final
+
+
+def _folder_target(path: str | Path, what: str) -> Path:
+    """The absolute path of a folder destination, refusing the current folder or its parents, a symbolic
+    link and an existing non-folder (shared by run folders and batch folders)."""
+    final = _abs(path, what)
+    cwd = Path.cwd().resolve()
+    if final == cwd or final in cwd.parents or final.resolve() == cwd or final.resolve() in cwd.parents:
+        raise SnnconvError(f"{what} {path}: is the current folder or one of its parents; choose a new folder")
+    if final.is_symlink():
+        raise SnnconvError(f"{what} {path}: is a symbolic link; snnconv does not write through links, "
+                           f"choose a new folder")
+    if final.exists() and not final.is_dir():
+        raise SnnconvError(f"{what} {path}: exists and is not a folder; snnconv will not replace it")
     return final
 
 
@@ -180,7 +189,7 @@ class OutputDir:
     """A checked destination folder with its temporary folder already made (see :func:`atomic_dir`)."""
 
     def __init__(self, path: str | Path, overwrite: bool = False, kind: str = "run", what: str = "output folder"):
-        self.shown, self.kind, self.what, self.overwrite = str(path), kind, what, overwrite
+        self.kind, self.what, self.overwrite = kind, what, overwrite
         self.final = check_output_dir(path, overwrite, what, allow_kind=(kind,))
         self._created = _make_parents(self.final, what, path)
         try:
@@ -264,7 +273,7 @@ class OutputFile:
     """A checked destination file with its uniquely named temporary file already made."""
 
     def __init__(self, path: str | Path, overwrite: bool = False, what: str = "output file"):
-        self.shown, self.what, self.overwrite = str(path), what, overwrite
+        self.what, self.overwrite = what, overwrite
         self.final = check_output_file(path, overwrite, what)
         self._created = _make_parents(self.final, what, path)
         try:
@@ -311,15 +320,8 @@ def prepare_batch_dir(path: str | Path, reuse: bool = False) -> Path:
     is reused only with ``reuse`` (``--resume`` / ``--overwrite``) and only when everything in it is
     snnconv's; a folder of the user's is refused. Items are written with :func:`atomic_dir`."""
     what = "batch folder"
-    final = _abs(path, what)
-    cwd = Path.cwd().resolve()
-    if final.resolve() == cwd or final.resolve() in cwd.parents:
-        raise SnnconvError(f"{what} {path}: is the current folder or one of its parents; choose a new folder")
-    if final.is_symlink():
-        raise SnnconvError(f"{what} {path}: is a symbolic link; choose a new folder")
+    final = _folder_target(path, what)
     if final.exists():
-        if not final.is_dir():
-            raise SnnconvError(f"{what} {path}: exists and is not a folder; snnconv will not replace it")
         if any(final.iterdir()):
             marker = read_marker(final)
             if marker is None or marker.get("kind") != "batch":
@@ -348,14 +350,8 @@ def prepare_batch_dir(path: str | Path, reuse: bool = False) -> Path:
         except OSError as e:
             _remove_created(created)
             raise SnnconvError(f"{what} {path}: cannot create it: {e.strerror}") from None
-    data = {"created_by": "snnconv", "kind": "batch", "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": []}
-    _write_text_atomic(final / MARKER, json.dumps(data, indent=1))
+    write_marker(final, "batch")  # the folder is new or empty here: the marker lists no files
     return final
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Replace ``path`` (a file snnconv owns) with ``text`` in one step, via a uniquely named temporary file."""
-    _write_text_atomic(Path(path), text)
 
 
 __all__ = ["MARKER", "atomic_dir", "atomic_file", "check_output_dir", "check_output_file", "read_marker",
