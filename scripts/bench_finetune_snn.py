@@ -23,7 +23,7 @@ import torch
 
 from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model, simulate
 from snnconv.config import ConversionConfig, RunConfig
-from snnconv.data.datasets import load_dataset, load_part, split_validation
+from snnconv.data.datasets import load_dataset, load_part, load_train_val
 from snnconv.report import environment
 from snnconv.training.snn_finetune import activation_memory_mb, finetune
 
@@ -58,7 +58,7 @@ def main() -> None:
         m, shape, _ = resolve_model(RunConfig(model=model, dataset=dataset, data_dir=args.data_dir,
                                               weights=str(REPO / ckpt)), log_fn=lambda _: None)
         g, _ = ingest(m, shape)
-        train_part, val = split_validation(load_dataset(dataset, args.data_dir, train=True), dataset)
+        train_part, val = load_train_val(dataset, args.data_dir)
         train_part = train_part.subset(args.train_samples, 3)
         calib = [x for x, _ in load_part(dataset, args.data_dir, "train").subset(1024, 1).batches(256)]
         snn, _ = convert_graph(g, calib, conversion_pipeline(ConversionConfig(**conv)))

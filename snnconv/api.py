@@ -18,7 +18,7 @@ from torch import nn
 
 from snnconv import checkpoints
 from snnconv.config import ConversionConfig, RunConfig
-from snnconv.data.datasets import Split, check_dataset_name, dataset_info, load_dataset
+from snnconv.data.datasets import Split, check_dataset_name, dataset_info, load_dataset, load_train_val
 from snnconv.encoders import Encoder
 from snnconv.errors import SnnconvError
 from snnconv.frontends.torch import from_torch
@@ -185,9 +185,7 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     check_output_file(path, overwrite, what="checkpoint")  # before any work: never replaces a file unasked
     in_ch, ncls = dataset_info(dataset)
     model = build_model(model_name, num_classes=ncls, in_channels=in_ch)
-    from snnconv.data.datasets import split_validation
-
-    train_split, val_split = split_validation(load_dataset(dataset, data_dir, train=True), dataset)
+    train_split, val_split = load_train_val(dataset, data_dir)
     test_split = load_dataset(dataset, data_dir, train=False)
     log_fn(f"training on {len(train_split)} images, validating on {len(val_split)} held out of the training split "
            f"(snnconv.data.datasets.split_validation); the {len(test_split)} test images are scored once at the end")
@@ -235,9 +233,7 @@ def average_weights(model_name: str, dataset: str, data_dir: str | None, weights
     if name != model_name:
         raise SnnconvError(f"checkpoints are for model '{name}', not '{model_name}'")
     model = with_activation(build_model(model_name, num_classes=ncls, in_channels=in_ch), activation, levels)
-    from snnconv.data.datasets import split_validation
-
-    train_split, val_split = split_validation(load_dataset(dataset, data_dir, train=True), dataset)
+    train_split, val_split = load_train_val(dataset, data_dir)
     batches = train_split.batches(batch_size, shuffle=True, augment=not dataset.startswith("mnist"), seed=seed)
     model = swa_model(model, [c["state_dict"] for c in ckpts], list(weights),
                       progress(batches, total=(len(train_split) + batch_size - 1) // batch_size, desc="BN statistics"))
@@ -258,13 +254,12 @@ def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, o
     """Hybrid fine-tuning of a converted SNN (:mod:`snnconv.training.snn_finetune`) for ``timesteps`` steps on
     the training part of ``dataset``; the epoch kept is chosen on the validation split, the test split is
     scored once (before and after, by the simulator). Writes the fine-tuned IR graph to ``out``."""
-    from snnconv.data.datasets import split_validation
     from snnconv.output import atomic_file, check_output_file
     from snnconv.training.snn_finetune import activation_memory_mb, finetune
 
     check_output_file(out, overwrite)
     graph = Graph.load(snn)
-    train_part, val = split_validation(load_dataset(dataset, data_dir, train=True), dataset)
+    train_part, val = load_train_val(dataset, data_dir)
     test = load_dataset(dataset, data_dir, train=False)
     log_fn(f"finetune-snn: {snn} on {len(train_part)} training images, validation {len(val)}, T={timesteps}; "
            f"BPTT keeps about {activation_memory_mb(graph, timesteps, batch_size):.0f} MB of activations per batch")
@@ -424,7 +419,10 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
         return _run_convert(cfg, None, log_fn, coverage_fn)
     with atomic_dir(cfg.output_dir, overwrite=cfg.output.overwrite) as out:
         report = _run_convert(cfg, out, log_fn, coverage_fn)
-    log_fn(f"wrote {cfg.output_dir}/ ({', '.join(report.pop('_written'))})")
+    from snnconv.output import read_marker
+
+    written = sorted({f.split("/")[0] for f in read_marker(cfg.output_dir)["files"]})  # what the run folder holds
+    log_fn(f"wrote {cfg.output_dir}/ ({', '.join(written)})")
     return report
 
 
@@ -457,9 +455,8 @@ def _run_convert(cfg: RunConfig, out: Path | None, log_fn, coverage_fn) -> dict:
     pools = [k for k, n in snn.nodes.items() if n.kind == "maxpool2d"]
     if pools:  # say it, do not hide it (issue 18): the gate converges slowly and biases the layers after it
         warnings.append(f"max pooling ({len(pools)} layer(s), first '{pools[0]}') runs with the spike-gating scheme of "
-                        f"Rueckauer et al. 2017, which loses fidelity (measured on a VGG-11: relative logit error 0.105 "
-                        f"at T=64, 0.004 with average pooling on the same weights); prefer average pooling "
-                        f"(e.g. vgg16_avg) for conversion")
+                        f"Rueckauer et al. 2017, which converges slowly and loses fidelity in the layers after it; "
+                        f"prefer average pooling (e.g. vgg16_avg) for conversion")
     for w in warnings:
         log_fn(f"warning: {w}")
     if cfg.output.export:  # refuse an unexportable graph now, not after the simulation
@@ -510,6 +507,4 @@ def _run_convert(cfg: RunConfig, out: Path | None, log_fn, coverage_fn) -> dict:
 
             with open(out / "report.md", "a") as f:
                 f.write("\n## Spiking census\n\n" + census_markdown(report["spiking_census"]) + "\n")
-        report["_written"] = (["snn.pt", "ann.pt"] if cfg.output.graphs else []) + ["report.json", "report.md"] + \
-            (["report.html"] if cfg.output.html else []) + ["accuracy_vs_T.png"] + report.get("exports", [])
     return report

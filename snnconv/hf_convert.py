@@ -110,7 +110,6 @@ def run_convert_hf(cfg, run_dir=None, log_fn=print, coverage_fn=print) -> dict:
         graph.save(run_dir / "ann.pt")
         (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
         (run_dir / "report.md").write_text(markdown(report, census_markdown(census)))
-        report["_written"] = ["snn.pt", "ann.pt", "report.json", "report.md"]
     return report
 
 

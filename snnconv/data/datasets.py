@@ -278,15 +278,19 @@ def split_validation(train: Split, name: str) -> tuple[Split, Split]:
     return train.take(train_idx), train.take(val_idx)
 
 
+def load_train_val(name: str, data_dir: str | Path | None) -> tuple[Split, Split]:
+    """``(training part, validation part)`` of ``name``'s training split (:func:`split_validation`)."""
+    return split_validation(load_dataset(name, data_dir, train=True), name)
+
+
 def load_part(name: str, data_dir: str | Path | None, part: str) -> Split:
     """One part of a dataset: ``train`` (the training split minus validation), ``val`` (validation),
     ``test`` or ``train+val`` (the whole training split)."""
     if part == "test":
         return load_dataset(name, data_dir, train=False)
-    full = load_dataset(name, data_dir, train=True)
     if part == "train+val":
-        return full
-    tr, val = split_validation(full, name)
+        return load_dataset(name, data_dir, train=True)
+    tr, val = load_train_val(name, data_dir)
     if part == "train":
         return tr
     if part == "val":
