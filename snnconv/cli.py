@@ -306,9 +306,6 @@ def _export_nir(model: str, out: str, dt: float = 1.0, pool: str = "avg", overwr
     """`export --format nir`: the converted SNN (snn.pt), lowered exactly to NIR form (docs/nir.md)."""
     from snnconv.backends.nir import export_nir
 
-    from snnconv.output import check_output_file
-
-    check_output_file(out, overwrite)
     info = export_nir(_load_snn(model), out, dt=dt, pool=pool, overwrite=overwrite, dynamics=dynamics)
     nodes = ", ".join(f"{k} {v}" for k, v in info["nodes"].items())
     _err(f"wrote {info['path']} (NIR {info['nir_version']}, {info['dynamics']} dynamics, dt={dt}, {nodes}; "
@@ -320,9 +317,6 @@ def _export_lava(model: str, out: str, dataset: str = "mnist-bundled", data_dir:
     """`export --format lava`: quantized Loihi 2 network files, hardware report, and a Lava run compared with snnconv."""
     from snnconv.backends.lava import export_lava
 
-    from snnconv.output import check_output_dir
-
-    check_output_dir(out, overwrite)
     export_lava(_load_snn(model), out, dataset=dataset, data_dir=data_dir, samples=samples, timesteps=timesteps,
                 log_fn=_err, overwrite=overwrite)
 

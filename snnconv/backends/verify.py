@@ -191,10 +191,7 @@ def verify(path: str | Path, x: torch.Tensor, timesteps: int, peers=PEERS, dt: f
         try:
             got = run_peer(peer, path, x, timesteps, dt, names)
         except Exception as e:  # report exactly what the peer raised and where, never hide it
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            frame = traceback.extract_tb(e.__traceback__)[-1]
-            where = f"{'/'.join(Path(frame.filename).parts[-3:])}:{frame.lineno}"
-            entry.update(status="failed", error=f"{type(e).__name__}: {msg}"[:400], where=where)
+            entry.update(_failure(e))
         else:
             try:
                 entry.update(status="ran", **compare(ref, got))
@@ -227,12 +224,6 @@ def format_report(rep: dict) -> str:
 
 # -- deployment targets (snnconv.interop loaders): the gate behind `snnconv verify` -----------------------
 
-def _accuracy(outputs: torch.Tensor, y: torch.Tensor | None) -> float | None:
-    if y is None:
-        return None
-    return float((outputs.cumsum(0)[-1].argmax(-1) == y).float().mean() * 100)
-
-
 def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y: torch.Tensor | None = None,
                    batch_size: int = 250, report_t: list[int] | None = None) -> dict:
     """Run the NIR file in snnconv (the reference: ``import_nir`` + the simulator) and, through
@@ -240,9 +231,7 @@ def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y
     optional), batch by batch. Per target: prediction agreement with snnconv, spike-train mismatch rate
     over all (step, neuron) entries, both accuracies; at ``timesteps`` and at each t in ``report_t``
     (``per_t``). A target that is missing or fails is reported with why."""
-    import nir
-
-    from snnconv.backends.nir import import_nir
+    from snnconv.backends.nir import import_nir, needs_snnconv_dynamics
     from snnconv.interop import TARGETS
     from snnconv.interop.base import get_target, load
 
@@ -250,9 +239,8 @@ def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y
     graph = import_nir(path)
     names = [n for n, node in graph.nodes.items() if node.spiking]
     ts = sorted(set((report_t or []) + [timesteps]))
-    dyn = (nir.read(path).metadata or {}).get("snnconv_dynamics")
     report = {"file": str(path), "timesteps": timesteps, "samples": int(x.shape[0]),
-              "dynamics": "snnconv" if dyn else "nir", "reference": "snnconv simulation of import_nir(file)",
+              "dynamics": "snnconv" if needs_snnconv_dynamics(graph) else "nir",  # as import_nir read the neurons "reference": "snnconv simulation of import_nir(file)",
               "targets": {}}
     nets, acc = {}, {}
     for name in targets:
@@ -321,6 +309,7 @@ def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y
 
 
 def _failure(e: Exception) -> dict:
+    """What a peer or target raised, and where (its first line and the innermost frame), for the report."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
     frame = traceback.extract_tb(e.__traceback__)[-1]
     return {"status": "failed", "error": f"{type(e).__name__}: {msg}"[:400],
