@@ -5,8 +5,6 @@ Resumable: the full training state is saved after every epoch next to the final 
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,7 @@ from torch import nn
 from snnconv.checkpoints import load_checkpoint, save_checkpoint
 from snnconv.data.datasets import Split
 from snnconv.errors import SnnconvError
-from snnconv.progress import progress
+from snnconv.progress import ProgressLines, progress
 
 
 @dataclass
@@ -81,27 +79,6 @@ def bf16_native() -> bool:
         return False
 
 
-class _Reporter:
-    """Progress of a long epoch: a tqdm bar on a terminal, else a line every ``every`` of the epoch
-    (and at least every ``max_seconds``) with elapsed time, ETA and the running loss."""
-
-    def __init__(self, log, desc: str, total: int, start: int, every: float = 0.05, max_seconds: float = 120.0):
-        self.log, self.desc, self.total, self.start = log, desc, total, start
-        self.t0 = self.last_t = time.time()
-        self.step_every = max(1, int(total * every))
-        self.max_seconds = max_seconds
-
-    def update(self, done: int, loss: float) -> None:
-        now = time.time()
-        if done % self.step_every and now - self.last_t < self.max_seconds and done != self.total:
-            return
-        self.last_t = now
-        rate = (done - self.start) / max(now - self.t0, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
-        self.log(f"{self.desc}: {100 * done / self.total:.0f}% ({done}/{self.total} batches), "
-                 f"{(now - self.t0) / 60:.1f} min, ETA {eta / 60:.1f} min, loss {loss:.3f}")
-
-
 def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | None, cfg: TrainConfig, out: Path,
               meta: dict, log=print, state_every: float = 300.0) -> dict:
     """Train ``model`` on ``train`` and write the final checkpoint to ``out``; returns the checkpoint dict.
@@ -136,7 +113,6 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
         log(f"resuming from epoch {start}/{cfg.epochs}" + (f", batch {start_batch}/{steps_per_epoch}" if start_batch
                                                             else "") + f" ({state_path})")
     loss_fn = nn.CrossEntropyLoss()
-    quiet_bar = not sys.stderr.isatty() or bool(os.environ.get("SNNCONV_NO_PROGRESS")) or os.environ.get("CI") == "true"
 
     def save_state(epoch: int, batch: int, part: tuple) -> None:
         save_checkpoint(state_path, {"state_dict": cpu_state(model), "optimizer": opt.state_dict(),
@@ -151,8 +127,7 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         batches = train.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed + epoch, start=first)
         bar = progress(batches, total=steps_per_epoch, initial=first, desc=desc)
-        rep = _Reporter(log, desc, steps_per_epoch, first) if quiet_bar and not os.environ.get("SNNCONV_NO_PROGRESS") \
-            else None
+        lines = ProgressLines(log, desc, steps_per_epoch, first)
         for k, (x, y) in enumerate(bar, start=first):
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(dev, non_blocking=True)
@@ -161,8 +136,7 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
             total += optimizer_step(opt, sched, loss) * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.3f}")
-            if rep:
-                rep.update(k + 1, total / seen)
+            lines.update(k + 1, total / seen)
             if time.time() - last_save > state_every and k + 1 < steps_per_epoch:
                 save_state(epoch, k + 1, (total, seen, train_seconds + time.time() - t0))
                 last_save = time.time()

@@ -27,6 +27,7 @@ from torch import nn
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
+from snnconv.progress import ProgressLines
 from snnconv.runtime.kernels import KERNELS
 from snnconv.training.ann import optimizer_step
 
@@ -46,6 +47,15 @@ class _Spike(torch.autograd.Function):
     def backward(ctx, grad):
         x, width = ctx.saved_tensors
         return grad * (x.abs() < width / 2).to(grad.dtype) / width, None
+
+
+def static_nodes(graph: Graph) -> set[str]:
+    """Nodes fed only by the (directly coded, constant) input: they run once, not once per step."""
+    static = set(graph.inputs)
+    for name, n in graph.nodes.items():
+        if n.kind != "input" and n.kind != "neuron" and all(s in static for s in graph.edges[name]):
+            static.add(name)
+    return static
 
 
 class DiffSNN(nn.Module):
@@ -75,11 +85,7 @@ class DiffSNN(nn.Module):
             elif n.kind == "neuron":
                 self.th[k] = nn.Parameter(n.threshold.detach().clone().float())
                 self.v0[k] = nn.Parameter(torch.tensor(float(n.v_init)))
-        static = set(self.graph.inputs)
-        for name, n in self.graph.nodes.items():
-            if n.kind != "input" and n.kind != "neuron" and all(s in static for s in self.graph.edges[name]):
-                static.add(name)
-        self.static = static
+        self.static = static_nodes(self.graph)
 
     def _node(self, name):
         n, k = self.graph.nodes[name], self.key[name]
@@ -173,17 +179,15 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
     history = [{"epoch": 0, "val_acc": best["val"]}]
     log(f"finetune-snn: T={timesteps}, converted network: validation {best['val']:.2f}%")
     for epoch in range(1, epochs + 1):
-        t0, total, seen, last = time.time(), 0.0, 0, time.time()
+        t0, total, seen = time.time(), 0.0, 0
+        lines = ProgressLines(log, f"finetune-snn epoch {epoch}/{epochs}", steps)
         net.train()
         for i, (x, y) in enumerate(train.batches(batch_size, shuffle=True, augment=augment, seed=seed + epoch)):
             if max_batches and i >= max_batches:
                 break
             total += optimizer_step(opt, sched, loss_fn(net(x, timesteps), y)) * len(y)
             seen += len(y)
-            if time.time() - last > 60:
-                last = time.time()
-                log(f"finetune-snn epoch {epoch}/{epochs}: {100 * (i + 1) / steps:.0f}% ({i + 1}/{steps} batches), "
-                    f"loss {total / seen:.3f}, {(time.time() - t0) / 60:.1f} min")
+            lines.update(i + 1, total / seen)
         net.eval()
         val_acc = accuracy(net, val, timesteps)
         history.append({"epoch": epoch, "loss": total / max(seen, 1), "val_acc": val_acc,
@@ -197,6 +201,6 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
 
 def activation_memory_mb(graph: Graph, timesteps: int, batch_size: int) -> float:
     """Rough size of what BPTT keeps: every non-static node's output per step (float32)."""
-    net_static = DiffSNN(graph).static
-    per_sample = sum(math.prod(n.shape) for k, n in graph.nodes.items() if k not in net_static and n.shape)
+    static = static_nodes(graph)
+    per_sample = sum(math.prod(n.shape) for k, n in graph.nodes.items() if k not in static and n.shape)
     return 4 * per_sample * batch_size * timesteps / 2 ** 20
