@@ -523,20 +523,9 @@ def from_nir(ng, dt: float | None = None) -> Graph:
 
     if dt is None:
         dt = float(ng.metadata.get("dt", 1.0)) if isinstance(ng.metadata, dict) else 1.0
-    preds: dict[str, list[str]] = defaultdict(list)
-    for s, d in ng.edges:
-        preds[d].append(s)
-    # topological order (Kahn), stable in the file's node order
-    order, done, names = [], set(), list(ng.nodes)
-    while len(order) < len(names):
-        progress = False
-        for n in names:
-            if n not in done and all(p in done for p in preds[n]):
-                order.append(n)
-                done.add(n)
-                progress = True
-        if not progress:
-            raise SnnconvError("NIR graph has a cycle (recurrent graphs are not supported by the import)")
+    from snnconv.interop.base import topological_order
+
+    order, preds = topological_order(ng, "recurrent graphs are not supported by the import")
     g = Graph()
     out_of: dict[str, str] = {}  # NIR node -> IR node holding its output
     output = None

@@ -127,6 +127,26 @@ def neuron_spec(name: str, node, dt: float) -> NeuronSpec:
                       signed=bool(md.get("snnconv_signed", False)))
 
 
+def topological_order(graph, why: str) -> tuple[list[str], dict[str, list[str]]]:
+    """``(order, preds)`` of a ``nir.NIRGraph``: its nodes in a topological order (Kahn's, stable in the
+    file's node order) and each node's sources; a cycle is a one-line error ending in ``why``. Shared by
+    the runner here and ``snnconv.backends.nir.from_nir``."""
+    preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for s, d in graph.edges:
+        preds[d].append(s)
+    order, done, names = [], set(), list(graph.nodes)
+    while len(order) < len(names):
+        progress = False
+        for n in names:
+            if n not in done and all(p in done for p in preds[n]):
+                order.append(n)
+                done.add(n)
+                progress = True
+        if not progress:
+            raise SnnconvError(f"NIR graph has a cycle ({why})")
+    return order, preds
+
+
 class _SumPool(nn.Module):
     def __init__(self, k, s, p):
         super().__init__()
@@ -184,22 +204,12 @@ class NirNetwork(nn.Module):
         super().__init__()
         self.target = target
         self.dt = float(dt if dt is not None else (graph.metadata or {}).get("dt", 1.0))
-        preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
-        for s, d in graph.edges:
-            preds[d].append(s)
-        order, done = [], set()
-        while len(order) < len(graph.nodes):  # Kahn's topological order, stable in the file's node order
-            ready = [n for n in graph.nodes if n not in done and all(p in done for p in preds[n])]
-            if not ready:
-                raise SnnconvError("NIR graph has a cycle; the interop loaders run feed-forward graphs")
-            order += ready
-            done.update(ready)
-        self.order, self.preds = order, preds
+        self.order, self.preds = topological_order(graph, "the interop loaders run feed-forward graphs")
         self.kind: dict[str, str] = {}
         self.specs: dict[str, NeuronSpec] = {}
         self.layers = nn.ModuleDict()
-        self._key = {n: f"n{i}" for i, n in enumerate(order)}  # ModuleDict keys cannot hold dots
-        for name in order:
+        self._key = {n: f"n{i}" for i, n in enumerate(self.order)}  # ModuleDict keys cannot hold dots
+        for name in self.order:
             node = graph.nodes[name]
             if isinstance(node, nir.Input):
                 self.kind[name] = "input"
