@@ -138,7 +138,10 @@ class _Builder:
 
     def emit(self, node, ir_node, srcs: list[str], out_index: int = 0) -> str:
         base = (node.name or f"{node.op_type.lower()}_{node.output[0]}").lstrip("/")
-        name = self.g.add(self.g.unique_name(base), ir_node, srcs)
+        return self.bind(node, self.g.add(self.g.unique_name(base), ir_node, srcs), out_index)
+
+    def bind(self, node, name: str, out_index: int = 0) -> str:
+        """Record IR node ``name`` as what ONNX ``node``'s output ``out_index`` is (for ops made of several nodes)."""
         self.env[node.output[out_index]] = name
         self.onnx_of[name] = node.output[out_index]
         return name
@@ -230,8 +233,7 @@ def _convert(b: _Builder, node, ins: list) -> bool:
         last = conv1d_nodes(b.g, base, x, _t(w), bias, int(at.get("strides", [1])[0]), pad[0],
                             int(at.get("dilations", [1])[0]), int(at.get("group", 1)), tuple(in_shape[1:]),
                             tuple(out_shape[1:]))
-        b.env[node.output[0]] = last
-        b.onnx_of[last] = node.output[0]
+        b.bind(node, last)
     elif op == "Conv":
         if not (is_t(x) and is_c(ins[1]) and ins[1].ndim == 4) or (len(ins) > 2 and ins[2] is not None and not is_c(ins[2])):
             return False
@@ -279,8 +281,7 @@ def _convert(b: _Builder, node, ins: list) -> bool:
     elif op == "LeakyRelu" and is_t(x):
         base = (node.name or f"leakyrelu_{node.output[0]}").lstrip("/")
         last = leaky_relu_nodes(b.g, base, x, float(at.get("alpha", 0.01)))
-        b.env[node.output[0]] = last
-        b.onnx_of[last] = node.output[0]
+        b.bind(node, last)
     elif op == "Resize" and is_t(x):
         return _resize(b, node, at, x)
     elif op == "Clip":
