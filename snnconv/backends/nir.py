@@ -51,6 +51,7 @@ import torch
 from snnconv.errors import SnnconvError
 from snnconv.ir import (AvgPool2d, Conv2d, CubaLIF, Flatten, Graph, Input, Linear, Scale,
                         SpikingNeuron)
+from snnconv.interop.base import nir_pair, uniform_value
 from snnconv.ir.structure import Add
 
 #: Why an IR node kind cannot be written, and the option that makes the graph exportable.
@@ -486,14 +487,6 @@ def export_nir(graph: Graph, path: str | Path, dt: float = 1.0, pool: str = "avg
 
 
 # -- NIR -> IR --------------------------------------------------------------------------------------
-def _uniform(a, what: str, name: str) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    u = np.unique(a)
-    if u.size != 1:
-        raise SnnconvError(f"NIR node '{name}': non-uniform {what} is not supported by the import")
-    return float(u[0])
-
-
 def _threshold(a, name: str) -> torch.Tensor:
     """NIR's ``v > thr`` as snnconv's ``v >= theta``: theta = the next float32 above thr; scalar or per channel."""
     a = np.nextafter(np.asarray(a, dtype=np.float32), np.float32(np.inf))
@@ -504,11 +497,6 @@ def _threshold(a, name: str) -> torch.Tensor:
         if np.all(per_c == per_c[:, :1]):
             return torch.from_numpy(per_c[:, 0].copy())
     raise SnnconvError(f"NIR node '{name}': per-neuron thresholds are not supported (scalar or per channel only)")
-
-
-def _pair(v) -> tuple:
-    v = np.asarray(v).reshape(-1).tolist()
-    return tuple(int(x) for x in (v * 2 if len(v) == 1 else v))
 
 
 def from_nir(ng, dt: float | None = None) -> Graph:
@@ -554,26 +542,26 @@ def from_nir(ng, dt: float | None = None) -> Graph:
                     pad = (0, 0)
                 else:
                     k = np.asarray(n.weight.shape[-2:])
-                    if np.any(np.asarray(_pair(n.stride)) != 1) or np.any(k % 2 == 0):
+                    if np.any(np.asarray(nir_pair(n.stride)) != 1) or np.any(k % 2 == 0):
                         raise SnnconvError(f"NIR node '{name}': padding='same' needs stride 1 and odd kernels")
-                    pad = tuple(int(x) for x in (np.asarray(_pair(n.dilation)) * (k - 1) // 2))
+                    pad = tuple(int(x) for x in (np.asarray(nir_pair(n.dilation)) * (k - 1) // 2))
             bias = torch.from_numpy(np.asarray(n.bias, np.float32).copy())
             node = Conv2d(torch.from_numpy(np.asarray(n.weight, np.float32).copy()),
-                          None if not torch.any(bias != 0) else bias, _pair(n.stride), _pair(pad),
-                          _pair(n.dilation), int(np.asarray(n.groups)))
+                          None if not torch.any(bias != 0) else bias, nir_pair(n.stride), nir_pair(pad),
+                          nir_pair(n.dilation), int(np.asarray(n.groups)))
         elif isinstance(n, (nir.Affine, nir.Linear)):
             w = torch.from_numpy(np.asarray(n.weight, np.float32).copy())
             b = torch.from_numpy(np.asarray(n.bias, np.float32).copy()) if isinstance(n, nir.Affine) else None
             node = Linear(w, b)
         elif isinstance(n, (nir.IF, nir.LIF)):
             th = _threshold(n.v_threshold, name)
-            vr = _uniform(n.v_reset, "v_reset", name)
-            r = _uniform(n.r, "r", name)
+            vr = uniform_value(n.v_reset, "v_reset", name)
+            r = uniform_value(n.r, "r", name)
             if isinstance(n, nir.IF):
                 leak, gain, model = 1.0, r * dt, "if"
             else:
-                tau = _uniform(n.tau, "tau", name)
-                if _uniform(n.v_leak, "v_leak", name) != 0.0:
+                tau = uniform_value(n.tau, "tau", name)
+                if uniform_value(n.v_leak, "v_leak", name) != 0.0:
                     raise SnnconvError(f"NIR node '{name}': LIF with v_leak != 0 is not supported by the import")
                 if tau < dt:
                     raise SnnconvError(f"NIR node '{name}': tau={tau} < dt={dt} (Euler step unstable)")
@@ -597,15 +585,15 @@ def from_nir(ng, dt: float | None = None) -> Graph:
                 out_of[name] = g.add(g.unique_name(f"{name}.unit"), Scale(unit), [name])
             continue
         elif isinstance(n, nir.CubaLIF):
-            f = {k: _uniform(getattr(n, k), k, name) for k in ("tau_syn", "tau_mem", "r", "v_leak", "v_reset", "w_in")}
-            thr = float(np.nextafter(np.float32(_uniform(n.v_threshold, "v_threshold", name)), np.float32(np.inf)))
+            f = {k: uniform_value(getattr(n, k), k, name) for k in ("tau_syn", "tau_mem", "r", "v_leak", "v_reset", "w_in")}
+            thr = float(np.nextafter(np.float32(uniform_value(n.v_threshold, "v_threshold", name)), np.float32(np.inf)))
             node = CubaLIF(v_threshold=thr, dt=dt, **f)
         elif isinstance(n, nir.SumPool2d) and n.input_type.get("input") is not None:
-            node = _sum_pool(_pair(n.kernel_size), _pair(n.stride), _pair(n.padding),
+            node = _sum_pool(nir_pair(n.kernel_size), nir_pair(n.stride), nir_pair(n.padding),
                              int(np.asarray(n.input_type["input"]).reshape(-1)[0]))
         elif isinstance(n, (nir.AvgPool2d, nir.SumPool2d)):
-            k = _pair(n.kernel_size)
-            node = AvgPool2d(k, _pair(n.stride), _pair(n.padding))
+            k = nir_pair(n.kernel_size)
+            node = AvgPool2d(k, nir_pair(n.stride), nir_pair(n.padding))
             if isinstance(n, nir.SumPool2d):  # channel count unknown: average times k^2
                 g.add(name + ".avg", node, [cur])
                 cur, node = name + ".avg", Scale(torch.tensor(float(k[0] * k[1])))

@@ -12,10 +12,6 @@ from torch import nn
 
 from snnconv.errors import SnnconvError
 
-#: the float32 just below 1: NIR's ``v > thr`` with this threshold is snnconv's ``v >= 1``
-_F32_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
-
-
 @dataclasses.dataclass
 class NeuronSpec:
     """One NIR neuron node as snnconv means it (threshold in snnconv's ``v >= theta`` sense)."""
@@ -100,10 +96,11 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
-def _uniform(a, what: str, node: str) -> float:
+def uniform_value(a, what: str, node: str) -> float:
+    """The single value of a NIR parameter array (shared with ``snnconv.backends.nir``'s import)."""
     u = np.unique(np.asarray(a, dtype=np.float64))
     if u.size != 1:
-        raise SnnconvError(f"NIR node '{node}': non-uniform {what} (the lowering writes uniform values)")
+        raise SnnconvError(f"NIR node '{node}': non-uniform {what} is not supported")
     return float(u[0])
 
 
@@ -111,18 +108,18 @@ def neuron_spec(name: str, node, dt: float) -> NeuronSpec:
     """The :class:`NeuronSpec` of a NIR ``IF``/``LIF`` node (with snnconv-dynamics metadata if present)."""
     import nir
 
-    thr = _uniform(node.v_threshold, "v_threshold", name)
+    thr = uniform_value(node.v_threshold, "v_threshold", name)
     theta = float(np.nextafter(np.float32(thr), np.float32(np.inf)))  # NIR's v > thr is v >= theta
     shape = tuple(np.asarray(node.v_threshold).shape)
     md = node.metadata if isinstance(node.metadata, dict) else {}
-    r = _uniform(node.r, "r", name)
+    r = uniform_value(node.r, "r", name)
     if isinstance(node, nir.IF):
         model, leak, gain = "if", 1.0, r * dt
     else:
-        tau = _uniform(node.tau, "tau", name)
+        tau = uniform_value(node.tau, "tau", name)
         model, leak, gain = "lif", 1.0 - dt / tau, dt * r / tau
     return NeuronSpec(name=name, shape=shape, model=model, theta=theta, leak=leak, gain=gain,
-                      reset=str(md.get("snnconv_reset", "zero")), v_reset=_uniform(node.v_reset, "v_reset", name),
+                      reset=str(md.get("snnconv_reset", "zero")), v_reset=uniform_value(node.v_reset, "v_reset", name),
                       v_init=float(md.get("snnconv_v_init", 0.0)), levels=int(md.get("snnconv_levels", 1)),
                       signed=bool(md.get("snnconv_signed", False)))
 
@@ -156,7 +153,8 @@ class _SumPool(nn.Module):
         return F.avg_pool2d(x, self.k, self.s, self.p, divisor_override=1)  # an exact sum
 
 
-def _pair(v) -> tuple:
+def nir_pair(v) -> tuple:
+    """A NIR 2-D size (one value or two) as an int pair (shared with ``snnconv.backends.nir``)."""
     v = np.asarray(v).reshape(-1).tolist()
     return tuple(int(x) for x in (v * 2 if len(v) == 1 else v))
 
@@ -169,8 +167,8 @@ def _synapse(name: str, node) -> nn.Module:
         w = torch.from_numpy(np.asarray(node.weight, np.float32).copy())
         if isinstance(node.padding, str):
             raise SnnconvError(f"NIR node '{name}': string padding '{node.padding}' is not supported")
-        m = nn.Conv2d(w.shape[1] * int(np.asarray(node.groups)), w.shape[0], tuple(w.shape[-2:]), _pair(node.stride),
-                      _pair(node.padding), _pair(node.dilation), int(np.asarray(node.groups)), bias=True)
+        m = nn.Conv2d(w.shape[1] * int(np.asarray(node.groups)), w.shape[0], tuple(w.shape[-2:]), nir_pair(node.stride),
+                      nir_pair(node.padding), nir_pair(node.dilation), int(np.asarray(node.groups)), bias=True)
         m.weight.data.copy_(w)
         m.bias.data.copy_(torch.from_numpy(np.asarray(node.bias, np.float32).copy()))
         return m
@@ -182,9 +180,9 @@ def _synapse(name: str, node) -> nn.Module:
             m.bias.data.copy_(torch.from_numpy(np.asarray(node.bias, np.float32).copy()))
         return m
     if isinstance(node, nir.SumPool2d):
-        return _SumPool(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding))
+        return _SumPool(nir_pair(node.kernel_size), nir_pair(node.stride), nir_pair(node.padding))
     if isinstance(node, nir.AvgPool2d):
-        return nn.AvgPool2d(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding))
+        return nn.AvgPool2d(nir_pair(node.kernel_size), nir_pair(node.stride), nir_pair(node.padding))
     if isinstance(node, nir.Flatten):
         if int(node.end_dim) != -1:
             raise SnnconvError(f"NIR node '{name}': flatten with end_dim={node.end_dim} is not supported")
