@@ -72,7 +72,8 @@ def evaluate_ann(model: nn.Module, split: Split, batch_size: int = 256) -> float
 
 def bf16_native() -> bool:
     """Whether this CPU runs bfloat16 natively (AVX512-BF16 / AMX); without it oneDNN emulates bf16,
-    which measured 9-13x *slower* than fp32 on an AVX2-only 2-core EPYC (ResNet-20/18 training steps)."""
+    which measured 10-18x *slower* than fp32 on an AVX2-only 2-core EPYC (ResNet-20/18 training steps,
+    docs/benchmarks/train_speed.md)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
