@@ -1,67 +1,82 @@
-r"""Lava / Loihi 2 export (``snnconv export --format lava``): quantized network, hardware report, real Lava run.
+r"""Lava / Loihi 2 export (``snnconv export --format lava``): one integer network for every input, run in Lava.
 
-**Network.** The converted graph is first lowered exactly to unit thresholds and unit spikes
-(:func:`snnconv.backends.nir.lower_for_nir`, average pooling as sum pooling), so the same
-restrictions as NIR apply (Loihi's LIF resets to 0; reset by subtraction, a non-zero initial
-membrane, graded spikes and max pooling are refused with the option that fixes them). The linear ops
-between two spiking layers (convolution, sum pooling, flatten, affine) are composed into one exact
-sparse matrix :math:`M_k` and bias :math:`b_k` (the Jacobian of the linear sub-graph, computed on
-basis vectors). The analog input never enters the chip: the first layer's constant current
-:math:`c_0 = W_0 x + b_0` (direct coding) becomes that layer's per-neuron bias, as usual on Loihi.
-The readout (last affine layer) is applied to the last layer's spikes on the host.
+**What is exported is the accurate network.** The converted graph is lowered exactly to unit
+thresholds (:func:`snnconv.backends.nir.lower_for_nir` with ``dynamics="snnconv"``, average pooling as
+sum pooling), keeping reset by subtraction, the initial membrane, per-channel thresholds, signed and
+graded spikes. Each spiking layer becomes one neuron population; each path of linear ops between two
+populations (or from the input) becomes **one Lava synapse process**: a ``Conv`` (shared 8-bit kernel;
+a sum-pool or 1x1 scaling next to a convolution is composed into it, e.g. pool 2x2 then conv 3x3 is
+one 6x6 stride-2 kernel) or a ``Dense`` after a flatten. Each composition is checked against the graph
+on random inputs before it is written. The readout (the last affine layer) is a ``Dense`` into
+non-spiking integrators.
 
-**Fixed point (Loihi 2 profile, as Lava's bit-accurate ``PyLifModelBitAcc`` / ``Sparse`` models).**
-Per layer an integer threshold scale :math:`V` (``vth``, 17-bit) and a weight exponent :math:`e\ge0`:
-the effective threshold is :math:`64V` and :math:`W^{int} = 2\,\mathrm{round}(M\,V/2^{e+1})`, an even
-8-bit mantissa in [-256, 254] (Lava keeps 7 magnitude bits + sign in mixed-sign mode), with
-:math:`V` and :math:`e` chosen so that :math:`\max|W^{int}|` uses the full range. Biases are
-:math:`\mathrm{round}(b\,64V)` as a 13-bit signed mantissa times :math:`2^{0..7}`. The membrane is 24-bit.
-Neurons: ``du = 4095`` (with Loihi's 1-bit ``ds_offset`` the current decays by 4096/4096, so the
-synaptic current is the input of this step, no filter) and ``dv = 0`` (IF). A spike adds
-:math:`(W^{int} \ll e) \ll 6` to the membrane (Lava's ``act_shift``), so :math:`W^{int} = \mathrm{round}(M\,V/2^e)`.
+**Input and readout are part of the network.** The input is direct coding: the image, quantized to
+8-bit integers with one scale (``input_scale``, from the calibration images), is sent by a source
+process as a graded spike every step and enters the first layer through its ``Conv`` synapse; any
+image can be streamed at run time (``network.npz`` holds no image). The readout integrates the last
+layer's output current over the T steps of a sample; ``logits = readout / (readout_scale * T)``.
 
-**Comparison.** The same integer network is run by snnconv's IF kernel
-(:func:`snnconv.neurons.integrate_fire.integrate_fire`, float64, exact for these integers) with
-Lava's timing (a ``Sparse`` synapse delivers at step t+1 what it received at step t; Lava tests
-``v > 64V``, which for integers is ``v >= 64V + 1``), and by Lava in a Python 3.9 subprocess
-(``lava_runner.py`` under the venv of ``scripts/setup_lava.sh``). Spike trains are compared per layer.
+**Fixed point.** Per output channel ``c`` of a population an even integer threshold :math:`V_c`
+(the unit threshold in integer units) is chosen as large as the 8-bit weights allow,
+:math:`V_c = \lfloor 254 / \max_i |W_{ci}\,p_i| \rfloor` (``p`` the payload unit of the source:
+1 for spikes, ``input_scale`` for the image); weights are :math:`2\,\mathrm{round}(W V_c p / 2)` in
+[-256, 254] (Loihi's mixed-sign 8-bit weights are even, as Lava's bit-accurate ``Dense`` truncates
+them), biases :math:`\mathrm{round}(b V_c)`, the initial membrane :math:`\mathrm{round}(v_0 V_c)`; the
+membrane is 24-bit. LIF leak is Loihi's 12-bit decay ``dv = round((1 - beta) 4096)``.
+
+**Neurons.** Lava's built-in ``LIF`` (and Loihi 2's default neuron program) resets to 0 and starts at 0,
+which is the crippled form (docs/benchmarks/deploy.md measures it). Loihi 2 runs microcoded neuron
+programs (Intel, *Taking Neuromorphic Computing to the Next Level with Loihi 2*, technology brief,
+2021: programmable neuron models, graded spikes with integer payloads), so the export declares the
+converted neuron as its own Lava process, ``SnnconvIF`` in ``lava_runner.py``, with a fixed-point
+Python model of exactly the integer dynamics above. Synapses and the input are Lava's own processes.
+
+**Timing.** A Lava synapse delivers at step t+1 what it received at step t. Samples are streamed back
+to back (T steps each): a population ``d`` hops from the input works on sample ``i`` during steps
+``[iT + d, (i+1)T + d)`` and resets to its initial membrane at the start of that window; the shorter
+path into a residual sum waits in a dendritic delay line. With this alignment the Lava network
+computes, sample by sample, exactly what :func:`reference_run` (snnconv's integer simulation, every
+layer in the same step) computes; the comparison checks it.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
 
-#: Loihi 2 limits used by the hardware report. Source: Intel, "Taking Neuromorphic Computing to the
-#: Next Level with Loihi 2" (technology brief, 2021): 128 neuromorphic cores per chip, up to 1M
-#: neurons (8192 per core) and up to 120M synapses per chip; fixed-point widths from Lava 0.9's
-#: bit-accurate models (lava/proc/lif/models.py, lava/proc/dense/models.py, lava/utils/weightutils.py).
+#: Loihi 2 figures the hardware report checks against, from public documentation:
+#: Intel, "Taking Neuromorphic Computing to the Next Level with Loihi 2", technology brief (2021):
+#: 128 neuro cores per chip, up to 1M neurons and 120M synapses per chip, up to 8,192 neurons per core
+#: (fewer for neuron programs with more state), graded spikes with integer payloads; synaptic delays and
+#: weight widths from Lava 0.9's models (lava/proc/dense, lava/proc/sparse, lava/utils/weightutils.py:
+#: 8-bit weights, even in mixed-sign mode; 24-bit membrane and graded payloads). Synaptic memory per
+#: core: Loihi's neuro core has 128 KB of synaptic memory (Davies et al., "Loihi: a neuromorphic
+#: manycore processor with on-chip learning", IEEE Micro 38(1), 2018); public Loihi 2 figures are of the
+#: same order (128-192 KB, flexibly shared with neuron state), so 128 KB is used as the bound here.
 LOIHI2 = {
     "cores_per_chip": 128,
-    "neurons_per_core": 8192,
+    "neurons_per_chip": 1_000_000,
     "synapses_per_chip": 120_000_000,
-    "synapses_per_core": 120_000_000 // 128,  # chip total spread evenly; the real bound depends on encoding
-    "weight_mantissa_bits": 8,  # signed; even values in mixed-sign mode
-    "weight_exp_range": [-8, 7],
+    "neurons_per_core": 8192,
+    "synaptic_memory_per_core_bytes": 128 * 1024,
+    "weight_bits": 8,
     "membrane_bits": 24,
-    "vth_bits": 17,  # effective threshold vth << 6
-    "bias_mant_bits": 13,
-    "bias_exp_range": [0, 7],
-    "decay_bits": 12,
+    "payload_bits": 24,
+    "max_delay": 62,
 }
-W_MAX = 254  # largest even 8-bit mantissa
-BIAS_MANT_MAX = 4095
-VTH_MAX = 2 ** 17 - 1
-UV_MAX = 2 ** 23 - 1
+W_MAX = 254  # largest even 8-bit weight (mixed sign: -256..254 in steps of 2)
+V_MAX = 2 ** 16  # threshold cap: keeps |v| well inside the 24-bit membrane
+INPUT_BITS = 8
 
 
 def lava_python() -> Path:
@@ -116,7 +131,7 @@ def _structure(g: Graph) -> tuple[list[str], dict[str, list[str]], dict[str, int
 
 def _linear_map(g: Graph, vals: dict, dst: str, include_dst: bool = False) -> torch.Tensor:
     """Evaluate the non-spiking nodes up to ``dst`` (its input, or ``dst`` itself) with the given source
-    values ``{node: [B, ...]}``; nodes that read anything else are skipped."""
+    values ``{node: [B, ...]}``; nodes that read anything else are skipped. Returns ``[B, ...]``."""
     from snnconv.runtime.kernels import KERNELS
 
     names = list(g.nodes)
@@ -126,33 +141,11 @@ def _linear_map(g: Graph, vals: dict, dst: str, include_dst: bool = False) -> to
         if name in vals or g.nodes[name].spiking or not all(s in vals for s in g.edges[name]):
             continue
         vals[name] = KERNELS[g.nodes[name].kind](g.nodes[name], [vals[s] for s in g.edges[name]])
-    return vals[dst if include_dst else g.edges[dst][0]].flatten(1)
+    return vals[dst if include_dst else g.edges[dst][0]]
 
 
 def _zeros(g: Graph, srcs: list[str], batch: int = 1) -> dict:
     return {s: torch.zeros(batch, *g.nodes[s].shape, dtype=torch.float64) for s in srcs}
-
-
-def _compose(g: Graph, srcs: list[str], src: str, dst: str, chunk: int = 1024) -> torch.Tensor:
-    """Exact sparse matrix ``M`` [N_dst, N_src]: the part of ``dst``'s input current that is linear in
-    ``src`` (the other sources held at 0, the constant part subtracted). Residual adds give one
-    matrix per source; Lava sums them at the ``LIF``'s ``a_in`` port."""
-    shape = g.nodes[src].shape
-    n = int(np.prod(shape))
-    with torch.no_grad():
-        b = _linear_map(g, _zeros(g, srcs), dst)[0]
-        rows, cols, vals = [], [], []
-        for i0 in range(0, n, chunk):
-            k = min(chunk, n - i0)
-            basis = torch.zeros(k, n, dtype=torch.float64)
-            basis[torch.arange(k), torch.arange(i0, i0 + k)] = 1
-            y = _linear_map(g, {**_zeros(g, srcs, k), src: basis.view(k, *shape)}, dst) - b
-            nz = y.nonzero()
-            rows.append(nz[:, 1])
-            cols.append(nz[:, 0] + i0)
-            vals.append(y[nz[:, 0], nz[:, 1]])
-        return torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals),
-                                       (b.numel(), n), check_invariants=True).coalesce()
 
 
 def _double_graph(g: Graph) -> Graph:
@@ -163,277 +156,412 @@ def _double_graph(g: Graph) -> Graph:
     return d
 
 
-# -- quantization ---------------------------------------------------------------------------------------
-def _bias_fixed(b_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer bias as 13-bit mantissa x 2^exp (exp 0..7); returns (mant, exp, effective)."""
-    mag = np.abs(b_int)
-    exp = np.zeros_like(b_int, dtype=np.int64)
-    while np.any((mag >> exp) > BIAS_MANT_MAX) and exp.max() < 7:
-        exp = np.where((mag >> exp) > BIAS_MANT_MAX, exp + 1, exp)
-    mant = np.clip(np.round(b_int / 2.0 ** exp), -BIAS_MANT_MAX - 1, BIAS_MANT_MAX).astype(np.int64)
-    return mant, exp, mant * 2 ** exp
-
-
 def _lower(graph: Graph) -> Graph:
-    """The graph in unit-threshold form (float64), or the NIR refusal reworded for Loihi."""
+    """The graph in unit-threshold form (float64) with snnconv's neuron dynamics, or a one-line refusal."""
     from snnconv.backends.nir import lower_for_nir
 
     try:
-        return _double_graph(lower_for_nir(graph, pool="sum"))
+        return _double_graph(lower_for_nir(graph, pool="sum", dynamics="snnconv"))
     except SnnconvError as e:
-        raise SnnconvError(str(e).replace("cannot export to NIR", "cannot export to Lava/Loihi (Loihi LIF: reset "
-                                                                   "to 0, v starts at 0, binary spikes)")) from None
+        raise SnnconvError(str(e).replace("cannot export to NIR", "cannot export to Lava/Loihi")) from None
 
 
 def check_lava(graph: Graph) -> None:
-    """Raise the one-line refusal now if ``graph`` cannot be mapped to Lava (cheap: no quantization)."""
+    """Raise the one-line refusal now if ``graph`` cannot be mapped to Lava (cheap: no weights composed)."""
     _structure(_lower(graph))
 
 
-def _decay(node) -> tuple[int, float]:
+def _paths(g: Graph, src: str, dst: str) -> list[list[str]]:
+    """Every path of non-spiking nodes from ``src`` to ``dst``'s input (node names, src excluded)."""
+    out = []
+
+    def walk(node: str, acc: list[str]) -> None:
+        if node == src:
+            out.append(acc[::-1])
+            return
+        if g.nodes[node].spiking or g.nodes[node].kind == "input":
+            return
+        for s in g.edges[node]:
+            walk(s, acc + [node])
+
+    walk(g.edges[dst][0], [])
+    return out
+
+
+def _conv_geometry(g: Graph, path: list[str]) -> tuple[tuple, tuple, tuple] | None:
+    """Kernel, stride and padding of the convolutions along ``path`` composed into one (None if the path
+    holds anything but convolutions and sums): conv A then conv B is one conv with kernel
+    ``K_A + (K_B - 1) S_A``, stride ``S_A S_B``, padding ``P_A + P_B S_A`` (exact when A's windows tile its
+    input, as sum pooling and 1x1 convolutions do; checked numerically by the caller)."""
+    K, S, P = [1, 1], [1, 1], [0, 0]
+    for name in path:
+        n = g.nodes[name]
+        if n.kind == "add":
+            continue
+        if n.kind != "conv2d" or tuple(n.dilation) != (1, 1):
+            return None
+        for d in (0, 1):
+            K[d] += (n.weight.shape[2 + d] - 1) * S[d]
+            P[d] += n.padding[d] * S[d]
+            S[d] *= n.stride[d]
+    return tuple(K), tuple(S), tuple(P)
+
+
+def _probe_conv(f, in_shape: tuple, out_shape: tuple, K: tuple, S: tuple, P: tuple, chunk: int = 512) -> torch.Tensor:
+    """The kernel ``[Co, Ci, K0, K1]`` of a linear map ``f`` known to be that convolution: tap (c, ky, kx)
+    is read at an output position whose window has it inside the image (a tap never inside is unused: 0)."""
+    ci, h, w = in_shape
+    co, ho, wo = out_shape
+    probes = []
+    for ky in range(K[0]):
+        y_out = next((yo for yo in range(ho) if 0 <= S[0] * yo - P[0] + ky < h), None)
+        for kx in range(K[1]):
+            x_out = next((xo for xo in range(wo) if 0 <= S[1] * xo - P[1] + kx < w), None)
+            if y_out is not None and x_out is not None:
+                probes += [(c, ky, kx, y_out, x_out) for c in range(ci)]
+    weight = torch.zeros(co, ci, *K, dtype=torch.float64)
+    for i0 in range(0, len(probes), chunk):
+        part = probes[i0:i0 + chunk]
+        x = torch.zeros(len(part), ci, h, w, dtype=torch.float64)
+        for b, (c, ky, kx, yo, xo) in enumerate(part):
+            x[b, c, S[0] * yo - P[0] + ky, S[1] * xo - P[1] + kx] = 1
+        y = f(x)
+        for b, (c, ky, kx, yo, xo) in enumerate(part):
+            weight[:, c, ky, kx] = y[b, :, yo, xo]
+    return weight
+
+
+def _dense(f, in_shape: tuple, chunk: int = 1024) -> torch.Tensor:
+    """The matrix ``[N_out, N_in]`` of a linear map ``f`` (inputs and outputs flattened in CHW order)."""
+    n = int(np.prod(in_shape))
+    cols = []
+    for i0 in range(0, n, chunk):
+        k = min(chunk, n - i0)
+        basis = torch.zeros(k, n, dtype=torch.float64)
+        basis[torch.arange(k), torch.arange(i0, i0 + k)] = 1
+        cols.append(f(basis.view(k, *in_shape)).flatten(1).T)
+    return torch.cat(cols, 1)
+
+
+def _connection(g: Graph, srcs: list[str], src: str, dst: str) -> dict:
+    """One synapse process for the part of ``dst``'s input current that is linear in ``src`` (the other
+    sources at 0, the constant part removed): a convolution when the path composes into one (verified on
+    random inputs), else a dense matrix."""
+    const = _linear_map(g, _zeros(g, srcs), dst)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return _linear_map(g, {**_zeros(g, srcs, x.shape[0]), src: x}, dst) - const
+
+    in_shape, out_shape = tuple(g.nodes[src].shape), tuple(const.shape[1:])
+    paths = _paths(g, src, dst)
+    geo = _conv_geometry(g, paths[0]) if len(paths) == 1 and len(in_shape) == 3 and len(out_shape) == 3 else None
+    if geo is not None:
+        K, S, P = geo
+        w = _probe_conv(f, in_shape, out_shape, K, S, P)
+        x = torch.randn(2, *in_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        want, got = f(x), F.conv2d(x, w, stride=S, padding=P)
+        if got.shape == want.shape and float((got - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max())):
+            return {"kind": "conv", "weight": w, "stride": S, "padding": P}
+    n_in, n_out = int(np.prod(in_shape)), int(np.prod(out_shape))
+    if n_in * n_out > 16_000_000:
+        raise SnnconvError(f"Lava export: the linear ops from {src} to {dst} are neither one convolution nor a "
+                           f"dense map small enough to write ({n_out} x {n_in})")
+    return {"kind": "dense", "weight": _dense(f, in_shape)}
+
+
+# -- the integer network ----------------------------------------------------------------------------------
+def _even_round(a: np.ndarray) -> np.ndarray:
+    return (2 * np.round(a / 2)).astype(np.int64)
+
+
+def _decay(node) -> int:
     """Loihi ``dv`` (12 bit) for the neuron's leak ``beta``: the membrane decays by ``(4096 - dv) / 4096``."""
-    if node.model == "if":
-        return 0, 1.0
-    dv = int(np.clip(round((1.0 - float(node.leak)) * 4096), 0, 4095))
-    return dv, (4096 - dv) / 4096
+    return 0 if node.model == "if" else int(np.clip(round((1.0 - float(node.leak)) * 4096), 0, 4095))
 
 
-def quantize(graph: Graph, x: torch.Tensor) -> dict:
-    """The Loihi 2 fixed-point network of ``graph`` for inputs ``x`` (see the module docstring)."""
+def _bits(levels: int, signed: bool) -> int:
+    """Graded-message bits a population's spikes need (0: binary spikes)."""
+    return 0 if levels == 1 and not signed else int(math.ceil(math.log2(levels + 1))) + int(signed)
+
+
+def build_network(graph: Graph, calib_x: torch.Tensor, timesteps: int) -> dict:
+    """The Loihi 2 integer network of ``graph`` (see the module docstring). ``calib_x`` (training or
+    calibration images, not test images) sets the input's 8-bit scale."""
     low = _lower(graph)
     spiking, srcs, depth = _structure(low)
     inp = low.inputs[0]
+    in_scale = float(calib_x.abs().max()) / (2 ** (INPUT_BITS - 1) - 1) or 1.0
     index = {n: k for k, n in enumerate(spiking)}
     layers = []
     for name in spiking:
-        # constant current: the biases plus the analog input's contribution (direct coding), per sample
-        zero = _zeros(low, srcs[name], x.shape[0])
-        if inp in srcs[name]:
-            zero[inp] = x.double()
-        c = _linear_map(low, zero, name).numpy()
-        conns = [(s, _compose(low, srcs[name], s, name)) for s in srcs[name] if s != inp]
-        vals = np.concatenate([m.values().numpy() for _, m in conns]) if conns else np.zeros(0)
-        wmax = max(float(np.abs(vals).max()) if vals.size else 0.0, 1e-12)
-        cmax = max(float(np.abs(c).max()), 1e-12)
-        # a spike adds (W_int << e) << 6 to v; the threshold is vth << 6: W_int * 2^e / vth = w.
-        # vth as large as the 8-bit weights and the 13+7-bit biases allow
-        v_bias = int(np.clip(math.floor(BIAS_MANT_MAX * 2 ** 7 / (64 * cmax)), 1, VTH_MAX))
-        if not conns:
-            e, v = 0, v_bias
-        elif wmax <= W_MAX:
-            e, v = 0, int(np.clip(min(math.floor(W_MAX / wmax), v_bias), 1, VTH_MAX))
-        else:
-            e, v = int(math.ceil(math.log2(wmax / W_MAX))), 1
-        mant, bexp, beff = _bias_fixed(np.round(c * 64 * v).astype(np.int64))
-        dv, leak_eff = _decay(low.nodes[name])
-        L = {"name": name, "size": c.shape[1], "vth": v, "weight_exp": e, "bias_mant": mant, "bias_exp": bexp,
-             "bias_eff": beff, "dv": dv, "leak": float(getattr(low.nodes[name], "leak", 1.0)), "leak_eff": leak_eff,
-             "depth": depth[name], "reads_input": inp in srcs[name], "conns": [],
-             "shape": list(low.nodes[name].shape), "weights_float_nonzero": int(vals.size)}
-        for s, m in conns:
-            w_int = np.clip(2 * np.round(m.values().numpy() * v / 2 ** e / 2), -256, W_MAX).astype(np.int64)
-            idx = m.indices().numpy()
-            keep = w_int != 0
-            L["conns"].append({"src": index[s], "src_name": s, "delay": depth[name] - depth[s] - 1,
-                               "rows": idx[0][keep], "cols": idx[1][keep], "w_int": w_int[keep], "n_in": m.shape[1]})
+        node = low.nodes[name]
+        shape = tuple(node.shape)
+        conns = [(s, _connection(low, srcs[name], s, name)) for s in srcs[name]]
+        bias = _linear_map(low, _zeros(low, srcs[name]), name)[0].numpy()  # constant current per neuron
+        channels = shape[0]
+        amax = np.zeros(channels)
+        for s, c in conns:
+            p = in_scale if s == inp else 1.0
+            w = c["weight"].abs().numpy() * p
+            per = w.reshape(channels, -1).max(1) if c["kind"] == "conv" or len(shape) == 1 else \
+                w.reshape(channels, -1, w.shape[1]).max(axis=(1, 2))
+            amax = np.maximum(amax, per)
+        v = np.floor(W_MAX / np.maximum(amax, 1e-12))
+        v = np.clip(v - v % 2, 2, V_MAX).astype(np.int64)
+        vb = v.reshape((-1,) + (1,) * (len(shape) - 1))
+        L = {"name": name, "shape": shape, "vth": v, "bias": np.round(bias * vb).astype(np.int64),
+             "v_init": np.round(float(node.v_init) * v).astype(np.int64), "levels": int(node.levels),
+             "signed": int(bool(node.signed)), "reset": int(node.reset == "subtract"), "dv": _decay(node),
+             "leak": float(node.leak), "offset": depth[name] + 1, "conns": []}
+        for s, c in conns:
+            p = in_scale if s == inp else 1.0
+            if c["kind"] == "conv":
+                w_int = _even_round(c["weight"].numpy() * p * v.reshape(-1, 1, 1, 1))
+                extra = {"stride": c["stride"], "padding": c["padding"]}
+            else:
+                rows = v if len(shape) == 1 else np.repeat(v, int(np.prod(shape[1:])))
+                w_int = _even_round(c["weight"].numpy() * p * rows.reshape(-1, 1))
+                extra = {}
+            src_k = -1 if s == inp else index[s]
+            src_offset = 0 if s == inp else depth[s] + 1
+            src_bits = INPUT_BITS if s == inp else _bits(layers[src_k]["levels"], layers[src_k]["signed"])
+            L["conns"].append({"src": src_k, "src_name": s, "kind": c["kind"], "weight": np.clip(w_int, -256, W_MAX),
+                               "delay": L["offset"] - src_offset - 1, "bits": src_bits, **extra})
+        delays = {c["delay"] for c in L["conns"] if c["delay"]}
+        if len(delays) > 1 or (delays and max(delays) > LOIHI2["max_delay"]):
+            raise SnnconvError(f"Lava export: {name} needs delays {sorted(delays)} (one delay line of at most "
+                               f"{LOIHI2['max_delay']} steps per population)")
+        L["delay"] = max(delays, default=0)
         layers.append(L)
-    readout = {"src": srcs[low.outputs[0]][0], "out": low.outputs[0]}
-    return {"layers": layers, "readout": readout, "lowered": low}
+    last = srcs[low.outputs[0]][0]
+    out = low.outputs[0]
+    base = _linear_map(low, _zeros(low, [last]), out, include_dst=True)[0].numpy()
+    m = _dense(lambda x: _linear_map(low, {last: x}, out, include_dst=True) - torch.from_numpy(base),
+               tuple(low.nodes[last].shape)).numpy()
+    v_r = int(np.clip(np.floor(W_MAX / max(float(np.abs(m).max()), 1e-12)), 1, V_MAX))
+    k_last = index[last]
+    readout = {"src": k_last, "src_name": last, "weight": np.clip(_even_round(m * v_r), -256, W_MAX),
+               "bias": np.round(base * v_r).astype(np.int64), "scale": v_r, "offset": layers[k_last]["offset"] + 1,
+               "bits": _bits(layers[k_last]["levels"], layers[k_last]["signed"])}
+    return {"layers": layers, "readout": readout, "input_scale": in_scale, "input_shape": tuple(low.nodes[inp].shape),
+            "timesteps": int(timesteps), "lowered": low}
 
 
-def _conn_matrix(L: dict, c: dict) -> torch.Tensor:
-    """A connection's integer weights as the sparse current it adds per input spike (``<< weight_exp << 6``)."""
-    idx = torch.from_numpy(np.stack([c["rows"], c["cols"]]))
-    vals = torch.from_numpy(c["w_int"]).double() * 2.0 ** (L["weight_exp"] + 6)  # Lava's act_shift = 6
-    return torch.sparse_coo_tensor(idx, vals, (L["size"], c["n_in"]), check_invariants=True).coalesce()
+def quantize_input(net: dict, x: torch.Tensor) -> np.ndarray:
+    """Images ``[B, C, H, W]`` as the 8-bit integers the network's source sends (``round(x / input_scale)``)."""
+    lim = 2 ** (INPUT_BITS - 1)
+    return np.clip(np.round(x.double().numpy() / net["input_scale"]), -lim, lim - 1).astype(np.int64)
 
 
-def _loihi_decay_run(cur: torch.Tensor, dv: int, th: float) -> torch.Tensor:
-    """Loihi's fixed-point LIF membrane (``PyLifModelBitAcc``): ``v = sign(v*(4096-dv)) * (|v*(4096-dv)| >> 12)
-    + I``, spike when ``v >= th``, reset to 0; ``cur`` ``[steps, B, N]`` integer-valued; returns 0/1 spikes."""
-    v = torch.zeros(cur.shape[1:], dtype=torch.float64)
-    out = torch.empty_like(cur)
-    for t in range(cur.shape[0]):
-        p = v * (4096 - dv)
-        v = torch.sign(p) * torch.floor(p.abs() / 4096) + cur[t]
-        out[t] = (v >= th).double()
-        v = torch.where(out[t] > 0, torch.zeros_like(v), v)
+def reference_run(net: dict, x_int: np.ndarray, batch: int = 64) -> dict:
+    """snnconv's run of the integer network (float64, exact for these integers; every layer in the same
+    step, which the Lava timing reproduces window by window): readout membranes ``[B, n_out]`` and spike
+    events per neuron summed over the samples, per layer."""
+    T = net["timesteps"]
+    readout, counts = [], [np.zeros(L["shape"], np.int64) for L in net["layers"]]
+    for b0 in range(0, x_int.shape[0], batch):
+        x = torch.from_numpy(x_int[b0:b0 + batch]).double()
+        B = x.shape[0]
+        st = []
+        for L in net["layers"]:
+            vb = torch.from_numpy(L["vth"]).double().reshape((-1,) + (1,) * (len(L["shape"]) - 1))
+            st.append({"v": torch.from_numpy(L["v_init"]).double().reshape(vb.shape).expand(B, *L["shape"]).clone(),
+                       "n": torch.zeros(B, *L["shape"], dtype=torch.float64), "vth": vb,
+                       "bias": torch.from_numpy(L["bias"]).double()})
+        r = net["readout"]
+        acc = torch.zeros(B, r["weight"].shape[0], dtype=torch.float64)
+        wr = torch.from_numpy(r["weight"]).double()
+        for _ in range(T):
+            spikes = []
+            for L, s in zip(net["layers"], st):
+                cur = s["bias"].expand(B, *L["shape"]).clone()
+                for c in L["conns"]:
+                    src = x if c["src"] < 0 else spikes[c["src"]]
+                    w = torch.from_numpy(c["weight"]).double()
+                    cur += F.conv2d(src, w, stride=c["stride"], padding=c["padding"]) if c["kind"] == "conv" else \
+                        (src.flatten(1) @ w.T).view(B, *L["shape"])
+                v = s["v"]
+                if L["dv"]:
+                    p = v * (4096 - L["dv"])
+                    v = torch.sign(p) * torch.floor(p.abs() / 4096)
+                v = v + cur
+                if L["levels"] == 1:
+                    spk = (v >= s["vth"]).double()
+                else:
+                    spk = torch.floor(v / s["vth"]).clamp(0, L["levels"])
+                if L["signed"]:
+                    neg = torch.maximum(torch.floor(v / s["vth"]), -s["n"].clamp(max=L["levels"]))
+                    spk = torch.where(v < 0, neg, spk)
+                    s["n"] += spk
+                v = v - spk * s["vth"] if L["reset"] else torch.where(spk != 0, torch.zeros_like(v), v)
+                if float(v.abs().max()) >= 2 ** (LOIHI2["membrane_bits"] - 1):
+                    raise SnnconvError(f"Lava export: {L['name']}'s membrane leaves the 24-bit range")
+                s["v"] = v
+                spikes.append(spk)
+                counts[len(spikes) - 1] += spk.abs().sum(0).numpy().astype(np.int64)
+            acc += spikes[r["src"]].flatten(1) @ wr.T + torch.from_numpy(r["bias"]).double()
+        readout.append(acc)
+    return {"readout": torch.cat(readout).numpy().astype(np.int64), "counts": counts}
+
+
+def logits(net: dict, readout: np.ndarray) -> np.ndarray:
+    """Readout membranes -> the network's output (mean over T of the last affine layer's output)."""
+    return readout / (net["readout"]["scale"] * net["timesteps"])
+
+
+# -- files, the Lava run, the comparison ----------------------------------------------------------------
+def write_network(net: dict, path: Path) -> None:
+    """``network.npz``: everything the Lava side needs, no image (inputs are streamed at run time)."""
+    arrays = {"n_layers": len(net["layers"]), "timesteps": net["timesteps"], "input_scale": net["input_scale"],
+              "input_shape": np.array(net["input_shape"])}
+    for k, L in enumerate(net["layers"]):
+        arrays |= {f"shape_{k}": np.array(L["shape"]), f"vth_{k}": L["vth"], f"bias_{k}": L["bias"],
+                   f"v_init_{k}": L["v_init"], f"offset_{k}": L["offset"], f"levels_{k}": L["levels"],
+                   f"signed_{k}": L["signed"], f"reset_{k}": L["reset"], f"dv_{k}": L["dv"], f"delay_{k}": L["delay"],
+                   f"n_conns_{k}": len(L["conns"])}
+        for j, c in enumerate(L["conns"]):
+            key = f"{k}_{j}"
+            arrays |= {f"src_{key}": c["src"], f"kind_{key}": np.array(c["kind"]), f"w_{key}": c["weight"],
+                       f"bits_{key}": c["bits"], f"delayed_{key}": int(c["delay"] > 0)}
+            if c["kind"] == "conv":
+                arrays |= {f"stride_{key}": np.array(c["stride"]), f"padding_{key}": np.array(c["padding"])}
+    r = net["readout"]
+    arrays |= {"readout_src": r["src"], "readout_w": r["weight"], "readout_bias": r["bias"],
+               "readout_scale": r["scale"], "readout_offset": r["offset"], "readout_bits": r["bits"],
+               "readout_size": r["weight"].shape[0]}
+    np.savez_compressed(path, **arrays)
+
+
+def run_lava(folder: Path, x_int: np.ndarray, timeout: float | None = None) -> dict:
+    """Stream ``x_int`` through ``folder/network.npz`` in Lava (Loihi2SimCfg fixed_pt, subprocess in the Lava
+    venv); returns the readout membranes and spike counts like :func:`reference_run`."""
+    py = lava_python()
+    np.savez_compressed(folder / "inputs.npz", x=x_int)
+    runner = Path(__file__).with_name("lava_runner.py")
+    r = subprocess.run([str(py), "-I", str(runner), str(folder / "network.npz"), str(folder / "inputs.npz"),
+                        str(folder / "lava_result.npz")], capture_output=True, text=True, timeout=timeout)
+    if r.returncode:
+        tail = " | ".join(r.stderr.strip().splitlines()[-3:])
+        raise SnnconvError(f"the Lava run failed (exit {r.returncode}): {tail}")
+    got = np.load(folder / "lava_result.npz")
+    out = {"readout": got["readout"], "counts": [got[f"count{k}"] for k in range(sum(1 for f in got.files
+                                                                                      if f.startswith("count")))]}
+    (folder / "inputs.npz").unlink()
+    (folder / "lava_result.npz").unlink()
     return out
 
 
-def reference_spikes(q: dict, steps: int) -> list[torch.Tensor]:
-    """snnconv's run of the integer network with Lava's timing: per layer ``[samples, steps, N]`` (0/1).
-
-    IF layers run snnconv's IF kernel (:func:`snnconv.neurons.integrate_fire.integrate_fire`); LIF layers
-    the integer Loihi decay (:func:`_loihi_decay_run`). A ``Sparse`` synapse delivers at step t+1 what it
-    received at step t, a connection with ``delay`` d at step t+1+d (Lava ``DelaySparse``); the input
-    currents of several connections add up (fan-in at the ``LIF``'s ``a_in``)."""
-    from snnconv.neurons.integrate_fire import integrate_fire
-
-    out = []
-    for L in q["layers"]:
-        th = 64.0 * L["vth"] + 1  # v > 64 vth  <=>  v >= 64 vth + 1
-        bias = torch.from_numpy(L["bias_eff"]).double()  # [samples, N]
-        cur = bias.unsqueeze(0).expand(steps, *bias.shape).clone()  # [steps, samples, N]
-        for c in L["conns"]:
-            m, spk = _conn_matrix(L, c), out[c["src"]].double()  # [samples, steps, N_src]
-            lag = 1 + c["delay"]
-            for t in range(lag, steps):
-                cur[t] += torch.sparse.mm(m, spk[:, t - lag].T).T
-        if L["dv"]:
-            counts = _loihi_decay_run(cur, L["dv"], th)
-        else:
-            _, counts, _ = integrate_fire(cur, torch.zeros(cur.shape[1:], dtype=torch.float64),
-                                          torch.tensor(th, dtype=torch.float64), reset="zero")
-        out.append(counts.permute(1, 0, 2).to(torch.uint8))
-    return out
+def compare(net: dict, ref: dict, got: dict) -> dict:
+    """Lava against the integer reference: readout equality, top-1 agreement, spike-count mismatches."""
+    layers = {}
+    for L, a, b in zip(net["layers"], ref["counts"], got["counts"]):
+        layers[L["name"]] = {"reference_spikes": int(a.sum()), "lava_spikes": int(b.sum()),
+                             "neurons_with_different_counts": int((a != b).sum()), "neurons": int(a.size)}
+    agree = float((ref["readout"].argmax(1) == got["readout"].argmax(1)).mean() * 100)
+    return {"readout_identical": bool(np.array_equal(ref["readout"], got["readout"])), "top1_agreement": agree,
+            "spike_count_mismatch_rate": sum(v["neurons_with_different_counts"] for v in layers.values()) /
+            max(1, sum(v["neurons"] for v in layers.values())), "layers": layers}
 
 
-def hardware_report(q: dict, profile: dict = LOIHI2) -> dict:
+def hardware_report(net: dict, profile: dict = LOIHI2) -> dict:
+    """Per population: neurons, stored weights (a convolution stores its kernel once per core it spans),
+    the cores it needs, and which Loihi 2 limit binds."""
     rows = []
-    for L in q["layers"]:
-        syn = sum(int(c["w_int"].size) for c in L["conns"])
-        w = np.concatenate([c["w_int"] for c in L["conns"]]) if syn else None
-        cores = max(math.ceil(L["size"] / profile["neurons_per_core"]), math.ceil(syn / profile["synapses_per_core"]), 1)
-        fed = [f"{c['src_name']}" + (f" (delay {c['delay']})" if c["delay"] else "") for c in L["conns"]]
-        rows.append({"layer": L["name"], "neurons": L["size"], "synapses_in": syn, "cores": cores,
-                     "vth": L["vth"], "threshold_eff": 64 * L["vth"], "weight_exp": L["weight_exp"] if syn else None,
-                     "weight_mantissa_range": [int(w.min()), int(w.max())] if syn else None,
-                     "bias_exp_max": int(L["bias_exp"].max()), "dv": L["dv"], "leak": L["leak"],
-                     "leak_eff": L["leak_eff"], "depth": L["depth"],
-                     "input": " + ".join((["bias (analog input current)"] if L["reads_input"] else []) +
-                                         [f"Sparse from {f}" for f in fed])})
-    total_cores = sum(r["cores"] for r in rows)
-    return {"profile": "Loihi 2", "limits": profile, "layers": rows, "total_cores": total_cores,
-            "total_neurons": sum(r["neurons"] for r in rows), "total_synapses": sum(r["synapses_in"] for r in rows),
-            "fits_one_chip": total_cores <= profile["cores_per_chip"],
-            "fixed_point": {"weights": "8-bit signed mantissa (even, [-256, 254]) << weight_exp (>= 0 here)",
-                            "threshold": "vth (17-bit) << 6", "bias": "13-bit signed mantissa << 0..7",
-                            "membrane": "24-bit signed, du=4095 (+ds_offset: no synaptic filter), "
-                                        "dv=0 (IF) or round((1-beta)*4096) (LIF)",
-                            "fan-in": "several Sparse/DelaySparse into one LIF a_in are summed by the port"}}
+    for L in net["layers"] + [{"name": "readout", "shape": (net["readout"]["weight"].shape[0],), "delay": 0,
+                               "conns": [{"kind": "dense", **net["readout"]}]}]:
+        neurons = int(np.prod(L["shape"]))
+        kernel_bytes = sum(int(c["weight"].size) for c in L["conns"]) * profile["weight_bits"] // 8
+        by_neurons = math.ceil(neurons / profile["neurons_per_core"])
+        convs = [c for c in L["conns"] if c["kind"] == "conv"]
+        if convs:  # shared kernels: every core holding part of the output channels keeps their kernel slice
+            by_memory = math.ceil(kernel_bytes / profile["synaptic_memory_per_core_bytes"])
+        else:
+            by_memory = math.ceil(kernel_bytes / profile["synaptic_memory_per_core_bytes"])
+        cores = max(1, by_neurons, by_memory)
+        fan_in = sum(int(np.prod(c["weight"].shape[1:])) for c in L["conns"])
+        rows.append({"layer": L["name"], "neurons": neurons, "weight_bytes": kernel_bytes, "fan_in": fan_in,
+                     "synapses": neurons * fan_in if not convs else sum(
+                         int(np.prod(L["shape"][1:])) * int(c["weight"][0].size) * L["shape"][0] for c in convs),
+                     "cores": cores, "binding": "neurons per core" if by_neurons >= by_memory else "synaptic memory",
+                     "delay": L.get("delay", 0),
+                     "synapse_processes": [f"{c['kind']} from {c.get('src_name', '?')}" +
+                                           (f" (delay {c['delay']})" if c.get("delay") else "") for c in L["conns"]]})
+    total = sum(r["cores"] for r in rows)
+    return {"profile": "Loihi 2", "limits": profile, "layers": rows, "total_cores": total,
+            "total_neurons": sum(r["neurons"] for r in rows), "total_synapses": sum(r["synapses"] for r in rows),
+            "fits_one_chip": total <= profile["cores_per_chip"]
+            and sum(r["synapses"] for r in rows) <= profile["synapses_per_chip"]}
 
 
 def format_hardware(rep: dict) -> str:
     lines = [f"Loihi 2 mapping: {rep['total_cores']} cores ({'fits' if rep['fits_one_chip'] else 'exceeds'} one chip of "
              f"{rep['limits']['cores_per_chip']}), {rep['total_neurons']:,} neurons, {rep['total_synapses']:,} synapses",
-             f"{'layer':<16}{'neurons':>9}{'synapses':>11}{'cores':>7}{'vth':>8}{'w_exp':>7}{'dv':>6}  weights / input"]
+             f"{'layer':<18}{'neurons':>9}{'weights(B)':>12}{'fan-in':>8}{'cores':>7}  binds / synapses"]
     for r in rep["layers"]:
-        lines.append(f"{r['layer']:<16}{r['neurons']:>9}{r['synapses_in']:>11}{r['cores']:>7}{r['vth']:>8}"
-                     f"{'-' if r['weight_exp'] is None else r['weight_exp']:>7}{r.get('dv', 0):>6}  "
-                     f"{r['weight_mantissa_range'] or ''} {r['input']}")
+        lines.append(f"{r['layer']:<18}{r['neurons']:>9}{r['weight_bytes']:>12}{r['fan_in']:>8}{r['cores']:>7}  "
+                     f"{r['binding']}; {', '.join(r['synapse_processes'])}")
     return "\n".join(lines)
 
 
-def _is_chain(q: dict) -> bool:
-    """Layer 0 reads the input only, every later layer exactly the previous one, without extra delay."""
-    return all((L["reads_input"] and not L["conns"]) if k == 0 else
-               (not L["reads_input"] and len(L["conns"]) == 1 and L["conns"][0]["src"] == k - 1
-                and L["conns"][0]["delay"] == 0) for k, L in enumerate(q["layers"]))
+MANIFEST = """# snnconv Lava / Loihi 2 network
 
+Files: `network.npz` (the integer network), `lava_runner.py` (builds it as one Lava process graph;
+runs under lava-nc 0.9 on Python 3.9), `hardware.md` / `hardware.json` (Loihi 2 mapping), `comparison.json`.
 
-def _write_netx(path: Path, q: dict, max_dense: int = 4_000_000) -> str:
-    """lava-dl netx HDF5 description of the synaptic layers (feed-forward chains of dense layers only)."""
-    import h5py
-
-    if not _is_chain(q):
-        return "not written: netx describes feed-forward chains; this network has fan-in (residual adds) or delays"
-    big = [L["name"] for L in q["layers"][1:] if L["size"] * L["conns"][0]["n_in"] > max_dense]
-    if big:
-        return f"not written: netx describes layers as dense/conv matrices; composed layers {big} exceed {max_dense:,} entries"
-    with h5py.File(path, "w") as f:
-        lay = f.create_group("layer")
-        for i, L in enumerate(q["layers"]):
-            grp = lay.create_group(str(i))
-            if i == 0:
-                grp.create_dataset("type", data=b"input")
-                grp.create_dataset("shape", data=np.array([L["size"]]))
-                grp.create_dataset("bias", data=L["bias_eff"][0])
-            else:
-                grp.create_dataset("type", data=b"dense")
-                grp.create_dataset("shape", data=np.array([L["size"]]))
-                w = _conn_matrix(L, L["conns"][0]).to_dense() / 64  # W_int << weight_exp
-                grp.create_dataset("weight", data=w.numpy().astype(np.int32))
-                grp.create_dataset("bias", data=L["bias_eff"][0])
-            neuron = grp.create_group("neuron")
-            for key, val in {"type": b"CUBA", "iDecay": 4095, "vDecay": L["dv"], "vThMant": L["vth"], "refDelay": 1,
-                             "gradedSpike": False}.items():
-                neuron.create_dataset(key, data=val)
-    return "written"
-
-
-def run_lava(q: dict, steps: int, workdir: Path, timeout: float | None = None) -> list[np.ndarray]:
-    """Run the quantized network in Lava (subprocess, Lava venv); spikes per layer ``[samples, steps, N]``."""
-    py = lava_python()
-    net = {"n_layers": len(q["layers"]), "steps": steps, "du": 4095}  # + Lava's ds_offset 1: decay 4096, u = a
-    for k, L in enumerate(q["layers"]):
-        net |= {f"size_{k}": L["size"], f"vth_{k}": L["vth"], f"dv_{k}": L["dv"], f"bias_mant_{k}": L["bias_mant"],
-                f"bias_exp_{k}": L["bias_exp"], f"n_conns_{k}": len(L["conns"]), f"weight_exp_{k}": L["weight_exp"]}
-        for j, c in enumerate(L["conns"]):  # CSR arrays (scipy is on the Lava side only)
-            order = np.lexsort((c["cols"], c["rows"]))
-            indptr = np.concatenate([[0], np.cumsum(np.bincount(c["rows"], minlength=L["size"]))])
-            key = f"{k}_{j}"
-            net |= {f"w_data_{key}": c["w_int"][order].astype(np.int32), f"w_indices_{key}": c["cols"][order],
-                    f"w_indptr_{key}": indptr, f"w_shape_{key}": np.array([L["size"], c["n_in"]]),
-                    f"src_{key}": c["src"], f"delay_{key}": c["delay"]}
-    np.savez_compressed(workdir / "network.npz", **net)
-    runner = Path(__file__).with_name("lava_runner.py")
-    r = subprocess.run([str(py), "-I", str(runner), str(workdir / "network.npz"), str(workdir / "lava_spikes.npz")],
-                       capture_output=True, text=True, timeout=timeout)
-    if r.returncode:
-        tail = "\n".join(r.stderr.strip().splitlines()[-3:])
-        raise SnnconvError(f"the Lava run failed (exit {r.returncode}): {tail}")
-    got = np.load(workdir / "lava_spikes.npz")
-    return [got[f"layer{k}"] for k in range(len(q["layers"]))]
-
-
-def compare_lava(q: dict, ref: list[torch.Tensor], got: list[np.ndarray]) -> dict:
-    layers = {}
-    for L, r, g in zip(q["layers"], ref, got):
-        r = r.numpy()
-        layers[L["name"]] = {"snnconv_spikes": int(r.sum()), "lava_spikes": int(g.sum()),
-                             "mismatches": int((r != g).sum()), "neurons": L["size"]}
-    return {"layers": layers, "identical": all(v["mismatches"] == 0 for v in layers.values())}
+Run any images: quantize them with `x_int = clip(round(x / input_scale), -128, 127)` (x normalised as for
+the ANN, shape [N, C, H, W]; input_scale = {scale!r}), save `np.savez("inputs.npz", x=x_int)`, then
+`python lava_runner.py network.npz inputs.npz result.npz`. `result.npz["readout"]` [N, {n_out}] divided by
+`readout_scale * T` = {rs} * {T} is the network's output (argmax = class). T = {T} steps per image; the
+images are streamed back to back through one network. See snnconv's docs/lava.md.
+"""
 
 
 def export_lava(graph: Graph, out: str | Path, dataset: str = "mnist-bundled", data_dir=None, samples: int = 4,
-                timesteps: int = 16, x: torch.Tensor | None = None, log_fn=print, overwrite: bool = False) -> dict:
-    """Write the Loihi 2 network (npz + netx HDF5 + hardware report) to folder ``out``, run it in Lava and
-    compare its spikes with snnconv's run of the same integer network. Returns the comparison report.
-
-    ``out`` is checked before any work (an existing folder is replaced only when it is an snnconv
-    folder and ``overwrite`` is set, :mod:`snnconv.output`)."""
+                timesteps: int = 16, x: torch.Tensor | None = None, calib_x: torch.Tensor | None = None,
+                log_fn=print, overwrite: bool = False) -> dict:
+    """Write the Loihi 2 network (network.npz, runner, hardware report) to folder ``out``, stream ``samples``
+    test images (or ``x``) through it in Lava, and compare with snnconv's integer reference. Returns the
+    comparison report. ``out`` is checked before any work (:mod:`snnconv.output`)."""
     from snnconv.output import atomic_dir, check_output_dir
 
     check_output_dir(out, overwrite)
-    if x is None:
+    if x is None or calib_x is None:
         from snnconv.data.datasets import load_dataset
 
-        x, _ = next(iter(load_dataset(dataset, data_dir, train=False).subset(samples).batches(samples)))
+        if x is None:
+            x, _ = next(iter(load_dataset(dataset, data_dir, train=False).subset(samples).batches(samples)))
+        if calib_x is None:
+            calib_x, _ = next(iter(load_dataset(dataset, data_dir, train=True).subset(256).batches(256)))
     in_shape = graph.nodes[graph.inputs[0]].shape
     if tuple(x.shape[1:]) != tuple(in_shape):
         raise SnnconvError(f"inputs are {tuple(x.shape[1:])}, the network's input is {tuple(in_shape)}")
-    q = quantize(graph, x)
-    hw = hardware_report(q)
+    net = build_network(graph, calib_x, timesteps)
+    hw = hardware_report(net)
     log_fn(format_hardware(hw))
-    steps = timesteps + max(L["depth"] for L in q["layers"])  # room for the one-step synaptic delay per hop
+    x_int = quantize_input(net, x)
+    ref = reference_run(net, x_int)
     with atomic_dir(out, overwrite) as d:
-        netx = _write_netx(d / "network.net", q)
+        write_network(net, d / "network.npz")
+        shutil.copyfile(Path(__file__).with_name("lava_runner.py"), d / "lava_runner.py")
+        (d / "README.md").write_text(MANIFEST.format(scale=net["input_scale"], n_out=net["readout"]["weight"].shape[0],
+                                                     rs=net["readout"]["scale"], T=timesteps))
         (d / "hardware.json").write_text(json.dumps(hw, indent=2))
         (d / "hardware.md").write_text("```\n" + format_hardware(hw) + "\n```\n")
-        ref = reference_spikes(q, steps)
-        report = {"samples": int(x.shape[0]), "steps": steps, "netx": netx, "hardware": hw}
+        report = {"samples": int(x.shape[0]), "timesteps": timesteps, "hardware": hw}
         try:
-            got = run_lava(q, steps, d)
+            got = run_lava(d, x_int)
         except SnnconvError as e:
             report["lava"] = f"not run: {e}"
         else:
-            report["comparison"] = compare_lava(q, ref, got)
+            report["comparison"] = compare(net, ref, got)
         (d / "comparison.json").write_text(json.dumps(report, indent=2))
     if "comparison" not in report:
         raise SnnconvError(f"wrote {out}/ (network, hardware report), but {report['lava']}")
-    for name, c in report["comparison"]["layers"].items():
-        log_fn(f"  {name:<16} snnconv {c['snnconv_spikes']:>8}  lava {c['lava_spikes']:>8}  mismatches {c['mismatches']}")
-    log_fn(f"Lava (Loihi2SimCfg fixed_pt) vs snnconv on the quantized network, {report['samples']} samples x {steps} "
-           f"steps: spikes {'identical' if report['comparison']['identical'] else 'DIFFER'}; wrote {out}/")
+    c = report["comparison"]
+    for name, v in c["layers"].items():
+        log_fn(f"  {name:<18} snnconv {v['reference_spikes']:>9}  lava {v['lava_spikes']:>9}  "
+               f"neurons with other counts {v['neurons_with_different_counts']}")
+    log_fn(f"Lava (Loihi2SimCfg fixed_pt, one network, {report['samples']} samples x {timesteps} steps streamed) vs "
+           f"snnconv's integer reference: readout {'identical' if c['readout_identical'] else 'DIFFERS'}, top-1 "
+           f"agreement {c['top1_agreement']:.1f}%; wrote {Path(out).name}/")
     return report
