@@ -313,12 +313,12 @@ def _export_nir(model: str, out: str, dt: float = 1.0, pool: str = "avg", overwr
 
 
 def _export_lava(model: str, out: str, dataset: str = "mnist-bundled", data_dir: Optional[str] = None,
-                 samples: int = 4, timesteps: int = 16, overwrite: bool = False, **_) -> None:
+                 samples: int = 4, timesteps: int = 16, overwrite: bool = False, lava_route: str = "if", **_) -> None:
     """`export --format lava`: quantized Loihi 2 network files, hardware report, and a Lava run compared with snnconv."""
     from snnconv.backends.lava import export_lava
 
     export_lava(_load_snn(model), out, dataset=dataset, data_dir=data_dir, samples=samples, timesteps=timesteps,
-                log_fn=_err, overwrite=overwrite)
+                log_fn=_err, overwrite=overwrite, route=lava_route)
 
 
 #: ``snnconv export --format F``: one function per format, all called with the same keyword arguments
@@ -340,6 +340,8 @@ def export(
                                            "default: snnconv when the neurons need it"),
     samples: int = typer.Option(4, help="lava: test samples run in Lava and in snnconv for the spike comparison"),
     timesteps: int = typer.Option(16, help="lava: steps of that comparison run"),
+    lava_route: str = typer.Option("if", help="lava: if (the converted spiking network: snnconv's neuron process) | "
+                                   "sdn (lava.proc.sdn Sigma-Delta neurons, graded spikes; docs/lava.md)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out written by snnconv (a file, or an snnconv lava folder)"),
 ):
     """Write a model in another format (onnx: the ANN before conversion, checked with onnxruntime;
@@ -347,8 +349,8 @@ def export(
     if format not in EXPORTERS:
         raise SnnconvError(f"unknown export format '{format}' (known: {', '.join(EXPORTERS)})")
     EXPORTERS[format](model=model, weights=weights, dataset=dataset, data_dir=data_dir, out=out, dt=dt, pool=pool,
-                      dynamics=dynamics,
-                      samples=samples, timesteps=timesteps, overwrite=overwrite)
+                      dynamics=dynamics, samples=samples, timesteps=timesteps, lava_route=lava_route,
+                      overwrite=overwrite)
 
 
 @app.command("import")

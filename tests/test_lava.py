@@ -132,3 +132,32 @@ def test_lava_run_equals_the_integer_reference(case, tmp_path):
     assert saved["comparison"]["readout_identical"]
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"network.npz", "lava_runner.py", "README.md",
                                                                 "hardware.md", "hardware.json"}
+
+
+def test_sigma_delta_route_settles_to_the_rate_limit_ann():
+    """The Sigma-Delta network (Lava's SigmaDelta in pairs: relu(z) - relu(z - L) = clip) streamed over several
+    images gives, at the end of each image's window, the clip(0, L) ANN of the same weights up to 8-bit
+    quantization; its messages are counted."""
+    g = _res()
+    x = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(7))
+    net = lava.build(g, CALIB, 0, route="sdn")
+    assert net["window"] == net["readout"]["offset"] + 1 and all(L["state_exp"] >= 0 for L in net["layers"])
+    ref = lava.sdn_stream_reference(net, lava.quantize_input(net, x))
+    want = lava.rate_limit_ann(g, x)
+    got = lava.logits(net, ref["readout"])
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max(), (got, want)
+    assert ref["messages"] > 0
+    with pytest.raises(SnnconvError, match="unknown Lava route"):
+        lava.build(g, CALIB, 4, route="rate")
+
+
+@pytest.mark.parametrize("case", ["chain", "residual", "graded-sfn"])
+def test_sigma_delta_lava_run_equals_the_stream_reference(case, tmp_path):
+    try:
+        lava.lava_python()
+    except SnnconvError as e:
+        pytest.skip(f"Lava venv absent: {e}")
+    x = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    rep = lava.export_lava(CASES[case](), tmp_path / "sdn", x=x, calib_x=CALIB, log_fn=lambda *_: None, route="sdn")
+    assert rep["route"] == "sdn" and rep["comparison"]["readout_identical"], rep["comparison"]
+    assert rep["hardware"]["total_neurons"] > 0

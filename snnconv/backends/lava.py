@@ -284,67 +284,237 @@ def _bits(levels: int, signed: bool) -> int:
     return 0 if levels == 1 and not signed else int(math.ceil(math.log2(levels + 1))) + int(signed)
 
 
-def build_network(graph: Graph, calib_x: torch.Tensor, timesteps: int) -> dict:
-    """The Loihi 2 integer network of ``graph`` (see the module docstring). ``calib_x`` (training or
-    calibration images, not test images) sets the input's 8-bit scale."""
+def _float_network(graph: Graph) -> dict:
+    """The lowered graph as populations with their float synapses (conv or dense, per source), constant
+    currents, hop offsets, and the readout's float matrix and bias; shared by both routes."""
     low = _lower(graph)
     spiking, srcs, depth = _structure(low)
     inp = low.inputs[0]
-    in_scale = float(calib_x.abs().max()) / (2 ** (INPUT_BITS - 1) - 1) or 1.0
     index = {n: k for k, n in enumerate(spiking)}
     layers = []
     for name in spiking:
-        node = low.nodes[name]
-        shape = tuple(node.shape)
-        conns = [(s, _connection(low, srcs[name], s, name)) for s in srcs[name]]
-        bias = _linear_map(low, _zeros(low, srcs[name]), name)[0].numpy()  # constant current per neuron
-        channels = shape[0]
-        amax = np.zeros(channels)
-        for s, c in conns:
-            p = in_scale if s == inp else 1.0
-            w = c["weight"].abs().numpy() * p
-            per = w.reshape(channels, -1).max(1) if c["kind"] == "conv" or len(shape) == 1 else \
-                w.reshape(channels, -1, w.shape[1]).max(axis=(1, 2))
-            amax = np.maximum(amax, per)
-        v = np.floor(W_MAX / np.maximum(amax, 1e-12))
-        v = np.clip(v - v % 2, 2, V_MAX).astype(np.int64)
-        vb = v.reshape((-1,) + (1,) * (len(shape) - 1))
-        L = {"name": name, "shape": shape, "vth": v, "bias": np.round(bias * vb).astype(np.int64),
-             "v_init": np.round(float(node.v_init) * v).astype(np.int64), "levels": int(node.levels),
-             "signed": int(bool(node.signed)), "reset": int(node.reset == "subtract"), "dv": _decay(node),
-             "leak": float(node.leak), "offset": depth[name] + 1, "conns": []}
-        for s, c in conns:
-            p = in_scale if s == inp else 1.0
-            if c["kind"] == "conv":
-                w_int = _even_round(c["weight"].numpy() * p * v.reshape(-1, 1, 1, 1))
-                extra = {"stride": c["stride"], "padding": c["padding"]}
-            else:
-                rows = v if len(shape) == 1 else np.repeat(v, int(np.prod(shape[1:])))
-                w_int = _even_round(c["weight"].numpy() * p * rows.reshape(-1, 1))
-                extra = {}
-            src_k = -1 if s == inp else index[s]
-            src_offset = 0 if s == inp else depth[s] + 1
-            src_bits = INPUT_BITS if s == inp else _bits(layers[src_k]["levels"], layers[src_k]["signed"])
-            L["conns"].append({"src": src_k, "src_name": s, "kind": c["kind"], "weight": np.clip(w_int, -256, W_MAX),
-                               "delay": L["offset"] - src_offset - 1, "bits": src_bits, **extra})
-        delays = {c["delay"] for c in L["conns"] if c["delay"]}
-        if len(delays) > 1 or (delays and max(delays) > LOIHI2["max_delay"]):
-            raise SnnconvError(f"Lava export: {name} needs delays {sorted(delays)} (one delay line of at most "
-                               f"{LOIHI2['max_delay']} steps per population)")
-        L["delay"] = max(delays, default=0)
-        layers.append(L)
-    last = srcs[low.outputs[0]][0]
-    out = low.outputs[0]
+        conns = []
+        for s in srcs[name]:
+            c = _connection(low, srcs[name], s, name)
+            conns.append({**c, "src": -1 if s == inp else index[s], "src_name": s,
+                          "weight": c["weight"].numpy(), "src_offset": 0 if s == inp else depth[s] + 1})
+        layers.append({"name": name, "node": low.nodes[name], "shape": tuple(low.nodes[name].shape),
+                       "bias": _linear_map(low, _zeros(low, srcs[name]), name)[0].numpy(),
+                       "offset": depth[name] + 1, "conns": conns})
+    last, out = srcs[low.outputs[0]][0], low.outputs[0]
     base = _linear_map(low, _zeros(low, [last]), out, include_dst=True)[0].numpy()
     m = _dense(lambda x: _linear_map(low, {last: x}, out, include_dst=True) - torch.from_numpy(base),
                tuple(low.nodes[last].shape)).numpy()
-    v_r = int(np.clip(np.floor(W_MAX / max(float(np.abs(m).max()), 1e-12)), 1, V_MAX))
-    k_last = index[last]
-    readout = {"src": k_last, "src_name": last, "weight": np.clip(_even_round(m * v_r), -256, W_MAX),
-               "bias": np.round(base * v_r).astype(np.int64), "scale": v_r, "offset": layers[k_last]["offset"] + 1,
-               "bits": _bits(layers[k_last]["levels"], layers[k_last]["signed"])}
-    return {"layers": layers, "readout": readout, "input_scale": in_scale, "input_shape": tuple(low.nodes[inp].shape),
-            "timesteps": int(timesteps), "lowered": low}
+    return {"lowered": low, "layers": layers, "input_shape": tuple(low.nodes[inp].shape),
+            "readout": {"src": index[last], "src_name": last, "weight": m, "bias": base,
+                        "offset": layers[index[last]]["offset"] + 1}}
+
+
+def _input_scale(calib_x: torch.Tensor) -> float:
+    return float(calib_x.abs().max()) / (2 ** (INPUT_BITS - 1) - 1) or 1.0
+
+
+def _channel_max(c: dict, scale: np.ndarray, channels: int) -> np.ndarray:
+    """Per output channel, the largest |weight x source scale| of connection ``c`` (``scale`` per source
+    channel, or a scalar)."""
+    w = np.abs(c["weight"])
+    if c["kind"] == "conv":
+        return (w * np.reshape(scale, (1, -1, 1, 1))).reshape(channels, -1).max(1)
+    return (w * np.reshape(scale, (1, -1))).reshape(channels, -1).max(1)
+
+
+def _source_scale(c: dict, scales: list, in_scale: float):
+    """Value of one unit of the source's payload, per source channel (dense: per flattened source neuron)."""
+    if c["src"] < 0:
+        return np.asarray(in_scale)
+    s = scales[c["src"]]
+    return s if c["kind"] == "conv" or s.size == int(np.prod(c["weight"].shape[1:])) else \
+        np.repeat(s, c["weight"].shape[1] // s.size)
+
+
+def build_network(graph: Graph, calib_x: torch.Tensor, timesteps: int) -> dict:
+    """The Loihi 2 integer network of ``graph`` for the IF route (see the module docstring). ``calib_x``
+    (training or calibration images, not test images) sets the input's 8-bit scale."""
+    fn = _float_network(graph)
+    in_scale = _input_scale(calib_x)
+    layers = []
+    for F_ in fn["layers"]:
+        node, shape = F_["node"], F_["shape"]
+        unit = np.ones(1)
+        amax = np.zeros(shape[0])
+        for c in F_["conns"]:
+            p = np.asarray(in_scale) if c["src"] < 0 else unit
+            amax = np.maximum(amax, _channel_max(c, p, shape[0]))
+        v = np.floor(W_MAX / np.maximum(amax, 1e-12))
+        v = np.clip(v - v % 2, 2, V_MAX).astype(np.int64)
+        vb = v.reshape((-1,) + (1,) * (len(shape) - 1))
+        L = {"name": F_["name"], "shape": shape, "vth": v, "bias": np.round(F_["bias"] * vb).astype(np.int64),
+             "v_init": np.round(float(node.v_init) * v).astype(np.int64), "levels": int(node.levels),
+             "signed": int(bool(node.signed)), "reset": int(node.reset == "subtract"), "dv": _decay(node),
+             "leak": float(node.leak), "offset": F_["offset"], "conns": []}
+        for c in F_["conns"]:
+            p = in_scale if c["src"] < 0 else 1.0
+            rows = v if c["kind"] == "conv" or len(shape) == 1 else np.repeat(v, int(np.prod(shape[1:])))
+            w_int = _even_round(c["weight"] * p * rows.reshape((-1,) + (1,) * (c["weight"].ndim - 1)))
+            src_bits = INPUT_BITS if c["src"] < 0 else _bits(layers[c["src"]]["levels"], layers[c["src"]]["signed"])
+            L["conns"].append({**{k: c[k] for k in ("src", "src_name", "kind", "stride", "padding") if k in c},
+                               "weight": np.clip(w_int, -256, W_MAX), "delay": L["offset"] - c["src_offset"] - 1,
+                               "bits": src_bits})
+        delays = {c["delay"] for c in L["conns"] if c["delay"]}
+        if len(delays) > 1 or (delays and max(delays) > LOIHI2["max_delay"]):
+            raise SnnconvError(f"Lava export: {L['name']} needs delays {sorted(delays)} (one delay line of at most "
+                               f"{LOIHI2['max_delay']} steps per population)")
+        L["delay"] = max(delays, default=0)
+        layers.append(L)
+    r = fn["readout"]
+    v_r = int(np.clip(np.floor(W_MAX / max(float(np.abs(r["weight"]).max()), 1e-12)), 1, V_MAX))
+    src = layers[r["src"]]
+    readout = {"src": r["src"], "src_name": r["src_name"], "weight": np.clip(_even_round(r["weight"] * v_r), -256, W_MAX),
+               "bias": np.round(r["bias"] * v_r).astype(np.int64), "scale": v_r, "offset": r["offset"],
+               "bits": _bits(src["levels"], src["signed"])}
+    return {"route": "if", "layers": layers, "readout": readout, "input_scale": in_scale,
+            "input_shape": fn["input_shape"], "timesteps": int(timesteps), "lowered": fn["lowered"]}
+
+
+SDN_MESSAGE_BITS = 12
+
+
+def build_sdn(graph: Graph, calib_x: torch.Tensor, message_bits: int = SDN_MESSAGE_BITS) -> dict:
+    r"""The Sigma-Delta route with Lava's own ``lava.proc.sdn.SigmaDelta`` (graded spikes; O'Connor & Welling
+    2016, "Sigma delta quantized networks"; Intel's route for converted ANNs on Loihi 2).
+
+    A Sigma-Delta neuron accumulates its input (sigma), applies ReLU and sends the change of its
+    activation as a graded spike once it reaches the threshold. The ANN computed is the converted graph's
+    rate limit ``a = clip(z, 0, L)`` per neuron (``L`` = spike levels, unit thresholds): the same weights
+    with clip(0, lambda) activations. Lava's SigmaDelta has ReLU only, so each population is a pair,
+    ``relu(z + b) - relu(z + b - L)`` = clip, the second entering the next layer with negated weights.
+
+    Fixed point (Lava 0.9 ``PySigmaDeltaModelFixed``): a population's state is in an internal unit
+    :math:`v_c = \max_i |W_{ci}| m_i / 254` per output channel (8-bit even weights; ``m`` the source's
+    message unit) and its messages are the state changes shifted right by ``state_exp`` ``e`` (one per
+    population, chosen so that ``L`` spans about ``2**message_bits`` message units): :math:`m_c = v_c 2^e`;
+    the threshold is one message unit, the bias is given in message units. Lava's fixed-point model drops
+    the bits shifted out of each sent change (floor), so downstream sums drift from the sender's state
+    by up to one message unit per message; :func:`sdn_stream_reference` reproduces this bit for bit and
+    the benchmark measures what it costs. The input is streamed as the change of the 8-bit image at the
+    start of each sample's window of ``window`` steps (the longest path); no state is reset."""
+    fn = _float_network(graph)
+    in_scale = _input_scale(calib_x)
+    z_calib, _ = _float_forward(fn, calib_x)
+    scales, layers = [], []
+    for F_, z in zip(fn["layers"], z_calib):
+        shape, C = F_["shape"], F_["shape"][0]
+        amax = np.zeros(C)
+        for c in F_["conns"]:
+            amax = np.maximum(amax, _channel_max(c, _source_scale(c, scales, in_scale), C))
+        top = float(F_["node"].levels)
+        # internal unit: as fine as the 8-bit weights allow, but the state (sigma = z - bias and z on the
+        # calibration images, with 4x headroom, and L) stays inside the 24-bit range
+        sig = (z - torch.from_numpy(np.asarray(F_["bias"], dtype=np.float64))).abs()  # sigma = z - bias
+        zmax = torch.maximum(z.abs(), sig).transpose(0, 1).reshape(C, -1).max(1).values.numpy()
+        v = np.maximum(np.where(amax > 0, amax / W_MAX, 1.0),
+                       4 * np.maximum(zmax, top) / 2 ** (LOIHI2["membrane_bits"] - 1))
+        e = int(max(0, math.floor(math.log2(max(top / float(v.max()), 1.0) / 2 ** message_bits))))
+        m = v * 2 ** e
+        conns = []
+        for c in F_["conns"]:
+            ps = _source_scale(c, scales, in_scale)
+            if c["kind"] == "conv":
+                eff = c["weight"] * np.reshape(ps, (1, -1, 1, 1)) / v.reshape(-1, 1, 1, 1)
+            else:
+                rows = v if len(shape) == 1 else np.repeat(v, int(np.prod(shape[1:])))
+                eff = c["weight"] * np.reshape(ps, (1, -1)) / rows.reshape(-1, 1)
+            conns.append({**{k: c[k] for k in ("src", "src_name", "kind", "stride", "padding") if k in c},
+                          "weight": np.clip(_even_round(eff), -256, W_MAX)})
+        mb = m.reshape((-1,) + (1,) * (len(shape) - 1))
+        layers.append({"name": F_["name"], "shape": shape, "offset": F_["offset"], "conns": conns, "state_exp": e,
+                       "bias": np.round(F_["bias"] / mb).astype(np.int64),
+                       "bias_n": np.round((F_["bias"] - top) / mb).astype(np.int64)})
+        scales.append(m)
+    r = fn["readout"]
+    ps = _source_scale({"src": r["src"], "kind": "dense", "weight": r["weight"]}, scales, in_scale)
+    eff = r["weight"] * np.reshape(ps, (1, -1))
+    a_r = float(np.abs(eff).max()) / W_MAX
+    readout = {"src": r["src"], "src_name": r["src_name"], "weight": np.clip(_even_round(eff / a_r), -256, W_MAX),
+               "bias": np.round(r["bias"] / a_r).astype(np.int64), "scale": a_r, "offset": r["offset"]}
+    return {"route": "sdn", "layers": layers, "readout": readout, "input_scale": in_scale,
+            "input_shape": fn["input_shape"], "window": r["offset"] + 1, "lowered": fn["lowered"]}
+
+
+def _float_forward(fn: dict, x: torch.Tensor) -> tuple[list[torch.Tensor], np.ndarray]:
+    """The rate-limit ANN of a float network (every neuron ``clip(z, 0, L)``): each population's input
+    ``z`` and the readout, in float64."""
+    d = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
+    zs, acts, xb = [], [], x.double()
+    for L in fn["layers"]:
+        z = d(L["bias"]).expand(xb.shape[0], *L["shape"]).clone()
+        for c in L["conns"]:
+            src = xb if c["src"] < 0 else acts[c["src"]]
+            z += F.conv2d(src, d(c["weight"]), stride=c["stride"], padding=c["padding"]) if c["kind"] == "conv" \
+                else (src.flatten(1) @ d(c["weight"]).T).view(z.shape)
+        zs.append(z)
+        acts.append(z.clamp(0, float(L["node"].levels)))
+    r = fn["readout"]
+    return zs, (acts[r["src"]].flatten(1) @ d(r["weight"]).T + d(r["bias"])).numpy()
+
+
+def rate_limit_ann(graph: Graph, x: torch.Tensor) -> np.ndarray:
+    """Float64 output of the ANN the Sigma-Delta route quantizes: the lowered graph with every neuron
+    replaced by ``clip(z, 0, L)`` (its firing-rate limit), same synapses and readout."""
+    return _float_forward(_float_network(graph), x)[1]
+
+
+def sdn_stream_reference(net: dict, x_int: np.ndarray) -> dict:
+    """The Sigma-Delta network streamed over ``x_int`` exactly as Lava's fixed-point models run it (one
+    stream, step by step: a synapse delivers at t+1; SigmaDelta ``sigma += a_in``, ``act = relu(sigma +
+    bias << e)``, send ``delta`` when ``|delta| >= 1 << e`` as ``delta >> e``; a ``Sigma`` readout): readout
+    at the end of each sample's window ``[samples, n_out]`` (bias included) and the number of messages."""
+    P, n = net["window"], x_int.shape[0]
+    d = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
+    frames = d(x_int)
+    pops = []
+    for L in net["layers"]:
+        e = 2.0 ** L["state_exp"]
+        z = torch.zeros(1, *L["shape"], dtype=torch.float64)
+        pops.append({"sigma": z.clone(), "e": e, "bias": (d(L["bias"]) * e, d(L["bias_n"]) * e),
+                     "act": [z.clone(), z.clone()], "res": [z.clone(), z.clone()], "msg": [z.clone(), z.clone()],
+                     "w": [d(c["weight"]) for c in L["conns"]]})
+    r = net["readout"]
+    wr, sig_r = d(r["weight"]), torch.zeros(1, r["weight"].shape[0], dtype=torch.float64)
+    prev_in = torch.zeros(1, *frames.shape[1:], dtype=torch.float64)
+    out, messages, last, peak = [], 0, torch.zeros_like(frames[:1]), 0.0
+    for t in range(n * P):
+        i, k = divmod(t, P)
+        now_in = frames[i:i + 1] - last if k == 0 else torch.zeros_like(prev_in)
+        if k == 0:
+            last = frames[i:i + 1]
+        a_in = []
+        for L, p in zip(net["layers"], pops):  # all synapses read the previous step's messages
+            a = torch.zeros(1, *L["shape"], dtype=torch.float64)
+            for c, w in zip(L["conns"], p["w"]):
+                srcs = [(prev_in, w)] if c["src"] < 0 else [(pops[c["src"]]["msg"][0], w), (pops[c["src"]]["msg"][1], -w)]
+                for src, wi in srcs:
+                    a += F.conv2d(src, wi, stride=c["stride"], padding=c["padding"]) if c["kind"] == "conv" else \
+                        (src.flatten(1) @ wi.T).view(a.shape)
+            a_in.append(a)
+        last_pop = pops[r["src"]]
+        sig_r += (last_pop["msg"][0] - last_pop["msg"][1]).flatten(1) @ wr.T
+        for p, a in zip(pops, a_in):
+            p["sigma"] += a
+            peak = max(peak, float(p["sigma"].abs().max()))
+            for j in (0, 1):
+                act = torch.relu(p["sigma"] + p["bias"][j])
+                delta = act - p["act"][j] + p["res"][j]
+                s = torch.where(delta.abs() >= p["e"], delta, torch.zeros_like(delta))
+                p["res"][j], p["act"][j] = delta - s, act
+                p["msg"][j] = torch.floor(s / p["e"])
+                messages += int((s != 0).sum())
+        prev_in = now_in
+        if k == P - 1:
+            out.append(sig_r[0].clone() + d(r["bias"]))
+    if peak >= 2 ** (LOIHI2["membrane_bits"] - 1):
+        raise SnnconvError(f"Lava export (Sigma-Delta): a sigma state reaches {peak:.3g}, outside Loihi's 24-bit state")
+    return {"readout": torch.stack(out).numpy().astype(np.int64), "messages": messages}
 
 
 def quantize_input(net: dict, x: torch.Tensor) -> np.ndarray:
@@ -404,16 +574,47 @@ def reference_run(net: dict, x_int: np.ndarray, batch: int = 64) -> dict:
     return {"readout": torch.cat(readout).numpy().astype(np.int64), "counts": counts}
 
 
+ROUTES = ("if", "sdn")
+
+
+def build(graph: Graph, calib_x: torch.Tensor, timesteps: int, route: str = "if") -> dict:
+    """The Loihi 2 integer network of ``graph`` for ``route``: ``if`` (the converted spiking network,
+    :func:`build_network`) or ``sdn`` (Sigma-Delta, :func:`build_sdn`; no T: each sample settles)."""
+    if route not in ROUTES:
+        raise SnnconvError(f"unknown Lava route '{route}' (known: {', '.join(ROUTES)})")
+    return build_network(graph, calib_x, timesteps) if route == "if" else build_sdn(graph, calib_x)
+
+
+def reference(net: dict, x_int: np.ndarray) -> dict:
+    """snnconv's run of the exported integer network, in Lava's arithmetic (what Lava must reproduce)."""
+    return reference_run(net, x_int) if net["route"] == "if" else sdn_stream_reference(net, x_int)
+
+
 def logits(net: dict, readout: np.ndarray) -> np.ndarray:
-    """Readout membranes -> the network's output (mean over T of the last affine layer's output)."""
-    return readout / (net["readout"]["scale"] * net["timesteps"])
+    """Readout -> the network's output (IF: mean over T of the last affine layer's output)."""
+    return readout * net["readout"]["scale"] if net["route"] == "sdn" else \
+        readout / (net["readout"]["scale"] * net["timesteps"])
 
 
 # -- files, the Lava run, the comparison ----------------------------------------------------------------
 def write_network(net: dict, path: Path) -> None:
     """``network.npz``: everything the Lava side needs, no image (inputs are streamed at run time)."""
-    arrays = {"n_layers": len(net["layers"]), "timesteps": net["timesteps"], "input_scale": net["input_scale"],
+    arrays = {"route": np.array(net["route"]), "n_layers": len(net["layers"]), "input_scale": net["input_scale"],
               "input_shape": np.array(net["input_shape"])}
+    if net["route"] == "sdn":
+        arrays |= {"window": net["window"], "readout_src": net["readout"]["src"], "readout_w": net["readout"]["weight"],
+                   "readout_bias": net["readout"]["bias"], "readout_size": net["readout"]["weight"].shape[0]}
+        for k, L in enumerate(net["layers"]):
+            arrays |= {f"shape_{k}": np.array(L["shape"]), f"bias_{k}": L["bias"], f"bias_n_{k}": L["bias_n"],
+                       f"state_exp_{k}": L["state_exp"], f"n_conns_{k}": len(L["conns"])}
+            for j, c in enumerate(L["conns"]):
+                key = f"{k}_{j}"
+                arrays |= {f"src_{key}": c["src"], f"kind_{key}": np.array(c["kind"]), f"w_{key}": c["weight"]}
+                if c["kind"] == "conv":
+                    arrays |= {f"stride_{key}": np.array(c["stride"]), f"padding_{key}": np.array(c["padding"])}
+        np.savez_compressed(path, **arrays)
+        return
+    arrays["timesteps"] = net["timesteps"]
     for k, L in enumerate(net["layers"]):
         arrays |= {f"shape_{k}": np.array(L["shape"]), f"vth_{k}": L["vth"], f"bias_{k}": L["bias"],
                    f"v_init_{k}": L["v_init"], f"offset_{k}": L["offset"], f"levels_{k}": L["levels"],
@@ -445,7 +646,8 @@ def run_lava(folder: Path, x_int: np.ndarray, timeout: float | None = None) -> d
         raise SnnconvError(f"the Lava run failed (exit {r.returncode}): {tail}")
     got = np.load(folder / "lava_result.npz")
     out = {"readout": got["readout"], "counts": [got[f"count{k}"] for k in range(sum(1 for f in got.files
-                                                                                      if f.startswith("count")))]}
+                                                                                      if f.startswith("count")))],
+           "messages": int(got["messages"]) if "messages" in got.files else None}
     (folder / "inputs.npz").unlink()
     (folder / "lava_result.npz").unlink()
     return out
@@ -454,11 +656,12 @@ def run_lava(folder: Path, x_int: np.ndarray, timeout: float | None = None) -> d
 def compare(net: dict, ref: dict, got: dict) -> dict:
     """Lava against the integer reference: readout equality, top-1 agreement, spike-count mismatches."""
     layers = {}
-    for L, a, b in zip(net["layers"], ref["counts"], got["counts"]):
+    for L, a, b in zip(net["layers"], ref.get("counts", []), got.get("counts") or []):
         layers[L["name"]] = {"reference_spikes": int(a.sum()), "lava_spikes": int(b.sum()),
                              "neurons_with_different_counts": int((a != b).sum()), "neurons": int(a.size)}
     agree = float((ref["readout"].argmax(1) == got["readout"].argmax(1)).mean() * 100)
     return {"readout_identical": bool(np.array_equal(ref["readout"], got["readout"])), "top1_agreement": agree,
+            "messages": ref.get("messages"),
             "spike_count_mismatch_rate": sum(v["neurons_with_different_counts"] for v in layers.values()) /
             max(1, sum(v["neurons"] for v in layers.values())), "layers": layers}
 
@@ -467,10 +670,12 @@ def hardware_report(net: dict, profile: dict = LOIHI2) -> dict:
     """Per population: neurons, stored weights (a convolution stores its kernel once per core it spans),
     the cores it needs, and which Loihi 2 limit binds."""
     rows = []
+    pair = 2 if net["route"] == "sdn" else 1  # Sigma-Delta: relu(z) and relu(z - L) populations, +W and -W synapses
     for L in net["layers"] + [{"name": "readout", "shape": (net["readout"]["weight"].shape[0],), "delay": 0,
                                "conns": [{"kind": "dense", **net["readout"]}]}]:
-        neurons = int(np.prod(L["shape"]))
-        kernel_bytes = sum(int(c["weight"].size) for c in L["conns"]) * profile["weight_bits"] // 8
+        k = pair if L["name"] != "readout" else 1
+        neurons = k * int(np.prod(L["shape"]))
+        kernel_bytes = pair * sum(int(c["weight"].size) for c in L["conns"]) * profile["weight_bits"] // 8
         by_neurons = math.ceil(neurons / profile["neurons_per_core"])
         convs = [c for c in L["conns"] if c["kind"] == "conv"]
         if convs:  # shared kernels: every core holding part of the output channels keeps their kernel slice
@@ -516,9 +721,22 @@ images are streamed back to back through one network. See snnconv's docs/lava.md
 """
 
 
+MANIFEST_SDN = """# snnconv Lava / Loihi 2 network (Sigma-Delta route)
+
+Files: `network.npz` (the integer network: lava.proc.sdn SigmaDelta population pairs, Conv/Dense synapses),
+`lava_runner.py` (builds it as one Lava process graph; lava-nc 0.9 on Python 3.9), `hardware.md`,
+`comparison.json`.
+
+Run any images: `x_int = clip(round(x / input_scale), -128, 127)` (input_scale = {scale!r}),
+`np.savez("inputs.npz", x=x_int)`, `python lava_runner.py network.npz inputs.npz result.npz`. Each image is
+held for {P} steps (its change is sent once, then the network settles); `result.npz["readout"]` [N, {n_out}]
+times readout_scale = {rs!r} is the network's output. See snnconv's docs/lava.md.
+"""
+
+
 def export_lava(graph: Graph, out: str | Path, dataset: str = "mnist-bundled", data_dir=None, samples: int = 4,
                 timesteps: int = 16, x: torch.Tensor | None = None, calib_x: torch.Tensor | None = None,
-                log_fn=print, overwrite: bool = False) -> dict:
+                log_fn=print, overwrite: bool = False, route: str = "if") -> dict:
     """Write the Loihi 2 network (network.npz, runner, hardware report) to folder ``out``, stream ``samples``
     test images (or ``x``) through it in Lava, and compare with snnconv's integer reference. Returns the
     comparison report. ``out`` is checked before any work (:mod:`snnconv.output`)."""
@@ -535,19 +753,21 @@ def export_lava(graph: Graph, out: str | Path, dataset: str = "mnist-bundled", d
     in_shape = graph.nodes[graph.inputs[0]].shape
     if tuple(x.shape[1:]) != tuple(in_shape):
         raise SnnconvError(f"inputs are {tuple(x.shape[1:])}, the network's input is {tuple(in_shape)}")
-    net = build_network(graph, calib_x, timesteps)
+    net = build(graph, calib_x, timesteps, route)
     hw = hardware_report(net)
     log_fn(format_hardware(hw))
     x_int = quantize_input(net, x)
-    ref = reference_run(net, x_int)
+    ref = reference(net, x_int)
     with atomic_dir(out, overwrite) as d:
         write_network(net, d / "network.npz")
         shutil.copyfile(Path(__file__).with_name("lava_runner.py"), d / "lava_runner.py")
-        (d / "README.md").write_text(MANIFEST.format(scale=net["input_scale"], n_out=net["readout"]["weight"].shape[0],
-                                                     rs=net["readout"]["scale"], T=timesteps))
+        (d / "README.md").write_text((MANIFEST if route == "if" else MANIFEST_SDN).format(
+            scale=net["input_scale"], n_out=net["readout"]["weight"].shape[0], rs=net["readout"]["scale"],
+            T=timesteps, P=net.get("window")))
         (d / "hardware.json").write_text(json.dumps(hw, indent=2))
         (d / "hardware.md").write_text("```\n" + format_hardware(hw) + "\n```\n")
-        report = {"samples": int(x.shape[0]), "timesteps": timesteps, "hardware": hw}
+        report = {"route": route, "samples": int(x.shape[0]), "timesteps": timesteps if route == "if" else None,
+                  "hardware": hw}
         try:
             got = run_lava(d, x_int)
         except SnnconvError as e:
@@ -561,7 +781,8 @@ def export_lava(graph: Graph, out: str | Path, dataset: str = "mnist-bundled", d
     for name, v in c["layers"].items():
         log_fn(f"  {name:<18} snnconv {v['reference_spikes']:>9}  lava {v['lava_spikes']:>9}  "
                f"neurons with other counts {v['neurons_with_different_counts']}")
-    log_fn(f"Lava (Loihi2SimCfg fixed_pt, one network, {report['samples']} samples x {timesteps} steps streamed) vs "
+    steps = f"{timesteps} steps" if route == "if" else f"a {net['window']}-step Sigma-Delta window"
+    log_fn(f"Lava (Loihi2SimCfg fixed_pt, one network, {report['samples']} samples x {steps} streamed) vs "
            f"snnconv's integer reference: readout {'identical' if c['readout_identical'] else 'DIFFERS'}, top-1 "
            f"agreement {c['top1_agreement']:.1f}%; wrote {Path(out).name}/")
     return report

@@ -125,15 +125,99 @@ def _xyc(a):
     return a if a.ndim == 1 else a.transpose(2, 1, 0)
 
 
-def main(net_path, inputs_path, out_path):
+def _conv(w, src_shape, net, key, bits, name):
+    """Lava ``Conv`` for a torch-layout kernel [O, C, kH, kW] (Lava convolves in XYC and flips the kernel)."""
+    from lava.proc.conv.process import Conv
+
+    wl = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int32)
+    stride, pad = (int(v) for v in net[f"stride_{key}"]), (int(v) for v in net[f"padding_{key}"])
+    return Conv(weight=wl, input_shape=_xyc(np.empty(src_shape)).shape, stride=tuple(stride)[::-1],
+                padding=tuple(pad)[::-1], num_weight_bits=8, num_message_bits=bits, name=name)
+
+
+def _dense(w, src_port, src_shape, bits, name):
+    """Lava ``Dense``; a 3-D source is flattened (its columns reordered from snnconv's CHW to Lava's XYC)."""
+    from lava.proc.dense.process import Dense
+
+    if len(src_shape) > 1:
+        c, h, wd = src_shape
+        w = w[:, np.arange(c * h * wd).reshape(c, h, wd).transpose(2, 1, 0).reshape(-1)]
+        src_port = src_port.flatten()
+    syn = Dense(weights=w.astype(np.int32), num_message_bits=bits, name=name)
+    src_port.connect(syn.s_in)
+    return syn
+
+
+def main_sdn(net, x, out_path):
+    """The Sigma-Delta route: ``SigmaDelta`` (ReLU) population pairs whose difference is clip(z, 0, L);
+    the input is sent as the delta of the image at the start of each sample's window; a ``Sigma`` readout."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.conv.process import Conv
-    from lava.proc.dense.process import Dense
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.monitor.process import Monitor
+    from lava.proc.sdn.process import ActivationMode, Sigma, SigmaDelta
+
+    P, n_layers, samples = int(net["window"]), int(net["n_layers"]), x.shape[0]
+    steps = samples * P
+    frames = np.stack([_xyc(s) for s in x], -1).astype(np.int32)  # [X, Y, C, samples]
+    data = np.zeros(frames.shape[:-1] + (steps,), np.int32)
+    data[..., ::P] = np.diff(frames, axis=-1, prepend=0)  # delta of the image, once per sample
+    source = RingBuffer(data=data)
+    pairs, shapes = [], []
+    for k in range(n_layers):
+        shape = tuple(int(s) for s in net[f"shape_{k}"])
+        shapes.append(shape)
+        xyc = _xyc(np.empty(shape)).shape
+        e = int(net[f"state_exp_{k}"])
+        pairs.append([SigmaDelta(shape=xyc, vth=1, bias=_xyc(net[f"bias_{k}"]).astype(np.int32), state_exp=e,
+                                 act_mode=ActivationMode.RELU),
+                      SigmaDelta(shape=xyc, vth=1, bias=_xyc(net[f"bias_n_{k}"]).astype(np.int32), state_exp=e,
+                                 act_mode=ActivationMode.RELU)])
+    synapses = []
+
+    def connect(src, w, kind, key, targets):
+        if src < 0:
+            ports = [(source.s_out, w)]
+            src_shape = x.shape[1:]
+        else:
+            ports = [(pairs[src][0].s_out, w), (pairs[src][1].s_out, -w)]
+            src_shape = shapes[src]
+        for i, (port, wi) in enumerate(ports):
+            name = f"syn{key}_{i}"
+            if kind == "conv":
+                syn = _conv(wi, src_shape, net, key, 24, name)
+                port.connect(syn.s_in)
+            else:
+                syn = _dense(wi, port, src_shape, 24, name)
+            syn.a_out.connect(targets)
+            synapses.append(syn)
+
+    for k in range(n_layers):
+        for j in range(int(net[f"n_conns_{k}"])):
+            key = f"{k}_{j}"
+            connect(int(net[f"src_{key}"]), net[f"w_{key}"], str(net[f"kind_{key}"]), key,
+                    [pairs[k][0].a_in, pairs[k][1].a_in])
+    n_out = int(net["readout_size"])
+    readout = Sigma(shape=(n_out,))
+    connect(int(net["readout_src"]), net["readout_w"], "dense", "r", [readout.a_in])
+    mon = Monitor()
+    mon.probe(target=readout.sigma, num_steps=steps)
+    readout.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    sigma = np.asarray(mon.get_data()[readout.name]["sigma"]).reshape(steps, n_out)
+    readout.stop()
+    ends = np.arange(samples) * P + P - 1
+    np.savez_compressed(out_path, readout=sigma[ends].astype(np.int64) + net["readout_bias"].astype(np.int64))
+
+
+def main(net_path, inputs_path, out_path):
+    net = np.load(net_path)
+    if "route" in net.files and str(net["route"]) == "sdn":
+        return main_sdn(net, np.load(inputs_path)["x"], out_path)
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer
     from lava.proc.monitor.process import Monitor
 
-    net = np.load(net_path)
     x = np.load(inputs_path)["x"]  # [samples, C, H, W] int8-range integers
     T, n_layers, samples = int(net["timesteps"]), int(net["n_layers"]), x.shape[0]
     steps = samples * T + int(net["readout_offset"])
@@ -158,20 +242,10 @@ def main(net_path, inputs_path, out_path):
         w = net[f"w_{key}"]
         src_port, src_shape = (source.s_out, x.shape[1:]) if src < 0 else (pops[src].s_out, shapes[src])
         if str(net[f"kind_{key}"]) == "conv":
-            # torch correlation [O, C, kH, kW] -> Lava convolution [O, kX, kY, C] (Lava flips the kernel)
-            wl = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int32)
-            stride, pad = (int(v) for v in net[f"stride_{key}"]), (int(v) for v in net[f"padding_{key}"])
-            syn = Conv(weight=wl, input_shape=_xyc(np.empty(src_shape)).shape, stride=tuple(stride)[::-1],
-                       padding=tuple(pad)[::-1], num_weight_bits=8, num_message_bits=bits, name=f"syn{key}")
+            syn = _conv(w, src_shape, net, key, bits, f"syn{key}")
             src_port.connect(syn.s_in)
         else:
-            if len(src_shape) > 1:  # columns in snnconv's CHW flatten order -> Lava's XYC flatten order
-                c, h, wd = src_shape
-                perm = np.arange(c * h * wd).reshape(c, h, wd).transpose(2, 1, 0).reshape(-1)
-                w = w[:, perm]
-                src_port = src_port.flatten()
-            syn = Dense(weights=w.astype(np.int32), num_message_bits=bits, name=f"syn{key}")
-            src_port.connect(syn.s_in)
+            syn = _dense(w, src_port, src_shape, bits, f"syn{key}")
         syn.a_out.connect(dst_port)
         synapses.append(syn)
 
