@@ -1,6 +1,6 @@
-"""NIR peers and Lava benchmarks: writes docs/benchmarks/nir_peers.{md,json} and docs/benchmarks/lava.{md,json}.
+"""NIR peers benchmark: writes docs/benchmarks/nir_peers.{md,json} (Lava: scripts/bench_lava.py).
 
-    SNNCONV_DATA_DIR=/work/shared/datasets python scripts/bench_export.py [--part nir|lava|lava-residual|all]
+    SNNCONV_DATA_DIR=/work/shared/datasets python scripts/bench_export.py [--part nir|all]
 
 MNIST CNN: the bundled checkpoint (snnconv/assets/mnist_cnn-mnist.pt) converted with the settings NIR
 can express (--reset zero --v-init 0; per-channel p99.9 thresholds from 1024 training images),
@@ -124,20 +124,6 @@ def part_nir(tmp: Path) -> dict:
     return res
 
 
-def part_lava(tmp: Path) -> dict:
-    from snnconv.backends.lava import export_lava
-
-    snn, src = mnist_snn()
-    x, _ = next(iter(load_dataset("mnist", None, train=False).subset(4, 2).batches(4)))
-    t0 = time.time()
-    rep = export_lava(snn, tmp / "lava", x=x, timesteps=16)
-    rep["seconds"] = round(time.time() - t0, 1)
-    rep.update(model="mnist_cnn", weights=src["weights"], conversion="percentile 99.9 per channel, reset zero, v_init 0",
-               environment=environment(),
-               command="SNNCONV_DATA_DIR=/work/shared/datasets python scripts/bench_export.py --part lava")
-    return rep
-
-
 def _peer_rows(verify_rep: dict) -> list[str]:
     rows = []
     for peer, e in verify_rep["peers"].items():
@@ -257,98 +243,13 @@ class TinyResNet(torch.nn.Module):
         return self.fc(torch.flatten(f.avg_pool2d(h, 2), 1))
 
 
-def part_lava_residual(tmp: Path) -> dict:
-    """A tiny residual CNN trained for one epoch on 6000 MNIST training images, converted with IF and with LIF
-    neurons, run in Lava on 2 test images x 16 steps (+ one step per synaptic hop)."""
-    from snnconv.api import simulate
-    from snnconv.backends.lava import export_lava
-
-    torch.manual_seed(0)
-    model = TinyResNet()
-    train = load_dataset("mnist", None, train=True).subset(6000, 3)
-    opt = torch.optim.Adam(model.parameters(), 2e-3)
-    t0 = time.time()
-    for x, y in train.batches(100):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    train_s = time.time() - t0
-    model.eval()
-    g, _ = from_torch(model, (1, 28, 28))
-    calib = [x for x, _ in load_dataset("mnist", None, train=True).subset(512, 1).batches(256)]
-    test = load_dataset("mnist", None, train=False).subset(500, 4)
-    from snnconv.api import ann_accuracy
-
-    res = {"model": "TinyResNet (scripts/bench_export.py): " + TinyResNet.__doc__, "train": "Adam 2e-3, 1 epoch, 6000 "
-           f"MNIST training images, batch 100 ({train_s:.0f} s)", "ann_accuracy_500": ann_accuracy(g, test)[0],
-           "runs": {}}
-    x, _ = next(iter(load_dataset("mnist", None, train=False).subset(2, 2).batches(2)))
-    for label, cfg in {"IF": NIR_CFG, "LIF leak 0.95": ConversionConfig(reset="zero", v_init=0.0, neuron="lif",
-                                                                         leak=0.95, leak_compensation=False)}.items():
-        snn, _ = convert_graph(g, calib, conversion_pipeline(cfg))
-        acc = simulate(snn, test, 16, layer_error=False).accuracy()
-        t0 = time.time()
-        rep = export_lava(snn, tmp / f"lava-{label.split()[0]}", x=x, timesteps=16)
-        rep["seconds"] = round(time.time() - t0, 1)
-        rep["snn_accuracy_500_T16"] = acc[15]
-        res["runs"][label] = rep
-    res.update(environment=environment(),
-               command="SNNCONV_DATA_DIR=/work/shared/datasets nice -n 10 python scripts/bench_export.py --part lava-residual")
-    return res
-
-
-def render_lava_residual(res: dict) -> str:
-    out = ["", "## Residual network and LIF neurons", "", f"Command: `{res['command']}`.", "",
-           f"- model: {res['model']}", f"- training: {res['train']}; ANN accuracy {res['ann_accuracy_500']:.1f}% on 500 "
-           "MNIST test images",
-           "- conversion: percentile 99.9 per channel, reset zero, v_init 0; LIF without leak compensation (after a "
-           "residual add it is a constant current on a Scale node, which the NIR/Loihi lowering refuses)",
-           "- the residual add is mapped as two synapse processes into the same LIF `a_in` port (Lava sums the "
-           "port's inputs); the identity path gets a `DelaySparse` with delay 1 so that both paths arrive together",
-           "- comparison: Lava `Loihi2SimCfg(select_tag='fixed_pt')` vs snnconv's run of the same integer network "
-           "(IF kernel; Loihi's integer decay for LIF) with Lava's timing, 2 MNIST test images", ""]
-    for label, rep in res["runs"].items():
-        c = rep["comparison"]
-        dv = sorted({r["dv"] for r in rep["hardware"]["layers"]})
-        out += [f"### {label} (dv = {dv}; snnconv float SNN accuracy at T=16 on the 500 images: "
-                f"{rep['snn_accuracy_500_T16']:.1f}%)", "",
-                f"{rep['samples']} images x {rep['steps']} steps, {rep['seconds']} s; spikes identical in every layer: "
-                f"**{c['identical']}**; netx: {rep['netx']}", "",
-                "| layer | neurons | fed by | snnconv spikes | Lava spikes | differing entries |", "|---|---|---|---|---|---|"]
-        feeds = {r["layer"]: r["input"] for r in rep["hardware"]["layers"]}
-        for name, v in c["layers"].items():
-            out.append(f"| {name} | {v['neurons']} | {feeds[name]} | {v['snnconv_spikes']} | {v['lava_spikes']} | "
-                       f"{v['mismatches']} |")
-        out.append("")
-    return "\n".join(out)
-
-
-def render_lava(res: dict) -> str:
-    c = res["comparison"]
-    out = ["# Lava: the converted MNIST CNN in lava-nc 0.9.0 vs snnconv", "",
-           f"Command: `{res['command']}`.", "",
-           f"- weights: {res['weights']}; conversion: {res['conversion']}",
-           f"- {res['samples']} MNIST test images, {res['steps']} steps (16 + one-step synaptic delay per layer), "
-           f"Lava `Loihi2SimCfg(select_tag='fixed_pt')` in the Python 3.9 venv (`scripts/setup_lava.sh`)",
-           f"- spikes identical in every layer: **{c['identical']}**; netx HDF5: {res['netx']}", "",
-           "| layer | neurons | snnconv spikes | Lava spikes | differing entries |", "|---|---|---|---|---|"]
-    for name, v in c["layers"].items():
-        out.append(f"| {name} | {v['neurons']} | {v['snnconv_spikes']} | {v['lava_spikes']} | {v['mismatches']} |")
-    hw = res["hardware"]
-    out += ["", "## Hardware report (Loihi 2 profile, docs/lava.md)", "", "```"]
-    from snnconv.backends.lava import format_hardware
-    out += [format_hardware(hw), "```", ""]
-    return "\n".join(out) + (render_lava_residual(res["residual"]) if "residual" in res else "")
-
-
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", default="all", choices=["nir", "lava", "lava-residual", "all"])
+    ap.add_argument("--part", default="all", choices=["nir", "all"])
     ap.add_argument("--render", action="store_true", help="only rewrite the .md files from the committed .json")
     args = ap.parse_args()
     if args.render:
         (OUT / "nir_peers.md").write_text(render_nir(json.loads((OUT / "nir_peers.json").read_text())))
-        (OUT / "lava.md").write_text(render_lava(json.loads((OUT / "lava.json").read_text())))
         return
     torch.set_num_threads(1)
     os.environ.setdefault("SNNCONV_NO_PROGRESS", "1")
@@ -357,17 +258,6 @@ def main():
             res = part_nir(Path(tmp))
             (OUT / "nir_peers.json").write_text(json.dumps(res, indent=2))
             (OUT / "nir_peers.md").write_text(render_nir(res))
-        old = json.loads((OUT / "lava.json").read_text()) if (OUT / "lava.json").is_file() else {}
-        if args.part in ("lava", "all"):
-            res = part_lava(Path(tmp))
-            if "residual" in old:
-                res["residual"] = old["residual"]
-            old = res
-        if args.part in ("lava-residual", "all"):
-            old["residual"] = part_lava_residual(Path(tmp))
-        if args.part in ("lava", "lava-residual", "all"):
-            (OUT / "lava.json").write_text(json.dumps(old, indent=2, default=lambda o: o.tolist()))
-            (OUT / "lava.md").write_text(render_lava(old))
 
 
 if __name__ == "__main__":
