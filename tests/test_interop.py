@@ -1,5 +1,5 @@
 """Deployment targets (snnconv.interop): the accurate converted network (subtractive reset, v_init = theta/2,
-per-channel thresholds, graded spikes) exported to NIR with the snnconv-dynamics metadata and run in
+per-channel thresholds, graded and signed spikes) exported to NIR with the snnconv-dynamics metadata and run in
 SpikingJelly, snnTorch, Norse and sinabs with their own neurons; `snnconv verify` as a gate.
 
 The targets are installed in CI (scripts/test.sh); a missing one fails under SNNCONV_REQUIRE_ALL=1."""
@@ -41,8 +41,8 @@ def accurate_resnet():
 def _spikes_equal(ref, got):
     assert set(ref["spikes"]) == set(got["spikes"])
     for k, r in ref["spikes"].items():
-        assert torch.equal(got["spikes"][k].reshape(r.shape).bool(), r), k
-    assert sum(int(r.sum()) for r in ref["spikes"].values()) > 0  # the comparison is not vacuous
+        assert torch.equal(torch.sign(got["spikes"][k].reshape(r.shape).float()).to(torch.int8), r), k
+    assert sum(int((r != 0).sum()) for r in ref["spikes"].values()) > 0  # the comparison is not vacuous
 
 
 def test_accurate_dynamics_are_written_and_read_back(accurate_cnn, tmp_path):
@@ -66,6 +66,22 @@ def test_target_reproduces_snnconv_spike_for_spike(target, accurate_cnn, accurat
         ref = reference_run(import_nir(tmp_path / f), x, 16)
         got = load(tmp_path / f, target).run(x, 16, record=True)
         _spikes_equal(ref, got)
+        assert torch.allclose(got["outputs"], ref["outputs"], atol=1e-5)
+
+
+def test_signed_spikes_in_every_target(target, tmp_path):
+    """qcfs --signed style neurons (negative spikes while the net count is positive) run spike for spike in
+    every target, on a CNN and a residual net."""
+    signed = ConversionConfig(signed=True)
+    for net, shape, f in [(SmallCNN(), (1, 12, 12), "sc.nir"), (SmallResNet(), (3, 8, 8), "sr.nir")]:
+        g = _convert(net, shape, signed)
+        assert any(n.kind == "neuron" and n.signed for n in g.nodes.values())
+        export_nir(g, tmp_path / f)
+        x = _x(shape, n=8)
+        ref = reference_run(import_nir(tmp_path / f), x, 16)
+        got = load(tmp_path / f, target).run(x, 16, record=True)
+        _spikes_equal(ref, got)  # signs included
+        assert any(bool((r < 0).any()) for r in ref["spikes"].values())  # negative spikes were exercised
         assert torch.allclose(got["outputs"], ref["outputs"], atol=1e-5)
 
 

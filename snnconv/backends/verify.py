@@ -42,7 +42,7 @@ class _TracingSimulator(Simulator):
     def _stateful(self, name, node, cur, state):
         y = super()._stateful(name, node, cur, state)
         if node.spiking:
-            self.trace.setdefault(name, []).append(y != 0)
+            self.trace.setdefault(name, []).append(torch.sign(y).to(torch.int8))  # -1/0/1: signed spikes too
         return y
 
     def _run_chunk(self, x, tc, t0, state, sums, enc_state):
@@ -52,7 +52,8 @@ class _TracingSimulator(Simulator):
 
 
 def reference_run(graph, x: torch.Tensor, timesteps: int) -> dict:
-    """snnconv's run of ``graph``: ``{"spikes": {node: bool [T, B, ...]}, "outputs": [T, B, K]}``."""
+    """snnconv's run of ``graph``: ``{"spikes": {node: int8 sign [T, B, ...]}, "outputs": [T, B, K]}`` (spikes as
+    -1 / 0 / 1: whether a neuron fired and the spike's sign)."""
     sim = _TracingSimulator(graph, timesteps)
     sim.run(x)
     return {"spikes": {k: torch.cat(v) for k, v in sim.trace.items()}, "outputs": torch.cat(sim.raw)}
@@ -74,7 +75,7 @@ def _hook_spikes(model: torch.nn.Module, names: list[str], store: dict):
 
         def hook(_mod, _inp, out, n=n):
             o = out[0] if isinstance(out, tuple) else out
-            store.setdefault(n, []).append(o.detach() != 0)
+            store.setdefault(n, []).append(torch.sign(o.detach()).to(torch.int8))
         hooks.append(m.register_forward_hook(hook))
     return hooks
 
@@ -146,13 +147,13 @@ def compare(ref: dict, got: dict) -> dict:
     for name, r in ref["spikes"].items():
         p = got["spikes"].get(name)
         if p is None:
-            layers[name] = {"ref_spikes": int(r.sum()), "peer_spikes": None, "mismatches": None,
+            layers[name] = {"ref_spikes": int((r != 0).sum()), "peer_spikes": None, "mismatches": None,
                             "note": "layer not observable in the peer model"}
             continue
-        p = p.reshape(r.shape)
+        p = torch.sign(p.reshape(r.shape).float()).to(torch.int8)
         diff = (p != r)
         steps = diff.flatten(1).any(1).nonzero()
-        layers[name] = {"ref_spikes": int(r.sum()), "peer_spikes": int(p.sum()), "mismatches": int(diff.sum()),
+        layers[name] = {"ref_spikes": int((r != 0).sum()), "peer_spikes": int((p != 0).sum()), "mismatches": int(diff.sum()),
                         "first_mismatch_step": int(steps[0]) + 1 if len(steps) else None}
     ro, po = ref["outputs"], got["outputs"].reshape(ref["outputs"].shape).to(ref["outputs"].dtype)
     steps = torch.arange(1, ro.shape[0] + 1, dtype=ro.dtype).view(-1, *([1] * (ro.dim() - 1)))
@@ -286,10 +287,11 @@ def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y
                 if k not in got["spikes"]:
                     continue
                 r = ref["spikes"][k]
-                d = int((got["spikes"][k].reshape(r.shape).to(r.dtype) != r).sum())
+                g = torch.sign(got["spikes"][k].reshape(r.shape).float()).to(torch.int8)
+                d = int((g != r).sum())
                 lay = a["layers"].setdefault(k, {"ref_spikes": 0, "target_spikes": 0, "mismatches": 0})
-                lay["ref_spikes"] += int(r.sum())
-                lay["target_spikes"] += int(got["spikes"][k].sum())
+                lay["ref_spikes"] += int((r != 0).sum())
+                lay["target_spikes"] += int((g != 0).sum())
                 lay["mismatches"] += d
                 a["mism"] += d
                 a["total"] += r.numel()

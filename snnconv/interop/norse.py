@@ -6,7 +6,9 @@ it, so the step is composed of Norse's pieces: ``v <- leak*v + I``, ``z = functi
 v_th)`` (Norse's Heaviside with its surrogate), ``v <- reset_subtract(z, v, 0, theta)``. The initial
 membrane is the state's ``v``. Norse fires on ``v - v_th > 0``; ``v_th`` is the float32 just below theta, so
 that is exactly snnconv's ``v >= theta``, and the subtraction uses theta itself.
-Graded and signed spikes are refused.
+Signed spikes: the negative branch is one more Norse ``threshold`` on ``-v`` (fires when ``v < 0``),
+kept only while the net count ``n > 0``; ``reset_subtract`` with the signed spike adds theta back.
+Graded spikes are refused.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class NorseNeuron(nn.Module):
 class Norse(Target):
     name = "norse"
     package = "norse"
-    supports = frozenset({"subtract", "zero", "v_init", "lif"})
+    supports = frozenset({"subtract", "zero", "v_init", "lif", "signed"})
     fire_test = ">="  # v - nextafter(theta, 0) > 0 is v >= theta in float32
 
     def neuron(self, spec: NeuronSpec):
@@ -39,6 +41,7 @@ class Norse(Target):
 
     def begin(self, module, spec: NeuronSpec, batch: int) -> None:
         module.v = torch.full((batch, *spec.shape), float(spec.v_init * spec.theta))
+        module.n = torch.zeros((batch, *spec.shape))
 
     def step(self, module, spec: NeuronSpec, current):
         from norse.torch.functional.reset import reset_subtract, reset_value
@@ -46,6 +49,9 @@ class Norse(Target):
 
         v = module.v * spec.leak + current if spec.leak != 1.0 else module.v + current
         z = threshold(v - module.v_th, "super", torch.tensor(100.0))
+        if spec.signed:  # v < 0 is -v > 0: Norse's threshold on -v, only while the net count is positive
+            z = z - threshold(-v, "super", torch.tensor(100.0)) * (module.n > 0)
+            module.n = module.n + z
         if spec.reset == "subtract":
             module.v = reset_subtract(z, v, torch.tensor(0.0), torch.tensor(spec.theta))
         else:

@@ -13,7 +13,10 @@ snnTorch fires on ``mem - threshold > 0``. With reset to zero the threshold is o
 the float32 just below theta (exactly snnconv's ``>=``; membranes equal to theta are common there, e.g.
 identical saturated image patches: 1.4% of spikes differed on MNIST before). With subtractive reset theta
 itself is subtracted, so the test differs from ``>=`` only when a membrane equals theta exactly.
-Graded and signed spikes are refused.
+Signed spikes: a subclass of ``snn.Leaky`` overriding snnTorch's two spike hooks, ``fire`` (adds the
+negative branch: -1 when ``mem < 0`` and the net count ``n > 0``) and ``mem_reset`` (the delayed reset is
+the previous step's signed spike, so the subtraction adds theta back after a negative spike).
+Graded spikes are refused.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from snnconv.interop.base import NeuronSpec, Target, register_target
 class SnnTorch(Target):
     name = "snntorch"
     package = "snntorch"
-    supports = frozenset({"subtract", "zero", "v_init", "lif"})
+    supports = frozenset({"subtract", "zero", "v_init", "lif", "signed"})
     fire_test = ">"
 
     def check(self, spec: NeuronSpec) -> None:
@@ -51,7 +54,8 @@ class SnnTorch(Target):
         # just below theta makes it snnconv's v >= theta exactly (membranes equal to theta are common there:
         # identical saturated patches); with subtraction theta itself must be subtracted, so it stays theta
         thr = spec.theta if spec.reset == "subtract" else float(np.nextafter(np.float32(spec.theta), np.float32(0)))
-        m = snn.Leaky(beta=float(spec.leak), threshold=thr,
+        cls = _signed_leaky(snn.Leaky) if spec.signed else snn.Leaky
+        m = cls(beta=float(spec.leak), threshold=thr,
                       reset_mechanism="subtract" if spec.reset == "subtract" else "zero", init_hidden=False,
                       reset_delay=spec.reset == "subtract")
         m.mem = None
@@ -59,7 +63,28 @@ class SnnTorch(Target):
 
     def begin(self, module, spec: NeuronSpec, batch: int) -> None:
         module.mem = torch.full((batch, *spec.shape), float(spec.v_init * spec.theta))
+        if spec.signed:
+            module.n = torch.zeros((batch, *spec.shape))
+            module.last = torch.zeros((batch, *spec.shape))
 
     def step(self, module, spec: NeuronSpec, current):
         spk, module.mem = module(current, module.mem)
         return spk
+
+
+def _signed_leaky(base):
+    """``snn.Leaky`` with snnconv's signed spikes (see the module docstring)."""
+
+    class SignedLeaky(base):
+        def fire(self, mem):
+            pos = super().fire(mem)
+            neg = ((mem < 0) & (self.n > 0)).to(pos.dtype)
+            spk = pos - neg
+            self.n = self.n + spk
+            self.last = spk.detach()
+            return spk
+
+        def mem_reset(self, mem):
+            return self.last
+
+    return SignedLeaky
