@@ -378,7 +378,8 @@ def import_(
 @app.command()
 def verify(
     file: str = typer.Argument(..., help="NIR file to check"),
-    targets: str = typer.Option("spikingjelly,snntorch,norse,sinabs", help="comma-separated deployment targets"),
+    targets: str = typer.Option("spikingjelly,snntorch,norse,sinabs", help="comma-separated deployment targets "
+                                "(also: lava, the Lava / Loihi 2 export run in Lava)"),
     route: str = typer.Option("loader", help="loader: snnconv.interop builds the file with each target's own "
                               "neurons (honours snnconv dynamics); importer: the target's own NIR importer "
                               "(spikingjelly, norse, snntorch; plain NIR semantics only)"),

@@ -161,3 +161,21 @@ def test_sigma_delta_lava_run_equals_the_stream_reference(case, tmp_path):
     rep = lava.export_lava(CASES[case](), tmp_path / "sdn", x=x, calib_x=CALIB, log_fn=lambda *_: None, route="sdn")
     assert rep["route"] == "sdn" and rep["comparison"]["readout_identical"], rep["comparison"]
     assert rep["hardware"]["total_neurons"] > 0
+
+
+def test_verify_gate_runs_lava_as_a_target(tmp_path):
+    """`snnconv verify --targets lava`: the NIR file's network exported to Lava and run there agrees with
+    snnconv's float simulation, and Lava's spike counts equal the integer reference."""
+    try:
+        lava.lava_python()
+    except SnnconvError as e:
+        pytest.skip(f"Lava venv absent: {e}")
+    from snnconv.backends.nir import export_nir
+    from snnconv.backends.verify import gate, verify_targets
+
+    export_nir(_res(ConversionConfig(signed=True)), tmp_path / "r.nir")
+    x = torch.rand(6, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    rep = verify_targets(tmp_path / "r.nir", x, 8, ["lava"])
+    e = rep["targets"]["lava"]
+    assert e["status"] == "ran" and e["readout_equals_integer_reference"] and e["spike_mismatches"] == 0, e
+    assert not gate(rep, min_agreement=80.0), gate(rep)

@@ -245,9 +245,11 @@ def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y
               "targets": {}}
     nets, acc = {}, {}
     for name in targets:
+        if name == "lava":
+            continue
         t = get_target(name) if name in TARGETS else None
         entry: dict = {"route": "snnconv.interop loader"}
-        why = t.available() if t else f"unknown target (known: {', '.join(TARGETS)})"
+        why = t.available() if t else f"unknown target (known: {', '.join(TARGETS)}, lava)"
         if why:
             entry.update(status="not installed", error=why)
         else:
@@ -260,6 +262,7 @@ def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y
         acc[name] = {"agree": torch.zeros(len(ts)), "correct": torch.zeros(len(ts)), "mism": 0, "total": 0,
                      "layers": {}}
     ref_correct = torch.zeros(len(ts))
+    ref_final = []
     idx = torch.tensor([t - 1 for t in ts])
 
     def preds(outputs):  # prediction at each reported t: argmax of the running sum of outputs
@@ -269,6 +272,7 @@ def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y
         xb = x[i:i + batch_size]
         ref = reference_run(graph, xb, timesteps)
         rp = preds(ref["outputs"])
+        ref_final.append(rp[-1])
         if y is not None:
             ref_correct += (rp == y[i:i + batch_size]).float().sum(1)
         for name in list(nets):
@@ -307,7 +311,43 @@ def verify_targets(path: str | Path, x: torch.Tensor, timesteps: int, targets, y
             spike_mismatch_rate=a["mism"] / max(a["total"], 1), spike_mismatches=a["mism"], spike_entries=a["total"],
             layers=a["layers"],
             per_t={str(t): {"agreement": g, "accuracy": c if y is not None else None} for t, g, c in zip(ts, ag, co)})
+    if "lava" in targets:
+        report["targets"]["lava"] = _lava_entry(graph, x, y, timesteps, torch.cat(ref_final))
     return report
+
+
+def _lava_entry(graph, x: torch.Tensor, y, timesteps: int, ref_pred: torch.Tensor) -> dict:
+    """The Lava target (:mod:`snnconv.backends.lava`, IF route): the graph as one integer Lava network, every
+    input streamed through it; agreement and accuracy against snnconv's float simulation at ``timesteps``.
+    Spike mismatches are counted against snnconv's integer reference of the exported network (Lava must
+    reproduce it exactly). The 8-bit input scale comes from the verified inputs."""
+    import tempfile
+
+    from snnconv.backends import lava
+
+    entry: dict = {"route": "snnconv.backends.lava (IF route, Loihi2SimCfg fixed_pt)"}
+    try:
+        lava.lava_python()
+        net = lava.build_network(graph, x, timesteps)
+        x_int = lava.quantize_input(net, x)
+        ref = lava.reference_run(net, x_int)
+        with tempfile.TemporaryDirectory() as d:
+            lava.write_network(net, Path(d) / "network.npz")
+            got = lava.run_lava(Path(d), x_int)
+    except Exception as e:  # noqa: BLE001 - a failing target is a result
+        entry.update(_failure(e))
+        return entry
+    comp = lava.compare(net, ref, got)
+    pred = torch.from_numpy(got["readout"].argmax(1))
+    agree = float((pred == ref_pred).float().mean() * 100)
+    acc = float((pred == y).float().mean() * 100) if y is not None else None
+    entries = sum(v["neurons"] for v in comp["layers"].values())
+    mism = sum(v["neurons_with_different_counts"] for v in comp["layers"].values())
+    entry.update(status="ran", version="lava-nc 0.9.0", agreement=agree, accuracy=acc, spike_mismatches=mism,
+                 spike_entries=entries, spike_mismatch_rate=mism / max(entries, 1),
+                 readout_equals_integer_reference=comp["readout_identical"],
+                 per_t={str(timesteps): {"agreement": agree, "accuracy": acc}})
+    return entry
 
 
 def _failure(e: Exception) -> dict:
