@@ -15,8 +15,6 @@ writes docs/benchmarks/deploy.json and deploy.md (command, data, checkpoint hash
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -24,13 +22,15 @@ from pathlib import Path
 
 import torch
 
-from snnconv.api import conversion_pipeline, convert_graph, environment, ingest, resolve_model, simulate
-from snnconv.backends.nir import export_nir
-from snnconv.backends.verify import verify_targets
-from snnconv.config import ConversionConfig, RunConfig
-from snnconv.data.datasets import load_dataset, load_part
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, checkpoints_line, environment_block, save, sha256  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model, simulate  # noqa: E402
+from snnconv.backends.nir import export_nir  # noqa: E402
+from snnconv.backends.verify import verify_targets  # noqa: E402
+from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
+from snnconv.data.datasets import load_dataset, load_part  # noqa: E402
+
 TARGETS = ("spikingjelly", "snntorch", "norse", "sinabs")
 MNIST_QCFS = "snnconv/assets/mnist_cnn_qcfs4-mnist.pt"
 R20_QCFS = "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_swa.pt"
@@ -55,12 +55,10 @@ NETWORKS = {
 }
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def run_network(key: str, args, ts: list[int], log) -> list[dict]:
-    model_name, dataset, ckpt, rows = NETWORKS[key]
+def load_network(key: str, args) -> tuple:
+    """A network of :data:`NETWORKS` with its data: ``(model, graph, test, x, y, calib)`` (test images: the
+    seeded subset of ``--mnist-samples`` / ``--cifar-samples``; calibration: the training part, seed 1)."""
+    model_name, dataset, ckpt, _ = NETWORKS[key]
     samples = args.mnist_samples if dataset == "mnist" else args.cifar_samples
     test = load_dataset(dataset, args.data_dir, train=False).subset(samples, 0)
     calib = [x for x, _ in load_part(dataset, args.data_dir, "train").subset(args.calib_samples, 1).batches(256)]
@@ -68,6 +66,12 @@ def run_network(key: str, args, ts: list[int], log) -> list[dict]:
     model, shape, _ = resolve_model(RunConfig(model=model_name, dataset=dataset, data_dir=args.data_dir,
                                               weights=str(REPO / ckpt)), log_fn=lambda m: None)
     graph, _ = ingest(model, shape)
+    return model, graph, test, x, y, calib
+
+
+def run_network(key: str, args, ts: list[int], log) -> list[dict]:
+    _, dataset, ckpt, rows = NETWORKS[key]
+    _, graph, test, x, y, calib = load_network(key, args)
     out = []
     for name, conv in rows:
         if args.only and name not in args.only:
@@ -77,7 +81,7 @@ def run_network(key: str, args, ts: list[int], log) -> list[dict]:
         snn, _ = convert_graph(graph, calib, conversion_pipeline(cfg))
         own = simulate(snn, test, max(ts), layer_error=False).accuracy()
         row = {"network": key, "dataset": dataset, "method": name, "conversion": conv, "samples": len(test),
-               "checkpoint": ckpt, "checkpoint_sha256": sha256(REPO / ckpt),
+               "checkpoint": ckpt, "checkpoint_sha256": sha256(ckpt),
                "snnconv_graph_accuracy": {str(t): own[t - 1] for t in ts}}
         with tempfile.TemporaryDirectory() as d:
             try:
@@ -108,7 +112,7 @@ def markdown(data: dict) -> str:
              "`IAF(MembraneSubtract)`). Files with subtractive reset / initial membrane use the snnconv-dynamics "
              "NIR convention (`docs/nir.md`). Agreement: top-1 prediction of the target vs snnconv on the same "
              "image; spike mismatch: (step, neuron) entries whose spike differs, over all spiking layers.", "",
-             "Checkpoints: " + "; ".join(f"`{c}` sha256 `{h[:16]}...`" for c, h in data["checkpoints"].items()), "",
+             checkpoints_line(data["checkpoints"]), "",
              f"Data: {data['data']}", "",
              "| network | method | dynamics | T | target | target acc (%) | snnconv acc, file (%) | "
              "snnconv acc, graph (%) | agreement (%) | spike mismatch rate |",
@@ -129,44 +133,41 @@ def markdown(data: dict) -> str:
                 lines.append(f"| {r['network']} | {r['method']} | {r['dynamics']} | {t} | {name} {e['version']} | "
                              f"{p['accuracy']:.2f} | {fa:.2f} | {ga:.2f} | {p['agreement']:.2f} | "
                              f"{e['spike_mismatch_rate']:.1e} |")
-    lines += ["", "Spike mismatch rates are over the whole run to the largest T.", "",
-              "## Environment", "", "```", json.dumps(data["environment"], indent=1), "```", ""]
+    lines += ["", "Spike mismatch rates are over the whole run to the largest T."] + environment_block(data["environment"])
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(out: str, mnist_samples: int | None, cifar_samples: int, extra=None):
+    """The arguments of the deployment benches (this one and bench_lava.py); returns ``(args, timesteps)``."""
+    ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.splitlines()[0])
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--networks", default="mnist_cnn,resnet20")
     ap.add_argument("--only", default=None, help="comma list of method rows to run (default: all)")
     ap.add_argument("--timesteps", default="4,8")
-    ap.add_argument("--mnist-samples", type=int, default=None, help="default: the full test set")
-    ap.add_argument("--cifar-samples", type=int, default=1000)
+    ap.add_argument("--mnist-samples", type=int, default=mnist_samples, help="default: the full test set if unset")
+    ap.add_argument("--cifar-samples", type=int, default=cifar_samples)
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "deploy"))
+    ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / out))
+    if extra:
+        extra(ap)
     args = ap.parse_args()
     args.only = set(args.only.split(",")) if args.only else None
     torch.set_num_threads(args.threads)
-    ts = sorted(int(t) for t in args.timesteps.split(","))
+    return args, sorted(int(t) for t in args.timesteps.split(","))
+
+
+def main() -> None:
+    args, ts = parse_args("deploy", None, 1000)
     rows = []
     for key in args.networks.split(","):
         rows += run_network(key, args, ts, lambda m: print(m, file=sys.stderr, flush=True))
-    argv = " ".join(sys.argv[1:]).replace(args.data_dir, "../shared/datasets")
-    out = Path(args.out)
-    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
-    merged = {(r["network"], r["method"]): r for r in old.get("rows", [])}  # rows of earlier runs are kept
-    merged.update({(r["network"], r["method"]): r for r in rows})
-    data = {"command": f"python scripts/bench_deploy.py {argv}", "timesteps": ts, "rows": list(merged.values()),
-            "checkpoints": {NETWORKS[k][2]: sha256(REPO / NETWORKS[k][2]) for k in args.networks.split(",")},
-            "data": f"MNIST test set ({args.mnist_samples or 'all 10000'} images), CIFAR-10 test set (seeded subset "
-                    f"of {args.cifar_samples}, seed 0); calibration: {args.calib_samples} images of the training "
-                    f"part (validation split excluded), seed 1",
-            "environment": environment()}
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
-    out.with_suffix(".md").write_text(markdown(data))
-    print(markdown(data))
-
+    save(args.out, rows, key=lambda r: (r["network"], r["method"]), markdown=markdown, script="bench_deploy.py",
+         data_dir=args.data_dir, timesteps=ts,
+         checkpoints={NETWORKS[k][2]: sha256(NETWORKS[k][2]) for k in args.networks.split(",")},
+         data=f"MNIST test set ({args.mnist_samples or 'all 10000'} images), CIFAR-10 test set (seeded subset "
+              f"of {args.cifar_samples}, seed 0); calibration: {args.calib_samples} images of the training "
+              f"part (validation split excluded), seed 1")
 
 if __name__ == "__main__":
     main()

@@ -12,8 +12,6 @@ writes docs/benchmarks/finetune_snn.json and .md (command, data, checkpoint hash
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import resource
 import sys
 import time
@@ -21,13 +19,14 @@ from pathlib import Path
 
 import torch
 
-from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model, simulate
-from snnconv.config import ConversionConfig, RunConfig
-from snnconv.data.datasets import load_dataset, load_part, load_train_val
-from snnconv.report import environment
-from snnconv.training.snn_finetune import activation_memory_mb, finetune
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, environment_block, save, sha256  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model, simulate  # noqa: E402
+from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
+from snnconv.data.datasets import load_dataset, load_part, load_train_val  # noqa: E402
+from snnconv.training.snn_finetune import activation_memory_mb, finetune  # noqa: E402
+
 NETWORKS = {  # name -> (model, dataset, checkpoint, conversion)
     "mnist_cnn": ("mnist_cnn", "mnist", "snnconv/assets/mnist_cnn_qcfs4-mnist.pt", {"method": "qcfs"}),
     "resnet20": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_swa.pt",
@@ -50,9 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    out = Path(args.out)
-    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
-    rows = {f"{r['network']}:T{r['timesteps']}": r for r in old.get("rows", [])}
+    rows = {}
     for key in args.networks.split(","):
         model, dataset, ckpt, conv = NETWORKS[key]
         m, shape, _ = resolve_model(RunConfig(model=model, dataset=dataset, data_dir=args.data_dir,
@@ -71,7 +68,7 @@ def main() -> None:
             after = simulate(res["graph"], test, t, layer_error=False).accuracy()[t - 1]
             rows[f"{key}:T{t}"] = {
                 "network": key, "dataset": dataset, "timesteps": t, "conversion": conv, "checkpoint": ckpt,
-                "checkpoint_sha256": hashlib.sha256((REPO / ckpt).read_bytes()).hexdigest(),
+                "checkpoint_sha256": sha256(ckpt),
                 "train_samples": len(train_part), "val_samples": len(val), "test_samples": len(test),
                 "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                 "val_before": res["history"][0]["val_acc"], "val_after": res["val_accuracy"],
@@ -81,13 +78,8 @@ def main() -> None:
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
             log(f"[{key} T={t}] test {before:.2f}% -> {after:.2f}% (val {res['history'][0]['val_acc']:.2f} -> "
                 f"{res['val_accuracy']:.2f}, epoch {res['best_epoch']})")
-            argv = " ".join(a for a in sys.argv[1:])
-            data = {"command": f"python scripts/bench_finetune_snn.py {argv}".replace(args.data_dir,
-                                                                                       "../shared/datasets"),
-                    "rows": list(rows.values()), "environment": environment()}
-            out.with_suffix(".json").write_text(json.dumps(data, indent=1))
-            out.with_suffix(".md").write_text(markdown(data))
-
+            save(args.out, list(rows.values()), key=lambda r: (r["network"], r["timesteps"]), markdown=markdown,
+                 script="bench_finetune_snn.py", data_dir=args.data_dir)  # after every row: progress is kept
 
 def markdown(data: dict) -> str:
     lines = ["# Hybrid fine-tuning (`snnconv finetune-snn`): binary spikes at low T", "",
@@ -106,8 +98,7 @@ def markdown(data: dict) -> str:
                      f"**{r['test_after']:.2f}** | {r['best_epoch']} | {r['bptt_activation_mb_per_batch']} | "
                      f"{r['seconds']} |")
     lines += ["", "Checkpoints: " + "; ".join(sorted({f"`{r['checkpoint']}` sha256 `{r['checkpoint_sha256'][:16]}...`"
-                                                   for r in data["rows"]})), "",
-              "## Environment", "", "```", json.dumps(data["environment"], indent=1), "```", ""]
+                                                   for r in data["rows"]}))] + environment_block(data["environment"])
     return "\n".join(lines)
 
 

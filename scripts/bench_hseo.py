@@ -19,21 +19,18 @@ from pathlib import Path
 
 import torch
 
-from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, held_out_split, resolve_model, simulate
-from snnconv.config import ConversionConfig, RunConfig
-from snnconv.data.datasets import load_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import add_model_args, load_model_and_data  # noqa: E402
+
+from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, held_out_split, simulate
+from snnconv.config import ConversionConfig
 from snnconv.frontends.torch import from_torch
 from snnconv.passes import PassContext, Pipeline
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="mnist_cnn")
-    ap.add_argument("--dataset", default="mnist")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--weights", default=None, help="checkpoint file (default: the cached/bundled one)")
-    ap.add_argument("--method", default=None, help="conversion method (default: qcfs for QCFS checkpoints, "
-                                                    "else percentile)")
+    add_model_args(ap)
     ap.add_argument("--signed", action="store_true", help="negative spikes (signed_neurons) in the starting conversion")
     ap.add_argument("--timesteps", type=int, default=2)
     ap.add_argument("--eval-samples", type=int, default=2000)
@@ -52,17 +49,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     T = args.timesteps
-    model, shape, source = resolve_model(RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
-                                                   weights=args.weights))
-    method = args.method or ("qcfs" if source.get("activation") == "qcfs" else "percentile")
-    test = load_dataset(args.dataset, args.data_dir, train=False).subset(args.eval_samples)
-    calib = load_dataset(args.dataset, args.data_dir, train=True).subset(args.calib_samples, seed=1)
+    model, shape, source, method, _, test, batches = load_model_and_data(args, args.eval_samples)
     held = held_out_split(args.dataset, args.data_dir, args.calib_samples, 1,
                           size=max(args.calib_samples, args.search_samples + args.selection_samples))
     if not args.selection_samples:  # the earlier recorded runs: a random subset of the held-out split
         held = held.subset(args.search_samples, seed=3)
     graph, _ = from_torch(model, shape)
-    batches = [x for x, _ in calib.batches(256)]
     base, _ = convert_graph(graph, batches, conversion_pipeline(ConversionConfig(method=method, signed=args.signed)))
     spec = {"name": "hseo", "timesteps": T, "population": args.population, "generations": args.generations,
             "seed": args.seed, "synops_weight": args.synops_weight, "samples": args.search_samples, "sigma0": args.sigma0,

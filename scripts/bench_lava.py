@@ -14,8 +14,6 @@ writes docs/benchmarks/lava.json and lava.md (command, data, checkpoint hashes a
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,12 +23,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_deploy import NETWORKS, REPO, sha256  # noqa: E402  (same networks, rows and checkpoints)
+from bench_deploy import NETWORKS, load_network, parse_args  # noqa: E402  (same networks, rows, checkpoints, data)
+from benchlib import checkpoints_line, environment_block, save, sha256  # noqa: E402
 
-from snnconv.api import conversion_pipeline, convert_graph, environment, ingest, resolve_model  # noqa: E402
+from snnconv.api import conversion_pipeline, convert_graph  # noqa: E402
 from snnconv.backends import lava  # noqa: E402
-from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
-from snnconv.data.datasets import load_dataset, load_part  # noqa: E402
+from snnconv.config import ConversionConfig  # noqa: E402
 from snnconv.runtime.simulator import Simulator  # noqa: E402
 
 ROWS = {"mnist_cnn": ("qcfs", "qcfs_signed"), "resnet20": ("qcfs_l4_signed_bc4",)}
@@ -66,15 +64,9 @@ def sdn_row(base: dict, snn, calib: torch.Tensor, x: torch.Tensor, y: np.ndarray
 
 
 def run_network(key: str, args, ts: list[int], log) -> list[dict]:
-    model_name, dataset, ckpt, rows = NETWORKS[key]
-    samples = args.mnist_samples if dataset == "mnist" else args.cifar_samples
-    test = load_dataset(dataset, args.data_dir, train=False).subset(samples, 0)
-    calib = [x for x, _ in load_part(dataset, args.data_dir, "train").subset(args.calib_samples, 1).batches(256)]
-    x, y = next(iter(test.batches(len(test))))
+    _, dataset, ckpt, rows = NETWORKS[key]
+    model, graph, _, x, y, calib = load_network(key, args)
     y = y.numpy()
-    model, shape, _ = resolve_model(RunConfig(model=model_name, dataset=dataset, data_dir=args.data_dir,
-                                              weights=str(REPO / ckpt)), log_fn=lambda m: None)
-    graph, _ = ingest(model, shape)
     out = []
     for name, conv in rows:
         if name not in ROWS[key] or (args.only and name not in args.only):
@@ -83,7 +75,7 @@ def run_network(key: str, args, ts: list[int], log) -> list[dict]:
         with torch.no_grad():
             ann = torch.cat([model.eval()(x[i:i + 200]) for i in range(0, len(x), 200)]).argmax(1).numpy()
         base = {"network": key, "dataset": dataset, "method": name, "conversion": conv, "samples": len(x),
-                "checkpoint": ckpt, "checkpoint_sha256": sha256(REPO / ckpt), "ann_accuracy": float((ann == y).mean() * 100)}
+                "checkpoint": ckpt, "checkpoint_sha256": sha256(ckpt), "ann_accuracy": float((ann == y).mean() * 100)}
         if "sdn" in args.routes:
             out.append(sdn_row(base, snn, torch.cat(calib), x, y, ann, log))
         if "if" not in args.routes:
@@ -128,7 +120,7 @@ def markdown(data: dict) -> str:
              "with `Loihi2SimCfg(select_tag='fixed_pt')` in lava-nc 0.9.0. *float*: snnconv's simulation of the "
              "converted graph (float32); *integer*: snnconv's run of the exported integer network; *Lava*: the "
              "Lava run. Agreement: same top-1 class on the same image.", "",
-             "Checkpoints: " + "; ".join(f"`{c}` sha256 `{h[:16]}...`" for c, h in data["checkpoints"].items()), "",
+             checkpoints_line(data["checkpoints"]), "",
              f"Data: {data['data']}", "",
              "## IF route: the converted spiking network", "",
              "| network | method | images | T | ANN acc (%) | float acc (%) | integer acc (%) | Lava acc (%) | Lava vs "
@@ -160,46 +152,22 @@ def markdown(data: dict) -> str:
         if "hardware" in r:
             lines += ["", f"### Loihi 2 mapping: {r['network']} / {r['method']} / {r.get('route', 'if')} route", "", "```",
                       lava.format_hardware(r["hardware"]), "```"]
-    lines += ["", "## Environment", "", "```", json.dumps(data["environment"], indent=1), "```", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + environment_block(data["environment"]))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--networks", default="mnist_cnn,resnet20")
-    ap.add_argument("--only", default=None, help="comma list of method rows to run (default: all)")
-    ap.add_argument("--timesteps", default="4,8")
-    ap.add_argument("--routes", default="if,sdn", help="if (converted spiking network), sdn (Sigma-Delta)")
-    ap.add_argument("--mnist-samples", type=int, default=200)
-    ap.add_argument("--cifar-samples", type=int, default=50)
-    ap.add_argument("--calib-samples", type=int, default=1024)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "lava"))
-    args = ap.parse_args()
-    args.only = set(args.only.split(",")) if args.only else None
+    args, ts = parse_args("lava", 200, 50, extra=lambda ap: ap.add_argument(
+        "--routes", default="if,sdn", help="if (converted spiking network), sdn (Sigma-Delta)"))
     args.routes = set(args.routes.split(","))
-    torch.set_num_threads(args.threads)
-    ts = sorted(int(t) for t in args.timesteps.split(","))
     rows = []
     for key in args.networks.split(","):
         rows += run_network(key, args, ts, lambda m: print(m, file=sys.stderr, flush=True))
-    argv = " ".join(sys.argv[1:]).replace(args.data_dir, "../shared/datasets")
-    out = Path(args.out)
-    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
-    key = lambda r: (r["network"], r["method"], r.get("route", "if"))  # noqa: E731
-    merged = {key(r): r for r in old.get("rows", []) if "route" in r or "per_t" in r}
-    merged.update({key(r): r for r in rows})
-    data = {"command": f"python scripts/bench_lava.py {argv}", "rows": list(merged.values()),
-            "checkpoints": {NETWORKS[k][2]: sha256(REPO / NETWORKS[k][2]) for k in args.networks.split(",")},
-            "data": f"MNIST test set (seeded subset of {args.mnist_samples}, seed 0), CIFAR-10 test set (seeded "
-                    f"subset of {args.cifar_samples}, seed 0); calibration and the input's 8-bit scale: "
-                    f"{args.calib_samples} images of the training part (validation split excluded), seed 1",
-            "environment": environment()}
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
-    out.with_suffix(".md").write_text(markdown(data))
-    print(markdown(data))
-
+    save(args.out, rows, key=lambda r: (r["network"], r["method"], r.get("route", "if")), markdown=markdown,
+         script="bench_lava.py", data_dir=args.data_dir, keep=lambda r: "route" in r or "per_t" in r,
+         checkpoints={NETWORKS[k][2]: sha256(NETWORKS[k][2]) for k in args.networks.split(",")},
+         data=f"MNIST test set (seeded subset of {args.mnist_samples}, seed 0), CIFAR-10 test set (seeded "
+              f"subset of {args.cifar_samples}, seed 0); calibration and the input's 8-bit scale: "
+              f"{args.calib_samples} images of the training part (validation split excluded), seed 1")
 
 if __name__ == "__main__":
     main()

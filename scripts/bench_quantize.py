@@ -23,9 +23,11 @@ from pathlib import Path
 
 import torch
 
-from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, resolve_model, simulate
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import add_model_args, load_model_and_data  # noqa: E402
+
+from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, simulate
 from snnconv.config import ConversionConfig, RunConfig
-from snnconv.data.datasets import load_dataset
 from snnconv.frontends.torch import from_torch
 from snnconv.passes import PassContext, Pipeline
 from snnconv.passes.quantize import model_size_bytes
@@ -33,12 +35,7 @@ from snnconv.passes.quantize import model_size_bytes
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="mnist_cnn")
-    ap.add_argument("--dataset", default="mnist")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--weights", default=None, help="checkpoint file (default: the cached/bundled one)")
-    ap.add_argument("--method", default=None, help="conversion method (default: qcfs for QCFS checkpoints, "
-                                                    "else percentile)")
+    add_model_args(ap)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the QAT fine-tuning")
     ap.add_argument("--eval-samples", type=int, default=2000)
     ap.add_argument("--calib-samples", type=int, default=1024)
@@ -51,14 +48,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     ts = [int(t) for t in args.timesteps.split(",")]
-    cfg = RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir, weights=args.weights)
-    model, shape, source = resolve_model(cfg)
-    method = args.method or ("qcfs" if source.get("activation") == "qcfs" else "percentile")
+    model, shape, source, method, train, test, batches = load_model_and_data(args, args.eval_samples)
     conversion = ConversionConfig(method=method)
-    test = load_dataset(args.dataset, args.data_dir, train=False).subset(args.eval_samples)
-    train = load_dataset(args.dataset, args.data_dir, train=True)
-    calib = train.subset(args.calib_samples, seed=1)
-    batches = [x for x, _ in calib.batches(256)]
     graph, _ = from_torch(model, shape)
     ann, _ = ann_accuracy(graph, test)
     base, _ = convert_graph(graph, batches, conversion_pipeline(conversion))

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
-from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, resolve_model
-from snnconv.config import ConversionConfig, RunConfig
-from snnconv.data.datasets import load_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import add_model_args, load_model_and_data  # noqa: E402
+
+from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph
+from snnconv.config import ConversionConfig
 from snnconv.frontends.torch import from_torch
 from snnconv.passes.robustness import NearestClassMean, noise_curves
 from snnconv.training.robust import robust_finetune
@@ -36,12 +38,7 @@ TITLES = {"gaussian": "input Gaussian noise (std / input range)", "flip": "input
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="mnist_cnn")
-    ap.add_argument("--dataset", default="mnist")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--weights", default=None, help="checkpoint file (default: the cached/bundled one)")
-    ap.add_argument("--method", default=None, help="conversion method (default: qcfs for QCFS checkpoints, "
-                                                    "else percentile)")
+    add_model_args(ap)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the robust fine-tuning")
     ap.add_argument("--eval-samples", type=int, default=500)
     ap.add_argument("--calib-samples", type=int, default=1024)
@@ -54,12 +51,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     levels = [float(v) for v in args.levels.split(",")]
-    model, shape, source = resolve_model(RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
-                                                   weights=args.weights))
-    method = args.method or ("qcfs" if source.get("activation") == "qcfs" else "percentile")
-    train = load_dataset(args.dataset, args.data_dir, train=True)
-    test = load_dataset(args.dataset, args.data_dir, train=False).subset(args.eval_samples)
-    batches = [x for x, _ in train.subset(args.calib_samples, seed=1).batches(256)]
+    model, shape, source, method, train, test, batches = load_model_and_data(args, args.eval_samples)
     x_max = float(max(b.abs().max() for b in batches))
     value_range = float(max(b.max() for b in batches) - min(b.min() for b in batches))
     ncm = NearestClassMean(train.subset(10000, seed=4))
