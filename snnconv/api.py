@@ -341,6 +341,8 @@ def ann_macs(graph: Graph) -> float:
     for name, node in graph.nodes.items():
         if node.kind == "conv2d":
             total += node.shape[1] * node.shape[2] * node.shape[0] * node.weight[0].numel()
+        elif node.kind == "conv_transpose2d":
+            total += torch.Size(graph.nodes[graph.edges[name][0]].shape).numel() * node.weight[0].numel()
         elif node.kind == "linear":
             total += node.weight.numel()
     return total

@@ -360,3 +360,47 @@ def test_leaky_relu_and_upsampling_through_both_frontends_and_the_snn(tmp_path):
     assert snn.kinds()["neuron"] == 2  # both halves of the LeakyReLU spike
     out = Simulator(snn, 128, collect_stats=False).run(x)[-1]
     assert (out - want).abs().max() < 0.05 * want.abs().max()
+
+
+class Decoder(nn.Module):
+    """Encoder-decoder with transposed convolutions (strided, padded, output padding, grouped, BN after)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.up1 = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.up2 = nn.ConvTranspose2d(6, 4, 2, stride=1, groups=2, dilation=2)
+        self.head = nn.Linear(4 * 10 * 10, 5)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.2, 0.2)
+            self.bn.running_var.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.up1(torch.relu(self.enc(x)))))
+        return self.head(torch.relu(self.up2(y)).flatten(1))
+
+
+def test_conv_transpose2d_through_both_frontends_onnxruntime_and_the_snn(tmp_path):
+    from snnconv.api import conversion_pipeline, convert_graph
+    from snnconv.frontends.torch import from_torch
+    from snnconv.runtime.simulator import Simulator
+
+    torch.manual_seed(0)
+    m = Decoder().eval()
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        want = m(x)
+    path = torch_to_onnx(m, (3, 8, 8), tmp_path / "dec.onnx")
+    assert np.abs(onnxruntime_run(path, x)[0] - want.numpy()).max() < 1e-4
+    g_t, _ = from_torch(m, (3, 8, 8))
+    g_o, _ = from_onnx(path, (3, 8, 8))
+    for g in (g_t, g_o):
+        assert g.kinds()["conv_transpose2d"] == 2
+        assert torch.allclose(run_ann(g, x), want, atol=1e-5)
+    snn, _ = convert_graph(g_t, [torch.randn(64, 3, 8, 8)], conversion_pipeline())
+    assert "batchnorm" not in snn.kinds() and snn.kinds()["neuron"] == 3  # BN folded into the transposed conv
+    sim = Simulator(snn, 128)
+    out = sim.run(x)[-1]
+    assert (out - want).abs().max() < 0.05 * want.abs().max()
+    assert sim.stats.synops_per_sample()[-1] > 0  # SynOps counted through the transposed convolutions

@@ -41,7 +41,7 @@ import torch
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.frontends.torch import conv1d_nodes, coverage_table, leaky_relu_nodes
 from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
-                        Input, Linear, MaxPool2d, Reshape, Scale, Upsample)
+                        Input, Linear, MaxPool2d, Reshape, Scale, Upsample, ConvTranspose2d)
 
 #: batch size substituted for a symbolic batch dimension when ``Shape`` results are folded
 _FOLD_BATCH = 2
@@ -245,6 +245,20 @@ def _convert(b: _Builder, node, ins: list) -> bool:
             return False
         bias = _t(ins[2]) if len(ins) > 2 and ins[2] is not None else None
         b.emit(node, Conv2d(_t(w), bias, s, pad, d, int(at.get("group", 1))), [x])
+    elif op == "ConvTranspose":
+        if not (is_t(x) and is_c(ins[1]) and ins[1].ndim == 4) or (len(ins) > 2 and ins[2] is not None and not is_c(ins[2])):
+            return False
+        auto = at.get("auto_pad", b"NOTSET")
+        if "output_shape" in at or (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", ""):
+            return False  # an explicit output shape / auto_pad: pads computed by the runtime, not stated
+        w = ins[1]
+        pad = _sym_pads(at.get("pads"))
+        if pad is None or tuple(at.get("kernel_shape", w.shape[2:])) != tuple(w.shape[2:]):
+            return False
+        bias = _t(ins[2]) if len(ins) > 2 and ins[2] is not None else None
+        b.emit(node, ConvTranspose2d(_t(w), bias, tuple(at.get("strides", (1, 1))), pad,
+                                     tuple(at.get("output_padding", (0, 0))), tuple(at.get("dilations", (1, 1))),
+                                     int(at.get("group", 1))), [x])
     elif op == "Gemm":
         if not (is_t(x) and is_c(ins[1])) or at.get("transA", 0):
             return False

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnconv.errors import SnnconvError, UnsupportedOpError
-from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
-                        Input, Linear, MaxPool2d, Reshape, Scale, Upsample)
+from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, ConvTranspose2d, Flatten,
+                        Graph, Identity, Input, Linear, MaxPool2d, Reshape, Scale, Upsample)
 from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNorm, MatMul, Permute, Select, Slice,
                                     Softmax)
 
@@ -111,6 +111,15 @@ def _convert_call(b: _Builder, n) -> bool:
         in_shape = tuple(args[0].meta["val"].shape[1:])
         b.env[n.name] = conv1d_nodes(b.g, b.name_for(n), b.src(args[0]), w, bias, _single(st), _single(pad),
                                      _single(dil), int(groups), in_shape, tuple(out_shape[1:]))
+    elif t is aten.conv_transpose2d.input or (t is aten.convolution.default and args[6] and b.tensor(args[1]).dim() == 4):
+        if t is aten.conv_transpose2d.input:
+            bias, st, pad, opad, groups, dil = (_opt_clone(b.tensor(arg(2))), arg(3, 1), arg(4, 0), arg(5, 0),
+                                                arg(6, 1), arg(7, 1))
+        else:
+            bias, st, pad, dil, opad, groups = (_opt_clone(b.tensor(args[2])), args[3], args[4], args[5], args[7],
+                                                args[8])
+        b.emit(n, ConvTranspose2d(b.tensor(args[1]).detach().clone(), bias, _pair(st), _pair(pad), _pair(opad),
+                                  _pair(dil), int(groups)), [b.src(args[0])])
     elif t is aten.convolution.default and not args[6]:
         b.emit(n, Conv2d(b.tensor(args[1]).detach().clone(), _opt_clone(b.tensor(args[2])), _pair(args[3]),
                          _pair(args[4]), _pair(args[5]), int(args[8])), [b.src(args[0])])
@@ -443,6 +452,8 @@ def _opt_clone(t):
 
 
 _ARGNAMES = {aten.conv2d.default: {2: "bias", 3: "stride", 4: "padding", 5: "dilation", 6: "groups"},
+             aten.conv_transpose2d.input: {2: "bias", 3: "stride", 4: "padding", 5: "output_padding", 6: "groups",
+                                           7: "dilation"},
              aten.linear.default: {2: "bias"},
              aten.avg_pool2d.default: {2: "stride", 3: "padding", 4: "ceil_mode", 5: "count_include_pad",
                                        6: "divisor_override"},

@@ -5,7 +5,7 @@ from snnconv.ir.cuba_lif import CubaLIF
 from snnconv.ir.graph import Graph
 from snnconv.ir.hodgkin_huxley import HodgkinHuxley
 from snnconv.ir.izhikevich import Izhikevich
-from snnconv.ir.layers import BatchNorm, Conv2d, Linear
+from snnconv.ir.layers import BatchNorm, Conv2d, ConvTranspose2d, Linear
 from snnconv.ir.neurons import SpikingNeuron
 from snnconv.ir.node import NODE_TYPES, Node
 from snnconv.ir.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, Upsample
@@ -13,7 +13,7 @@ from snnconv.ir.structure import Add, Concat, Flatten, Identity, Input, Reshape,
 from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNorm, MatMul, Permute, Select,
                                    SignedNeuron, Slice, Softmax)
 
-__all__ = ["Graph", "Node", "NODE_TYPES", "Input", "Conv2d", "Linear", "BatchNorm", "Clip", "SpikingNeuron",
+__all__ = ["Graph", "Node", "NODE_TYPES", "Input", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm", "Clip", "SpikingNeuron",
            "AdaptiveLIF", "CubaLIF", "Izhikevich", "HodgkinHuxley",
            "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Upsample", "Add", "Concat", "Flatten", "Reshape", "Identity", "Scale",
            "LayerNorm", "Activation", "Softmax", "MatMul", "Embedding", "Permute", "Select", "Slice", "ConcatConst",

@@ -1,4 +1,4 @@
-"""Synaptic layers: 2-D convolution, affine (linear) and batch normalisation.
+"""Synaptic layers: 2-D convolution and transposed convolution, affine (linear) and batch normalisation.
 
 Conv/linear nodes may carry quantized weights (set by the ``quantize`` pass): ``weight_int`` (integer
 codes), ``weight_scale`` (broadcastable to ``weight``) and ``bits``; ``weight`` then holds exactly
@@ -50,6 +50,40 @@ class Conv2d(Node):
         if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
             raise ValueError("conv2d bias must have one entry per output channel")
         _check_quantized(self)
+
+    def num_params(self) -> int:
+        return _synaptic_params(self)
+
+
+@register_node
+@dataclasses.dataclass(eq=False)
+class ConvTranspose2d(Node):
+    r"""2-D transposed convolution (the adjoint of a strided convolution; decoders, upsampling heads):
+    :math:`y = W^\top \star_s x + b`, weight ``[C_in, C_out / groups, kH, kW]`` as in PyTorch, with stride,
+    padding, output padding, dilation and groups."""
+
+    kind = "conv_transpose2d"
+    synaptic = True
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    output_padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+    weight_int: torch.Tensor | None = None
+    weight_scale: torch.Tensor | None = None
+    bits: int | None = None
+
+    def __post_init__(self):
+        if self.weight.dim() != 4:
+            raise ValueError(f"conv_transpose2d weight must be 4-D, got {tuple(self.weight.shape)}")
+        if self.bias is not None and self.bias.shape != (self.weight.shape[1] * self.groups,):
+            raise ValueError("conv_transpose2d bias must have one entry per output channel")
+        _check_quantized(self)
+
+    def out_channels(self) -> int:
+        return self.weight.shape[1] * self.groups
 
     def num_params(self) -> int:
         return _synaptic_params(self)

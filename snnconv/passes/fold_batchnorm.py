@@ -32,10 +32,14 @@ class FoldBatchNorm(Pass):
                 continue
             (src,) = graph.preds(name)
             prod = graph.nodes[src]
-            if prod.kind not in ("conv2d", "linear") or len(graph.succs(src)) != 1 or src in graph.outputs:
+            if prod.kind not in ("conv2d", "linear", "conv_transpose2d") or len(graph.succs(src)) != 1 \
+                    or src in graph.outputs or (prod.kind == "conv_transpose2d" and prod.groups != 1):
                 continue
             a, c = node.scale_shift()
-            w = prod.weight * a.view(-1, *([1] * (prod.weight.dim() - 1)))
+            if prod.kind == "conv_transpose2d":  # weight [C_in, C_out, kH, kW]: output channels on dim 1
+                w = prod.weight * a.view(1, -1, 1, 1)
+            else:
+                w = prod.weight * a.view(-1, *([1] * (prod.weight.dim() - 1)))
             bias = prod.bias if prod.bias is not None else torch.zeros_like(a)
             graph.replace(src, prod.replace(weight=w, bias=a * bias + c))
             graph.bypass(name)

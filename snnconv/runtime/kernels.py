@@ -22,6 +22,10 @@ def _conv2d(n, xs):
     return F.conv2d(xs[0], n.weight, n.bias, n.stride, n.padding, n.dilation, n.groups)
 
 
+def _conv_transpose2d(n, xs):
+    return F.conv_transpose2d(xs[0], n.weight, n.bias, n.stride, n.padding, n.output_padding, n.groups, n.dilation)
+
+
 def _linear(n, xs):
     return F.linear(xs[0], n.weight, n.bias)
 
@@ -73,6 +77,7 @@ def _scale(n, xs):
 
 KERNELS: dict[str, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     "conv2d": _conv2d,
+    "conv_transpose2d": _conv_transpose2d,
     "linear": _linear,
     "batchnorm": _batchnorm,
     "clip": _clip,

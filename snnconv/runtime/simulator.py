@@ -274,7 +274,7 @@ class Simulator:
         if name not in self._fanout:
             x = torch.ones(1, *in_shape, requires_grad=True)
             with torch.enable_grad():
-                if node.kind in ("conv2d", "linear"):
+                if node.kind in ("conv2d", "linear", "conv_transpose2d"):
                     pattern = node.replace(weight=(node.weight != 0).float(), bias=None)
                     y = KERNELS[node.kind](pattern, [x])
                 elif node.kind == "avgpool2d":
@@ -292,6 +292,8 @@ class Simulator:
             w = node.weight
             out = F.conv2d(torch.zeros(1, *in_shape[1:]), w, None, node.stride, node.padding, node.dilation, node.groups)
             return float(out[0].numel() * w[0].numel())
+        if node.kind == "conv_transpose2d":  # every input element feeds C_out/groups * kH * kW outputs
+            return float(torch.Size(in_shape[1:]).numel() * node.weight[0].numel())
         if node.kind == "linear":  # once per token for [B, S, D] inputs
             return float(node.weight.numel() * torch.Size(in_shape[1:-1]).numel())
         return float(torch.Size(in_shape[1:]).numel())
