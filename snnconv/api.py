@@ -391,12 +391,32 @@ def held_out_split(dataset: str, data_dir, n: int, seed: int, size: int | None =
     return Split(train.images[idx], train.labels[idx], train.mean, train.std, train.num_classes)
 
 
-def apply_run_defaults(cfg: RunConfig, embedded: bool = False) -> RunConfig:
+def embedded_default() -> dict:
+    """The recipe of the embedded default run: ``snnconv/assets/embedded_default.json``, chosen on the MNIST
+    validation split by ``scripts/choose_embedded_default.py`` (checkpoint, conversion settings, criterion,
+    and the validation table of every candidate)."""
+    import json
+
+    from snnconv.checkpoints import BUNDLED_DIR
+
+    return json.loads((BUNDLED_DIR / "embedded_default.json").read_text())
+
+
+def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: bool = False) -> RunConfig:
     """Fill what ``snnconv convert`` leaves to defaults: with ``embedded`` (no model, dataset or config given)
     the bundled MNIST CNN on the full MNIST test set when the data dir holds it, else on the MNIST subset
-    shipped in the package (offline); the output folder ``artifacts/<model>-<dataset>``."""
+    shipped in the package (offline), converted with the checkpoint and recipe chosen on the validation
+    split (:func:`embedded_default`) unless weights or conversion options were given (``recipe_given``);
+    the output folder ``artifacts/<model>-<dataset>``."""
     from snnconv.data.datasets import _find_mnist, default_data_dir
 
+    if embedded and not recipe_given:
+        from snnconv.checkpoints import BUNDLED_DIR
+
+        choice = embedded_default()
+        cfg.weights = str(BUNDLED_DIR / choice["weights"])
+        for key, value in choice["conversion"].items():
+            setattr(cfg.conversion, key, value)
     if embedded:
         root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
         cfg.dataset = "mnist" if _find_mnist(root, "t10k-images-idx3-ubyte") else "mnist-bundled"

@@ -94,7 +94,15 @@ def convert(
         log = _err if distributed.is_main() else (lambda *_: None)
     from snnconv.api import apply_run_defaults
 
-    apply_run_defaults(cfg, embedded=model is None and dataset is None and config is None)
+    embedded = model is None and dataset is None and config is None
+    recipe_given = weights is not None or any(v is not None for v in overrides["conversion"].values())
+    apply_run_defaults(cfg, embedded=embedded, recipe_given=recipe_given)
+    if embedded and not recipe_given:
+        from snnconv.api import embedded_default
+
+        d = embedded_default()
+        log(f"embedded default: {d['weights']} with recipe '{d['chosen']}', chosen on the MNIST validation split "
+            f"({d['criterion']}; snnconv/assets/embedded_default.json)")
     run_convert(cfg, log_fn=log, coverage_fn=lambda t: log("op coverage:\n" + t))
 
 

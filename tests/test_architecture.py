@@ -66,3 +66,33 @@ def test_the_check_can_fail(tmp_path, monkeypatch):
     (src / "graph.py").write_text("def f():\n    from snnconv.runtime.interpreter import run_ann\n")
     monkeypatch.setattr(__import__(__name__), "PKG", tmp_path / "snnconv")
     assert import_graph() == {"ir": {"runtime"}}
+
+
+def test_passes_receive_their_simulator_through_the_context():
+    """No pass module imports the runtime simulator; a pass that simulates uses PassContext.simulator."""
+    import torch
+    from torch import nn
+
+    from snnconv.api import conversion_pipeline, convert_graph
+    from snnconv.config import ConversionConfig
+    from snnconv.frontends.torch import from_torch
+    from snnconv.passes import PassContext, Pipeline
+    from snnconv.runtime.simulator import Simulator
+
+    for f in (PKG / "passes").glob("*.py"):
+        mods = {n.module for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.ImportFrom)}
+        assert "snnconv.runtime.simulator" not in mods, f.name
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+    g, _ = from_torch(m, (1, 6, 6))
+    calib = [torch.rand(16, 1, 6, 6)]
+    snn, _ = convert_graph(g, calib, conversion_pipeline(ConversionConfig()))
+    built = []
+
+    def counting(graph, timesteps, **kw):
+        built.append(timesteps)
+        return Simulator(graph, timesteps, **kw)
+
+    Pipeline.from_config([{"name": "calibration", "mode": "bias", "timesteps": 3, "method": "resimulate"}]).run(
+        snn, PassContext(calibration=calib, simulator=counting))
+    assert built and set(built) == {3}

@@ -192,6 +192,28 @@ def test_convert_with_yaml_config_and_flag_override(tmp_path, snnconv_cli):
     assert neurons and all(n.threshold.numel() == 1 and n.v_init == 0.0 for n in neurons)
 
 
+def test_embedded_default_uses_the_recipe_chosen_on_validation(tmp_path, snnconv_cli, monkeypatch):
+    """`snnconv convert` with no model converts the bundled checkpoint with the recipe that
+    scripts/choose_embedded_default.py chose on the validation split; an explicit option wins."""
+    from snnconv.api import embedded_default
+
+    choice = embedded_default()
+    assert choice["chosen"] in choice["candidates"] and "validation" in choice["criterion"]
+    assert max(choice["candidates"], key=lambda k: choice["candidates"][k]["criterion"]) == choice["chosen"]
+    monkeypatch.setenv("SNNCONV_DATA_DIR", str(tmp_path / "none"))  # offline: the bundled subset
+    out = tmp_path / "emb"
+    proc = snnconv_cli("convert", "--timesteps", "2", "--eval-samples", "32", "--calib-samples", "32",
+                       "--output-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"recipe '{choice['chosen']}'" in proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    assert all(r["conversion"][k] == v for k, v in choice["conversion"].items())
+    proc = snnconv_cli("convert", "--method", "max", "--timesteps", "2", "--eval-samples", "32", "--calib-samples",
+                       "32", "--output-dir", tmp_path / "emb-max")
+    assert proc.returncode == 0 and "embedded default" not in proc.stderr
+    assert json.loads((tmp_path / "emb-max" / "report.json").read_text())["conversion"]["method"] == "max"
+
+
 # -- bad input -------------------------------------------------------------------------------------
 
 def _ckpt_random(tmp):

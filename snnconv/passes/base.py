@@ -47,6 +47,14 @@ class PassContext:
     #: optional labelled ``(x, y)`` batches from the training split, disjoint from the calibration batches (passes
     #: that score accuracy, e.g. hseo); never test data
     labelled: Iterable[tuple[torch.Tensor, torch.Tensor]] | Callable[[], Iterable] | None = None
+    #: the SNN evaluator passes simulate with: ``simulator(graph, timesteps, **options)`` returning an object
+    #: with ``run`` / ``mean_outputs`` / ``stats`` (default: :data:`default_simulator`, which the package root
+    #: sets to :class:`snnconv.runtime.simulator.Simulator`); passes never import the runtime simulator
+    simulator: Callable[..., Any] | None = None
+    default_simulator: ClassVar[Callable[..., Any] | None] = None
+
+    def make_simulator(self, graph, timesteps: int, **options):
+        return simulator_for(self.simulator)(graph, timesteps, **options)
 
     def calibration_batches(self) -> Iterable[torch.Tensor]:
         if self.calibration is None:
@@ -61,6 +69,14 @@ class PassContext:
     def log(self, pass_name: str, message: str, **details: Any) -> None:
         log.info("[%s] %s", pass_name, message)
         self.records.append({"pass": pass_name, "message": message, **details})
+
+
+def simulator_for(factory: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """``factory``, else the registered default simulator (for pass helpers that run outside a pipeline)."""
+    factory = factory or PassContext.default_simulator
+    if factory is None:
+        raise SnnconvError("no SNN simulator registered (import snnconv, or give PassContext(simulator=...))")
+    return factory
 
 
 class Pass:

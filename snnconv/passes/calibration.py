@@ -45,7 +45,6 @@ from snnconv.progress import progress
 from snnconv.neurons import NEURON_DYNAMICS
 from snnconv.runtime.interpreter import _consumer_counts, run_ann
 from snnconv.runtime.kernels import KERNELS
-from snnconv.runtime.simulator import Simulator
 
 
 def _reduce(t: torch.Tensor, per_element: bool) -> torch.Tensor:
@@ -141,7 +140,7 @@ class Calibration(Pass):
         else:
             before = {}
             for name in progress(neurons, desc=f"calibration ({c.mode}, T={c.timesteps})"):
-                err = ref_mean[name] - self._snn_mean(graph, name, batches, per_element)
+                err = ref_mean[name] - self._snn_mean(graph, name, batches, per_element, ctx)
                 before[name] = float(err.abs().mean())
                 self._correct(graph, name, err)
         ctx.log(self.name, f"{c.mode} calibration of {len(neurons)} neuron layer(s) for T={c.timesteps} on "
@@ -227,9 +226,9 @@ class Calibration(Pass):
                 break
         return out
 
-    def _snn_mean(self, graph: Graph, name: str, batches, per_element: bool) -> torch.Tensor:
+    def _snn_mean(self, graph: Graph, name: str, batches, per_element: bool, ctx: PassContext) -> torch.Tensor:
         sub = ancestors_subgraph(graph, name)
-        sim = Simulator(sub, self.config.timesteps, collect_stats=False)
+        sim = ctx.make_simulator(sub, self.config.timesteps, collect_stats=False)
         total, count = 0, 0
         for x in batches:
             out = sim.mean_outputs(x)[name]

@@ -16,7 +16,8 @@ Fitness (maximised) on *labelled samples of the training split* that the calibra
     fitness = accuracy_weight * acc%(T) - synops_weight * 100 * SynOps(T) / SynOps_start(T)
 
 so ``synops_weight = 0.02`` trades 0.2 accuracy points for 10% fewer synaptic operations.
-Accuracy and SynOps come from :class:`snnconv.runtime.simulator.Simulator` at fixed ``timesteps``.
+Accuracy and SynOps come from the context's simulator (``PassContext.simulator``; by default
+:class:`snnconv.runtime.simulator.Simulator`) at fixed ``timesteps``.
 
 Optimiser: CMA-ES, the :math:`(\mu/\mu_w, \lambda)` evolution strategy with covariance matrix
 adaptation (Hansen & Ostermeier 2001; default parameters, cumulative step-size adaptation, rank-one
@@ -55,7 +56,7 @@ import torch
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
 from snnconv.passes.contracts import HAS_NEURONS
-from snnconv.passes.base import Pass, PassContext, register_pass, check_config
+from snnconv.passes.base import Pass, PassContext, register_pass, simulator_for, check_config
 from snnconv.progress import progress
 
 
@@ -147,11 +148,9 @@ def _apply(graph: Graph, layers: list[str], params: np.ndarray, search_leak: boo
 
 
 @torch.no_grad()
-def score(graph: Graph, batches: list, timesteps: int) -> tuple[float, float]:
-    """(accuracy %, SynOps per sample) at ``timesteps`` on labelled ``batches``."""
-    from snnconv.runtime.simulator import Simulator
-
-    sim = Simulator(graph, timesteps, chunk=timesteps)
+def score(graph: Graph, batches: list, timesteps: int, simulator=None) -> tuple[float, float]:
+    """(accuracy %, SynOps per sample) at ``timesteps`` on labelled ``batches`` (``simulator``: the context's)."""
+    sim = simulator_for(simulator)(graph, timesteps, chunk=timesteps)
     for x, y in batches:
         sim.run(x, y)
     st = sim.stats
@@ -210,7 +209,7 @@ class HSEO(Pass):
             lo.append(c.leak_bounds[0])
             hi.append(c.leak_bounds[1])
         start = np.clip(np.array(start, float), lo, hi)
-        acc0, syn0 = score(_apply(graph, layers, start, c.search_leak), batches, c.timesteps)
+        acc0, syn0 = score(_apply(graph, layers, start, c.search_leak), batches, c.timesteps, ctx.simulator)
         ref = max(syn0, 1e-9)
         cache: dict[bytes, tuple[float, float, float, np.ndarray]] = {}
 
@@ -218,7 +217,7 @@ class HSEO(Pass):
             return c.accuracy_weight * acc - c.synops_weight * 100.0 * syn / reference
 
         def objective(p):
-            acc, syn = score(_apply(graph, layers, p, c.search_leak), batches, c.timesteps)
+            acc, syn = score(_apply(graph, layers, p, c.search_leak), batches, c.timesteps, ctx.simulator)
             cache[p.tobytes()] = (acc, syn, fitness(acc, syn, ref), p.copy())
             return -cache[p.tobytes()][2]
 
@@ -232,9 +231,9 @@ class HSEO(Pass):
         bar.close()
         chosen, sel_info = res.x, None
         if selection:
-            chosen, sel_info = self._reselect(graph, layers, start, cache, selection, fitness)
+            chosen, sel_info = self._reselect(graph, layers, start, cache, selection, fitness, ctx.simulator)
         acc1, syn1 = (cache[chosen.tobytes()][:2] if chosen.tobytes() in cache
-                      else score(_apply(graph, layers, chosen, c.search_leak), batches, c.timesteps))
+                      else score(_apply(graph, layers, chosen, c.search_leak), batches, c.timesteps, ctx.simulator))
         res.x = chosen
         out = _apply(graph, layers, res.x, c.search_leak)
         params = {"threshold_scale": dict(zip(layers, map(float, res.x[:L]))),
@@ -281,12 +280,12 @@ class HSEO(Pass):
 
         return batched(0, cut), batched(cut, cut + c.selection_samples if c.selection_samples else cut)
 
-    def _reselect(self, graph, layers, start, cache, selection, fitness) -> tuple[np.ndarray, dict]:
+    def _reselect(self, graph, layers, start, cache, selection, fitness, simulator=None) -> tuple[np.ndarray, dict]:
         """Re-score the start and the ``reselect`` best search candidates on the selection samples."""
         c = self.config
         ranked = sorted(cache.values(), key=lambda v: -v[2])
         cands = [start] + [v[3] for v in ranked if not np.array_equal(v[3], start)][:c.reselect]
-        scored = [score(_apply(graph, layers, p, c.search_leak), selection, c.timesteps) for p in cands]
+        scored = [score(_apply(graph, layers, p, c.search_leak), selection, c.timesteps, simulator) for p in cands]
         ref = max(scored[0][1], 1e-9)
         fits = [fitness(a, s, ref) for a, s in scored]
         best = max(range(len(cands)), key=lambda i: (fits[i], -i))  # ties go to the earlier: the start first

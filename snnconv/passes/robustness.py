@@ -29,10 +29,9 @@ import torch
 from snnconv.data.datasets import Split
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
-from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.passes.base import Pass, PassContext, register_pass, simulator_for
 from snnconv.progress import progress
 from snnconv.runtime.noise import FLIP_MODES, NoisyRateEncoder, flip_events, gaussian_input, threshold_jitter, weight_noise
-from snnconv.runtime.simulator import Simulator
 
 NOISE_KINDS = ("gaussian", *FLIP_MODES, "weight", "threshold")
 
@@ -81,7 +80,7 @@ class NearestClassMean:
 @torch.no_grad()
 def noise_curves(graph: Graph, split: Split, kind: str, levels: list[float], timesteps: int,
                  ncm: NearestClassMean | None = None, x_max: float | None = None, value_range: float = 1.0,
-                 batch_size: int = 250, seed: int = 0) -> list[dict]:
+                 batch_size: int = 250, seed: int = 0, simulator=None) -> list[dict]:
     """``[{level, snn, ncm}, ...]``: SNN accuracy at ``timesteps`` (and the baseline's) per noise level."""
     if kind not in NOISE_KINDS:
         raise SnnconvError(f"unknown noise kind '{kind}' (known: {', '.join(NOISE_KINDS)})")
@@ -94,7 +93,7 @@ def noise_curves(graph: Graph, split: Split, kind: str, levels: list[float], tim
             g = threshold_jitter(graph, level, seed)
         encoder = NoisyRateEncoder(x_max=x_max, flip_rate=level, flip_mode=kind, seed=seed) if kind in FLIP_MODES \
             else None
-        sim = Simulator(g, timesteps, chunk=timesteps, encoder=encoder)
+        sim = simulator_for(simulator)(g, timesteps, chunk=timesteps, encoder=encoder)
         means = None
         if ncm is not None and kind == "weight":
             gen = torch.Generator().manual_seed(seed + 7)

@@ -20,7 +20,7 @@ import torch
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
 from snnconv.passes.contracts import HAS_NEURONS
-from snnconv.passes.base import Pass, PassContext, register_pass
+from snnconv.passes.base import Pass, PassContext, register_pass, simulator_for
 
 
 @register_pass
@@ -55,15 +55,14 @@ def presim_steps(graph: Graph) -> int:
 
 
 @torch.no_grad()
-def simulate_srp(graph: Graph, split, timesteps: int, batch_size: int = 128, chunk: int = 8):
+def simulate_srp(graph: Graph, split, timesteps: int, batch_size: int = 128, chunk: int = 8, simulator=None):
     """Simulate ``tau + timesteps`` steps; returns ``(accuracy[t-1] for t <= timesteps, stats)``,
     the accuracy scored on the readout accumulated over steps ``tau+1 .. tau+t`` only. ``stats``
     (firing, SynOps, energy) covers all ``tau + timesteps`` steps."""
     from snnconv.progress import progress
-    from snnconv.runtime.simulator import Simulator
 
     tau = presim_steps(graph)
-    sim = Simulator(graph, tau + timesteps, chunk=chunk)
+    sim = simulator_for(simulator)(graph, tau + timesteps, chunk=chunk)
     correct = torch.zeros(timesteps)
     n = 0
     for x, y in progress(split.batches(batch_size), total=-(-len(split) // batch_size), desc=f"SNN SRP {tau}+{timesteps}"):
