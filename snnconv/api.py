@@ -410,9 +410,9 @@ def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: boo
     the output folder ``artifacts/<model>-<dataset>``."""
     from snnconv.data.datasets import _find_mnist, default_data_dir
 
-    if embedded and not recipe_given:
-        from snnconv.checkpoints import BUNDLED_DIR
+    from snnconv.checkpoints import BUNDLED_DIR
 
+    if embedded and not recipe_given and (BUNDLED_DIR / "embedded_default.json").is_file():
         choice = embedded_default()
         cfg.weights = str(BUNDLED_DIR / choice["weights"])
         for key, value in choice["conversion"].items():

@@ -97,7 +97,9 @@ def convert(
     embedded = model is None and dataset is None and config is None
     recipe_given = weights is not None or any(v is not None for v in overrides["conversion"].values())
     apply_run_defaults(cfg, embedded=embedded, recipe_given=recipe_given)
-    if embedded and not recipe_given:
+    from snnconv.checkpoints import BUNDLED_DIR
+
+    if embedded and not recipe_given and (BUNDLED_DIR / "embedded_default.json").is_file():
         from snnconv.api import embedded_default
 
         d = embedded_default()
