@@ -73,7 +73,8 @@ def convert(
 
     With no --model/--dataset/--config it converts the bundled MNIST CNN (offline, < 1 min)."""
     from snnconv.api import run_convert
-    from snnconv.config import load_config, parse_exports, parse_timesteps
+    from snnconv.backends.exports import parse_exports
+    from snnconv.config import load_config, parse_timesteps
 
     overrides = {"model": model, "weights": weights, "dataset": dataset, "data_dir": data_dir,
                  "timesteps": parse_timesteps(timesteps) if timesteps else None, "output_dir": output_dir,
@@ -331,13 +332,29 @@ def _export_lava(model: str, out: str, dataset: str = "mnist-bundled", data_dir:
                 log_fn=_err, overwrite=overwrite, route=lava_route)
 
 
-#: ``snnconv export --format F``: one function per format, all called with the same keyword arguments
+def _export_names() -> list[str]:
+    from snnconv.backends.exports import EXPORT_TARGETS
+
+    return list(EXPORT_TARGETS)
+
+
+#: ``snnconv export --format F`` handlers for the formats with their own options (all called with the same
+#: keyword arguments); any other registered export target (snnconv.backends.exports) is written generically
 EXPORTERS = {"onnx": _export_onnx, "nir": _export_nir, "lava": _export_lava}
+
+
+def _export_registered(format: str, model: str, out: str, dataset: str = "mnist-bundled",
+                       data_dir: Optional[str] = None, overwrite: bool = False, **_) -> None:
+    from snnconv.backends.exports import EXPORT_TARGETS
+    from snnconv.output import check_output_file
+
+    check_output_file(out, overwrite)
+    EXPORT_TARGETS[format].backend().write_export(out, _load_snn(model), None, None, dataset, data_dir, _err)
 
 
 @app.command()
 def export(
-    format: str = typer.Option(..., "--format", help="output format: " + " | ".join(EXPORTERS)),
+    format: str = typer.Option(..., "--format", help="output format: " + " | ".join(_export_names())),
     model: str = typer.Option(..., help="zoo name, checkpoint .pt or .onnx file"),
     dataset: str = typer.Option("mnist-bundled", help="sets input shape and classes (and the zoo checkpoint)"),
     weights: Optional[str] = typer.Option(None, help="checkpoint for a zoo model (default: the model cache)"),
@@ -356,9 +373,10 @@ def export(
 ):
     """Write a model in another format (onnx: the ANN before conversion, checked with onnxruntime;
     nir / lava: a converted SNN, --model artifacts/<run>/snn.pt)."""
-    if format not in EXPORTERS:
-        raise SnnconvError(f"unknown export format '{format}' (known: {', '.join(EXPORTERS)})")
-    EXPORTERS[format](model=model, weights=weights, dataset=dataset, data_dir=data_dir, out=out, dt=dt, pool=pool,
+    if format not in _export_names():
+        raise SnnconvError(f"unknown export format '{format}' (known: {', '.join(_export_names())})")
+    handler = EXPORTERS.get(format) or (lambda **kw: _export_registered(format, **kw))
+    handler(model=model, weights=weights, dataset=dataset, data_dir=data_dir, out=out, dt=dt, pool=pool,
                       dynamics=dynamics, samples=samples, timesteps=timesteps, lava_route=lava_route,
                       overwrite=overwrite)
 

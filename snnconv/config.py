@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from snnconv.backends.exports import parse_exports  # the registered export targets
 from snnconv.encoders import ENCODINGS
 from snnconv.errors import SnnconvError
 
@@ -234,26 +235,6 @@ def parse_timesteps(v, where: str = "timesteps") -> list[int]:
     if not ts or ts[0] < 1:
         raise SnnconvError(f"{where}: expected a list of positive integers, got {v!r}")
     return ts
-
-
-#: formats ``convert --export`` / ``output.export`` can write (snnconv.backends.exports)
-EXPORT_FORMATS = ("onnx", "nir", "lava")
-
-
-def parse_exports(v, where: str = "export") -> list[str]:
-    """``"nir,lava"``, ``["nir", "lava"]`` or ``None`` -> ``["nir", "lava"]`` (each once, order kept)."""
-    if v is None:
-        return []
-    items = v.split(",") if isinstance(v, str) else v
-    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise SnnconvError(f"{where}: expected export formats ({', '.join(EXPORT_FORMATS)}), got {v!r}")
-    out = []
-    for i in (i.strip() for i in items if i.strip()):
-        if i not in EXPORT_FORMATS:
-            raise SnnconvError(f"{where}: unknown export format {i!r} (known: {', '.join(EXPORT_FORMATS)})")
-        if i not in out:
-            out.append(i)
-    return out
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snnconv.config import load_config, parse_exports
+from snnconv.backends.exports import parse_exports
+from snnconv.config import load_config
 from snnconv.errors import SnnconvError
 from snnconv.output import MARKER
 from test_cli import leftovers, run_main
@@ -167,3 +168,27 @@ def test_max_pool_conversion_warns(tmp_path, monkeypatch):
     assert any(ln.startswith("warning: max pooling") for ln in lines)
     assert "**warning**: max pooling" in (out / "report.md").read_text()
     assert json.loads((out / "report.json").read_text())["warnings"] == rep["warnings"]
+
+
+def test_an_export_target_is_one_module_plus_one_registration(tmp_path, monkeypatch):
+    """A new target: a module with check_export / write_export and one register_export line; parse, check and
+    write go through the registry (no other file lists the formats)."""
+    import sys
+
+    from snnconv.backends import exports
+
+    (tmp_path / "my_target.py").write_text(
+        "def check_export(snn):\n    assert snn is not None\n\n"
+        "def write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn=print):\n"
+        "    open(path, 'w').write(str(len(snn.nodes)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(exports.EXPORT_TARGETS, "mine", exports.ExportTarget("mine", "mine.txt", "my_target", "test"))
+    assert parse_exports("nir,mine") == ["nir", "mine"]
+    from snnconv.ir import Graph, Input
+
+    g = Graph()
+    g.add("x", Input())
+    exports.check_exports(["mine"], g)
+    assert exports.write_exports(tmp_path, ["mine"], g, None, (1, 2, 2), "mnist") == ["mine.txt"]
+    assert (tmp_path / "mine.txt").read_text() == "1"
+    sys.modules.pop("my_target", None)

@@ -786,3 +786,14 @@ def export_lava(graph: Graph, out: str | Path, dataset: str = "mnist-bundled", d
            f"snnconv's integer reference: readout {'identical' if c['readout_identical'] else 'DIFFERS'}, top-1 "
            f"agreement {c['top1_agreement']:.1f}%; wrote {Path(out).name}/")
     return report
+
+
+def check_export(snn: Graph) -> None:
+    """``--export lava``: the mapping refusal and the Lava venv check, right after conversion."""
+    check_lava(snn)
+    lava_python()
+
+
+def write_export(path, snn: Graph, ann, input_shape, dataset, data_dir, log_fn=print) -> None:
+    """``--export lava`` (:mod:`snnconv.backends.exports`): the Lava network folder ``lava/``."""
+    export_lava(snn, path, dataset=dataset, data_dir=data_dir, log_fn=log_fn)

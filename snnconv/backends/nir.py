@@ -628,3 +628,21 @@ def import_nir(path: str | Path, dt: float | None = None) -> Graph:
         raise SnnconvError(f"cannot read NIR file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
             from None
     return from_nir(ng, dt)
+
+
+def check_export(snn: Graph) -> None:
+    """``--export nir``: the one-line refusal now (right after conversion) when the graph has no NIR form."""
+    try:
+        import nir  # noqa: F401
+    except ImportError:
+        raise SnnconvError("--export nir needs the nir package: pip install 'snnconv[nir]'") from None
+    lower_for_nir(snn, dynamics="snnconv" if needs_snnconv_dynamics(snn) else "nir")
+
+
+def write_export(path, snn: Graph, ann, input_shape, dataset, data_dir, log_fn=print) -> None:
+    """``--export nir`` (:mod:`snnconv.backends.exports`): the converted SNN as ``snn.nir``."""
+    info = export_nir(snn, path)
+    log_fn(f"export nir: {Path(path).name} (NIR {info['nir_version']}, {info['dynamics']} dynamics, "
+           f"{', '.join(f'{k} {v}' for k, v in info['nodes'].items())}; {info['edges']} edges)"
+           + ("; run it with snnconv.interop.load(path, target) or check it with `snnconv verify`"
+              if info["dynamics"] == "snnconv" else ""))

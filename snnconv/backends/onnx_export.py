@@ -222,3 +222,14 @@ def register_torch_qcfs_symbolic(opset: int = OPSET) -> None:
         return g.op("Mul", y, g.op("Div", lam, levels_c))
 
     register_custom_op_symbolic("snnconv::qcfs", qcfs_symbolic, opset)
+
+
+def check_export(snn) -> None:
+    """``--export onnx`` writes the ANN, which ingested already: nothing to refuse after conversion."""
+
+
+def write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn=print) -> None:
+    """``--export onnx`` (:mod:`snnconv.backends.exports`): the ANN before conversion as ``ann.onnx``."""
+    info = export_onnx(ann, path, input_shape)
+    log_fn(f"export onnx: {Path(path).name} (opset {info['opset']}, {info['nodes']} nodes, onnxruntime vs "
+           f"snnconv max abs diff {info['max_abs_diff']:.1e})")
