@@ -638,7 +638,9 @@ def run_lava(folder: Path, x_int: np.ndarray, timeout: float | None = None) -> d
     venv); returns the readout membranes and spike counts like :func:`reference_run`."""
     py = lava_python()
     np.savez_compressed(folder / "inputs.npz", x=x_int)
-    runner = Path(__file__).with_name("lava_runner.py")
+    runner = folder / "lava_runner.py"  # run from the export folder: Lava scans the runner's folder for models
+    if not runner.is_file():
+        shutil.copyfile(Path(__file__).with_name("lava_runner.py"), runner)
     r = subprocess.run([str(py), "-I", str(runner), str(folder / "network.npz"), str(folder / "inputs.npz"),
                         str(folder / "lava_result.npz")], capture_output=True, text=True, timeout=timeout)
     if r.returncode:
