@@ -218,3 +218,29 @@ def test_cli_convert_hf_folder(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: hf:") and "no weights" in err[-1]
     assert not (tmp_path / "run2").exists()
+
+
+def test_gpt2_decoder_ingests_and_converts():
+    """GPT-2 (built from its config, no download): Conv1D layers, NewGELU and the causal mask ingest through
+    torch.export after the exact module rewrite (Conv1D -> Linear, NewGELU -> GELU(tanh), no KV cache); the
+    graph matches the HF model on other inputs (causality included), and the spiking conversion tracks it."""
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=32,
+                                  initializer_range=0.5)
+    m = transformers.GPT2Model(cfg).eval()
+    x = tokens(6, 5)
+    x[:, 1] = 1  # decoder LM: no padding
+    with torch.no_grad():
+        ref_before = m(input_ids=x[:, 0].long()).last_hidden_state
+    g, table = from_hf(m, seq_len=SEQ)
+    assert "addmm" not in table and "Conv1D" not in table
+    assert g.kinds()["linear"] == 8 and g.kinds()["matmul"] == 4
+    assert (run_ann(g, x) - ref_before).abs().max() < 1e-4
+    y = x.clone()
+    y[:, 0, -1] = (y[:, 0, -1] + 7) % 100  # change the last token: earlier positions must not move (causal)
+    a, b = run_ann(g, x), run_ann(g, y)
+    assert torch.equal(a[:, :-1], b[:, :-1]) and not torch.equal(a[:, -1], b[:, -1])
+    snn = convert(g, tokens(32, 1).index_fill_(1, torch.tensor([1]), 1.0))
+    out = Simulator(snn, 32).run(x)
+    assert rel_err(out[31], run_ann(g, x)) < rel_err(out[1], run_ann(g, x))
+    assert rel_err(out[31], run_ann(g, x)) < 0.05

@@ -31,16 +31,35 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.ind
                 "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
 
+#: decoder (causal) language models: a token attends to itself and the tokens before it
+CAUSAL_TYPES = {"gpt2", "gpt_neo", "gptj", "gpt_neox", "opt", "bloom", "llama", "mistral", "qwen2", "phi", "phi3",
+                "gemma", "falcon", "codegen"}
+
+
+def is_causal(model: nn.Module) -> bool:
+    cfg = getattr(model, "config", None)
+    return bool(getattr(cfg, "is_decoder", False)) or getattr(cfg, "model_type", None) in CAUSAL_TYPES
+
+
 class TextEncoder(nn.Module):
-    """``tokens [B, 2, S]`` (ids, attention mask) -> ``last_hidden_state [B, S, D]``."""
+    """``tokens [B, 2, S]`` (ids, attention mask) -> ``last_hidden_state [B, S, D]``.
+
+    The model gets a 4-D additive mask (HF uses a 4-D mask as given): padding for encoders, padding plus
+    the causal triangle for decoder LMs (:func:`is_causal`), so the traced graph holds the mask as data
+    instead of HF's mask-building code."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.causal = is_causal(model)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         ids = tokens[:, 0].long()
         mask = (1.0 - tokens[:, 1]).unsqueeze(1).unsqueeze(1) * MASK_VALUE  # [B, 1, 1, S], added to the scores
+        if self.causal:
+            s = ids.shape[1]
+            future = torch.triu(torch.ones(s, s, dtype=mask.dtype), diagonal=1) * MASK_VALUE  # [S, S] constant
+            mask = mask + future  # [B, 1, S, S]
         return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
 
 
@@ -123,6 +142,32 @@ def hf_input_shape(model: nn.Module, seq_len: int = 128) -> tuple[int, ...]:
     return (2, seq_len)
 
 
+def normalize_modules(model: nn.Module) -> nn.Module:
+    """Rewrite HF layer classes the exporter cannot trace into the IR as their exact torch equivalents, in
+    place: GPT-2's ``Conv1D`` (``x @ W + b`` through a batch-folding view and ``addmm``) becomes ``nn.Linear``
+    with ``W^T``; ``NewGELUActivation`` (the tanh approximation of GELU) becomes ``nn.GELU("tanh")``. The KV
+    cache is switched off (``use_cache=False``): one forward pass over the whole sequence, no concatenation."""
+    try:
+        from transformers.activations import NewGELUActivation
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover - transformers without these classes: nothing to rewrite
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Conv1D):
+                lin = nn.Linear(child.weight.shape[0], child.weight.shape[1], bias=child.bias is not None)
+                with torch.no_grad():
+                    lin.weight.copy_(child.weight.T)
+                    if child.bias is not None:
+                        lin.bias.copy_(child.bias)
+                setattr(parent, name, lin.eval())
+            elif isinstance(child, NewGELUActivation):
+                setattr(parent, name, nn.GELU(approximate="tanh"))
+    if hasattr(getattr(model, "config", None), "use_cache"):
+        model.config.use_cache = False
+    return model
+
+
 def wrap(model: nn.Module) -> nn.Module:
     kind = getattr(model, "main_input_name", "input_ids")
     if kind == "input_ids":
@@ -149,7 +194,7 @@ def from_hf(path_or_id: str | nn.Module, seq_len: int = 128, check: bool = True,
         tokenizer, source = tokenizer or tok, str(path_or_id)
         if hasattr(model.config, "_attn_implementation"):
             model.config._attn_implementation = "eager"
-    wrapped = wrap(model)
+    wrapped = wrap(normalize_modules(model))
     x = example if example is not None else example_input(model, tokenizer, seq_len)
     graph, table = from_torch(wrapped, tuple(x.shape[1:]), check=check, example=x)
     kind = getattr(model, "main_input_name", "input_ids")
