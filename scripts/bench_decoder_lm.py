@@ -201,8 +201,8 @@ def _cheaper(r: dict) -> str:
     cheap = [t for t, p in r["per_t"].items() if p.get("energy_uj", float("inf")) < r["ann_energy_uj"]]
     if not cheap:
         return "The SNN costs more than the ANN at every T measured."
-    return (f"The SNN costs less than the ANN at T = {', '.join(cheap)} (next-token agreement "
-            f"{', '.join(f'{r['per_t'][t]['next_token_agreement']:.1f}%' for t in cheap)}) and more at larger T.")
+    agree = ", ".join("%.1f%%" % r["per_t"][t]["next_token_agreement"] for t in cheap)
+    return f"The SNN costs less than the ANN at T = {', '.join(cheap)} (next-token agreement {agree}) and more at larger T."
 
 
 def markdown(data: dict) -> str:
