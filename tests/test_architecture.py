@@ -96,3 +96,9 @@ def test_passes_receive_their_simulator_through_the_context():
     Pipeline.from_config([{"name": "calibration", "mode": "bias", "timesteps": 3, "method": "resimulate"}]).run(
         snn, PassContext(calibration=calib, simulator=counting))
     assert built and set(built) == {3}
+
+
+def test_bench_scripts_compile():
+    """Every scripts/*.py at least parses (the benchmarks are run by hand, not by the tests)."""
+    for f in sorted((PKG.parent / "scripts").glob("*.py")):
+        compile(f.read_text(), str(f), "exec")  # raises SyntaxError with the file and line
