@@ -1,6 +1,6 @@
 """NIR peers benchmark: writes docs/benchmarks/nir_peers.{md,json} (Lava: scripts/bench_lava.py).
 
-    SNNCONV_DATA_DIR=/work/shared/datasets python scripts/bench_export.py [--part nir|all]
+    SNNCONV_DATA_DIR=../shared/datasets python scripts/bench_export.py [--part nir|all]
 
 MNIST CNN: the bundled checkpoint (snnconv/assets/mnist_cnn-mnist.pt) converted with the settings NIR
 can express (--reset zero --v-init 0; per-channel p99.9 thresholds from 1024 training images),
@@ -82,7 +82,7 @@ def accuracy(graph, split, T, bs=250):
 
 
 def part_nir(tmp: Path) -> dict:
-    res = {"environment": environment(), "command": "SNNCONV_DATA_DIR=/work/shared/datasets python scripts/bench_export.py --part nir"}
+    res = {"environment": environment(), "command": "SNNCONV_DATA_DIR=../shared/datasets python scripts/bench_export.py --part nir"}
     snn, src = mnist_snn()
     test = load_dataset("mnist", None, train=False)
     x, _ = next(iter(test.subset(8, 2).batches(8)))
