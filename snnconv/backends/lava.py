@@ -243,11 +243,10 @@ def _dense(f, in_shape: tuple, chunk: int = 1024) -> torch.Tensor:
     return torch.cat(cols, 1)
 
 
-def _connection(g: Graph, srcs: list[str], src: str, dst: str) -> dict:
+def _connection(g: Graph, srcs: list[str], src: str, dst: str, const: torch.Tensor) -> dict:
     """One synapse process for the part of ``dst``'s input current that is linear in ``src`` (the other
-    sources at 0, the constant part removed): a convolution when the path composes into one (verified on
-    random inputs), else a dense matrix."""
-    const = _linear_map(g, _zeros(g, srcs), dst)
+    sources at 0, the constant part ``const`` removed): a convolution when the path composes into one
+    (verified on random inputs), else a dense matrix."""
 
     def f(x: torch.Tensor) -> torch.Tensor:
         return _linear_map(g, {**_zeros(g, srcs, x.shape[0]), src: x}, dst) - const
@@ -293,14 +292,14 @@ def _float_network(graph: Graph) -> dict:
     index = {n: k for k, n in enumerate(spiking)}
     layers = []
     for name in spiking:
+        const = _linear_map(low, _zeros(low, srcs[name]), name)  # the constant input current (biases)
         conns = []
         for s in srcs[name]:
-            c = _connection(low, srcs[name], s, name)
+            c = _connection(low, srcs[name], s, name, const)
             conns.append({**c, "src": -1 if s == inp else index[s], "src_name": s,
                           "weight": c["weight"].numpy(), "src_offset": 0 if s == inp else depth[s] + 1})
         layers.append({"name": name, "node": low.nodes[name], "shape": tuple(low.nodes[name].shape),
-                       "bias": _linear_map(low, _zeros(low, srcs[name]), name)[0].numpy(),
-                       "offset": depth[name] + 1, "conns": conns})
+                       "bias": const[0].numpy(), "offset": depth[name] + 1, "conns": conns})
     last, out = srcs[low.outputs[0]][0], low.outputs[0]
     base = _linear_map(low, _zeros(low, [last]), out, include_dst=True)[0].numpy()
     m = _dense(lambda x: _linear_map(low, {last: x}, out, include_dst=True) - torch.from_numpy(base),
@@ -441,21 +440,29 @@ def build_sdn(graph: Graph, calib_x: torch.Tensor, message_bits: int = SDN_MESSA
             "input_shape": fn["input_shape"], "window": r["offset"] + 1, "lowered": fn["lowered"]}
 
 
+def _f64(a) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+
+def _synapse(c: dict, src: torch.Tensor, w: torch.Tensor, out_shape) -> torch.Tensor:
+    """The current connection ``c`` (conv or dense, weight ``w``) sends for source values ``src`` ``[B, ...]``."""
+    if c["kind"] == "conv":
+        return F.conv2d(src, w, stride=c["stride"], padding=c["padding"])
+    return (src.flatten(1) @ w.T).view(src.shape[0], *out_shape)
+
+
 def _float_forward(fn: dict, x: torch.Tensor) -> tuple[list[torch.Tensor], np.ndarray]:
     """The rate-limit ANN of a float network (every neuron ``clip(z, 0, L)``): each population's input
     ``z`` and the readout, in float64."""
-    d = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
     zs, acts, xb = [], [], x.double()
     for L in fn["layers"]:
-        z = d(L["bias"]).expand(xb.shape[0], *L["shape"]).clone()
+        z = _f64(L["bias"]).expand(xb.shape[0], *L["shape"]).clone()
         for c in L["conns"]:
-            src = xb if c["src"] < 0 else acts[c["src"]]
-            z += F.conv2d(src, d(c["weight"]), stride=c["stride"], padding=c["padding"]) if c["kind"] == "conv" \
-                else (src.flatten(1) @ d(c["weight"]).T).view(z.shape)
+            z += _synapse(c, xb if c["src"] < 0 else acts[c["src"]], _f64(c["weight"]), L["shape"])
         zs.append(z)
         acts.append(z.clamp(0, float(L["node"].levels)))
     r = fn["readout"]
-    return zs, (acts[r["src"]].flatten(1) @ d(r["weight"]).T + d(r["bias"])).numpy()
+    return zs, (acts[r["src"]].flatten(1) @ _f64(r["weight"]).T + _f64(r["bias"])).numpy()
 
 
 def rate_limit_ann(graph: Graph, x: torch.Tensor) -> np.ndarray:
@@ -470,7 +477,7 @@ def sdn_stream_reference(net: dict, x_int: np.ndarray) -> dict:
     bias << e)``, send ``delta`` when ``|delta| >= 1 << e`` as ``delta >> e``; a ``Sigma`` readout): readout
     at the end of each sample's window ``[samples, n_out]`` (bias included) and the number of messages."""
     P, n = net["window"], x_int.shape[0]
-    d = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
+    d = _f64
     frames = d(x_int)
     pops = []
     for L in net["layers"]:
@@ -494,8 +501,7 @@ def sdn_stream_reference(net: dict, x_int: np.ndarray) -> dict:
             for c, w in zip(L["conns"], p["w"]):
                 srcs = [(prev_in, w)] if c["src"] < 0 else [(pops[c["src"]]["msg"][0], w), (pops[c["src"]]["msg"][1], -w)]
                 for src, wi in srcs:
-                    a += F.conv2d(src, wi, stride=c["stride"], padding=c["padding"]) if c["kind"] == "conv" else \
-                        (src.flatten(1) @ wi.T).view(a.shape)
+                    a += _synapse(c, src, wi, L["shape"])
             a_in.append(a)
         last_pop = pops[r["src"]]
         sig_r += (last_pop["msg"][0] - last_pop["msg"][1]).flatten(1) @ wr.T
@@ -526,50 +532,38 @@ def quantize_input(net: dict, x: torch.Tensor) -> np.ndarray:
 def reference_run(net: dict, x_int: np.ndarray, batch: int = 64) -> dict:
     """snnconv's run of the integer network (float64, exact for these integers; every layer in the same
     step, which the Lava timing reproduces window by window): readout membranes ``[B, n_out]`` and spike
-    events per neuron summed over the samples, per layer."""
-    T = net["timesteps"]
+    events per neuron summed over the samples, per layer. The neurons run snnconv's own kernel
+    (:func:`snnconv.neurons.integrate_fire.integrate_fire_ext`, per-neuron integer thresholds); a LIF layer's
+    membrane first takes Loihi's integer decay ``v * (4096 - dv) >> 12`` (truncated towards zero)."""
+    from snnconv.neurons.integrate_fire import integrate_fire_ext
+
+    T, r = net["timesteps"], net["readout"]
+    weights = [[_f64(c["weight"]) for c in L["conns"]] for L in net["layers"]]
+    vths = [_f64(L["vth"]) for L in net["layers"]]
+    wr, br = _f64(r["weight"]), _f64(r["bias"])
     readout, counts = [], [np.zeros(L["shape"], np.int64) for L in net["layers"]]
     for b0 in range(0, x_int.shape[0], batch):
-        x = torch.from_numpy(x_int[b0:b0 + batch]).double()
+        x = _f64(x_int[b0:b0 + batch])
         B = x.shape[0]
-        st = []
-        for L in net["layers"]:
-            vb = torch.from_numpy(L["vth"]).double().reshape((-1,) + (1,) * (len(L["shape"]) - 1))
-            st.append({"v": torch.from_numpy(L["v_init"]).double().reshape(vb.shape).expand(B, *L["shape"]).clone(),
-                       "n": torch.zeros(B, *L["shape"], dtype=torch.float64), "vth": vb,
-                       "bias": torch.from_numpy(L["bias"]).double()})
-        r = net["readout"]
-        acc = torch.zeros(B, r["weight"].shape[0], dtype=torch.float64)
-        wr = torch.from_numpy(r["weight"]).double()
+        states = [{"v": _f64(L["v_init"]).reshape((-1,) + (1,) * (len(L["shape"]) - 1)).expand(B, *L["shape"]).clone(),
+                   "n": torch.zeros(B, *L["shape"], dtype=torch.float64), "t": 0, "mask": None} for L in net["layers"]]
+        acc = torch.zeros(B, wr.shape[0], dtype=torch.float64)
         for _ in range(T):
             spikes = []
-            for L, s in zip(net["layers"], st):
-                cur = s["bias"].expand(B, *L["shape"]).clone()
-                for c in L["conns"]:
-                    src = x if c["src"] < 0 else spikes[c["src"]]
-                    w = torch.from_numpy(c["weight"]).double()
-                    cur += F.conv2d(src, w, stride=c["stride"], padding=c["padding"]) if c["kind"] == "conv" else \
-                        (src.flatten(1) @ w.T).view(B, *L["shape"])
-                v = s["v"]
+            for k, (L, st) in enumerate(zip(net["layers"], states)):
+                cur = _f64(L["bias"]).expand(B, *L["shape"]).clone()
+                for c, w in zip(L["conns"], weights[k]):
+                    cur += _synapse(c, x if c["src"] < 0 else spikes[c["src"]], w, L["shape"])
                 if L["dv"]:
-                    p = v * (4096 - L["dv"])
-                    v = torch.sign(p) * torch.floor(p.abs() / 4096)
-                v = v + cur
-                if L["levels"] == 1:
-                    spk = (v >= s["vth"]).double()
-                else:
-                    spk = torch.floor(v / s["vth"]).clamp(0, L["levels"])
-                if L["signed"]:
-                    neg = torch.maximum(torch.floor(v / s["vth"]), -s["n"].clamp(max=L["levels"]))
-                    spk = torch.where(v < 0, neg, spk)
-                    s["n"] += spk
-                v = v - spk * s["vth"] if L["reset"] else torch.where(spk != 0, torch.zeros_like(v), v)
-                if float(v.abs().max()) >= 2 ** (LOIHI2["membrane_bits"] - 1):
+                    p = st["v"] * (4096 - L["dv"])
+                    st["v"] = torch.sign(p) * torch.floor(p.abs() / 4096)
+                _, spk, _ = integrate_fire_ext(cur.unsqueeze(0), st, vths[k], 1.0, "subtract" if L["reset"] else "zero",
+                                               L["levels"], 0.0, bool(L["signed"]))
+                if float(st["v"].abs().max()) >= 2 ** (LOIHI2["membrane_bits"] - 1):
                     raise SnnconvError(f"Lava export: {L['name']}'s membrane leaves the 24-bit range")
-                s["v"] = v
-                spikes.append(spk)
-                counts[len(spikes) - 1] += spk.abs().sum(0).numpy().astype(np.int64)
-            acc += spikes[r["src"]].flatten(1) @ wr.T + torch.from_numpy(r["bias"]).double()
+                spikes.append(spk[0])
+                counts[k] += spk[0].abs().sum(0).numpy().astype(np.int64)
+            acc += spikes[r["src"]].flatten(1) @ wr.T + br
         readout.append(acc)
     return {"readout": torch.cat(readout).numpy().astype(np.int64), "counts": counts}
 
@@ -679,11 +673,8 @@ def hardware_report(net: dict, profile: dict = LOIHI2) -> dict:
         neurons = k * int(np.prod(L["shape"]))
         kernel_bytes = pair * sum(int(c["weight"].size) for c in L["conns"]) * profile["weight_bits"] // 8
         by_neurons = math.ceil(neurons / profile["neurons_per_core"])
-        convs = [c for c in L["conns"] if c["kind"] == "conv"]
-        if convs:  # shared kernels: every core holding part of the output channels keeps their kernel slice
-            by_memory = math.ceil(kernel_bytes / profile["synaptic_memory_per_core_bytes"])
-        else:
-            by_memory = math.ceil(kernel_bytes / profile["synaptic_memory_per_core_bytes"])
+        convs = [c for c in L["conns"] if c["kind"] == "conv"]  # shared kernels: stored once, not per synapse
+        by_memory = math.ceil(kernel_bytes / profile["synaptic_memory_per_core_bytes"])
         cores = max(1, by_neurons, by_memory)
         fan_in = sum(int(np.prod(c["weight"].shape[1:])) for c in L["conns"])
         rows.append({"layer": L["name"], "neurons": neurons, "weight_bytes": kernel_bytes, "fan_in": fan_in,

@@ -120,6 +120,12 @@ class PySnnconvIFModel(PyLoihiProcessModel):
 
 
 
+def _xyc_shape(shape):
+    """The Lava (XYC) shape of a snnconv (CHW) shape; a 1-D population stays as is."""
+    shape = tuple(int(v) for v in shape)
+    return shape if len(shape) == 1 else shape[::-1]
+
+
 def _xyc(a):
     """snnconv's CHW layout -> Lava's XYC (a 1-D population stays as is)."""
     return a if a.ndim == 1 else a.transpose(2, 1, 0)
@@ -131,7 +137,7 @@ def _conv(w, src_shape, net, key, bits, name):
 
     wl = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int32)
     stride, pad = (int(v) for v in net[f"stride_{key}"]), (int(v) for v in net[f"padding_{key}"])
-    return Conv(weight=wl, input_shape=_xyc(np.empty(src_shape)).shape, stride=tuple(stride)[::-1],
+    return Conv(weight=wl, input_shape=_xyc_shape(src_shape), stride=tuple(stride)[::-1],
                 padding=tuple(pad)[::-1], num_weight_bits=8, num_message_bits=bits, name=name)
 
 
@@ -167,7 +173,7 @@ def main_sdn(net, x, out_path):
     for k in range(n_layers):
         shape = tuple(int(s) for s in net[f"shape_{k}"])
         shapes.append(shape)
-        xyc = _xyc(np.empty(shape)).shape
+        xyc = _xyc_shape(shape)
         e = int(net[f"state_exp_{k}"])
         pairs.append([SigmaDelta(shape=xyc, vth=1, bias=_xyc(net[f"bias_{k}"]).astype(np.int32), state_exp=e,
                                  act_mode=ActivationMode.RELU),
@@ -230,7 +236,7 @@ def main(net_path, inputs_path, out_path):
         shapes.append(shape)
         vth = np.broadcast_to(net[f"vth_{k}"].reshape((-1,) + (1,) * (len(shape) - 1)), shape)
         v0 = np.broadcast_to(net[f"v_init_{k}"].reshape((-1,) + (1,) * (len(shape) - 1)), shape)
-        pops.append(SnnconvIF(shape=_xyc(np.empty(shape)).shape, vth=_xyc(np.ascontiguousarray(vth)),
+        pops.append(SnnconvIF(shape=_xyc_shape(shape), vth=_xyc(np.ascontiguousarray(vth)),
                               bias=_xyc(net[f"bias_{k}"]), v_init=_xyc(np.ascontiguousarray(v0)), period=T,
                               offset=int(net[f"offset_{k}"]), levels=int(net[f"levels_{k}"]),
                               signed=int(net[f"signed_{k}"]), reset=int(net[f"reset_{k}"]), dv=int(net[f"dv_{k}"]),
