@@ -402,21 +402,23 @@ def embedded_default() -> dict:
     return json.loads((BUNDLED_DIR / "embedded_default.json").read_text())
 
 
-def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: bool = False) -> RunConfig:
+def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: bool = False,
+                       log_fn=lambda *_: None) -> RunConfig:
     """Fill what ``snnconv convert`` leaves to defaults: with ``embedded`` (no model, dataset or config given)
     the bundled MNIST CNN on the full MNIST test set when the data dir holds it, else on the MNIST subset
     shipped in the package (offline), converted with the checkpoint and recipe chosen on the validation
-    split (:func:`embedded_default`) unless weights or conversion options were given (``recipe_given``);
-    the output folder ``artifacts/<model>-<dataset>``."""
+    split (:func:`embedded_default`, said through ``log_fn``) unless weights or conversion options were given
+    (``recipe_given``); the output folder ``artifacts/<model>-<dataset>``."""
+    from snnconv.checkpoints import BUNDLED_DIR
     from snnconv.data.datasets import _find_mnist, default_data_dir
 
-    from snnconv.checkpoints import BUNDLED_DIR
-
-    if embedded and not recipe_given and (BUNDLED_DIR / "embedded_default.json").is_file():
+    if embedded and not recipe_given:
         choice = embedded_default()
         cfg.weights = str(BUNDLED_DIR / choice["weights"])
         for key, value in choice["conversion"].items():
             setattr(cfg.conversion, key, value)
+        log_fn(f"embedded default: {choice['weights']} with recipe '{choice['chosen']}', chosen on the MNIST "
+               f"validation split ({choice['criterion']}; snnconv/assets/embedded_default.json)")
     if embedded:
         root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
         cfg.dataset = "mnist" if _find_mnist(root, "t10k-images-idx3-ubyte") else "mnist-bundled"

@@ -95,17 +95,9 @@ def convert(
         log = _err if distributed.is_main() else (lambda *_: None)
     from snnconv.api import apply_run_defaults
 
-    embedded = model is None and dataset is None and config is None
-    recipe_given = weights is not None or any(v is not None for v in overrides["conversion"].values())
-    apply_run_defaults(cfg, embedded=embedded, recipe_given=recipe_given)
-    from snnconv.checkpoints import BUNDLED_DIR
-
-    if embedded and not recipe_given and (BUNDLED_DIR / "embedded_default.json").is_file():
-        from snnconv.api import embedded_default
-
-        d = embedded_default()
-        log(f"embedded default: {d['weights']} with recipe '{d['chosen']}', chosen on the MNIST validation split "
-            f"({d['criterion']}; snnconv/assets/embedded_default.json)")
+    apply_run_defaults(cfg, embedded=model is None and dataset is None and config is None,
+                       recipe_given=weights is not None or any(v is not None for v in overrides["conversion"].values()),
+                       log_fn=log)
     run_convert(cfg, log_fn=log, coverage_fn=lambda t: log("op coverage:\n" + t))
 
 
