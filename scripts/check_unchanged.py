@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, command, environment_block, sha256  # noqa: E402
+from benchlib import REPO, checkpoints_line, command, environment_block, sha256  # noqa: E402
 
 MNIST = "snnconv/assets/mnist_cnn-mnist.pt"
 MNIST_QCFS = "snnconv/assets/mnist_cnn_qcfs4-mnist.pt"
@@ -93,7 +93,7 @@ def main() -> None:
         acc = r["head"]["snn_accuracy_all_t"]
         lines.append(f"| {r['run']} | {'yes' if r['identical'] else '**no**'} | {r['head']['ann_accuracy']:.2f} | "
                      f"{' / '.join(f'{v:.2f}' for v in acc[:8])}{' ...' if len(acc) > 8 else ''} |")
-    lines += ["", "Checkpoints: " + "; ".join(f"`{c}` sha256 `{h[:16]}...`" for c, h in data["checkpoints"].items())]
+    lines += ["", checkpoints_line(data["checkpoints"])]
     lines += environment_block(data["environment"])
     out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -56,8 +56,8 @@ class SnnTorch(Target):
         thr = spec.theta if spec.reset == "subtract" else float(np.nextafter(np.float32(spec.theta), np.float32(0)))
         cls = _signed_leaky(snn.Leaky) if spec.signed else snn.Leaky
         m = cls(beta=float(spec.leak), threshold=thr,
-                      reset_mechanism="subtract" if spec.reset == "subtract" else "zero", init_hidden=False,
-                      reset_delay=spec.reset == "subtract")
+                reset_mechanism="subtract" if spec.reset == "subtract" else "zero", init_hidden=False,
+                reset_delay=spec.reset == "subtract")
         m.mem = None
         return m
 
