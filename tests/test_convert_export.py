@@ -170,7 +170,7 @@ def test_max_pool_conversion_warns(tmp_path, monkeypatch):
     assert json.loads((out / "report.json").read_text())["warnings"] == rep["warnings"]
 
 
-def test_an_export_target_is_one_module_plus_one_registration(tmp_path, monkeypatch):
+def test_an_export_target_is_one_module_plus_one_registration(tmp_path, monkeypatch, snnconv_cli):
     """A new target: a module with check_export / write_export and one register_export line; parse, check and
     write go through the registry (no other file lists the formats)."""
     import sys
@@ -191,4 +191,9 @@ def test_an_export_target_is_one_module_plus_one_registration(tmp_path, monkeypa
     exports.check_exports(["mine"], g)
     assert exports.write_exports(tmp_path, ["mine"], g, None, (1, 2, 2), "mnist") == ["mine.txt"]
     assert (tmp_path / "mine.txt").read_text() == "1"
+    g.inputs, g.outputs = ["x"], ["x"]
+    g.save(tmp_path / "snn.pt")  # `snnconv export --format mine` reaches it through the registry too
+    assert snnconv_cli("export", "--format", "mine", "--model", tmp_path / "snn.pt", "--out",
+                       tmp_path / "cli.txt").returncode == 0
+    assert (tmp_path / "cli.txt").read_text() == "1"
     sys.modules.pop("my_target", None)
