@@ -52,7 +52,7 @@ import torch
 
 from snnconv.api import (ann_accuracy, convert_graph, environment, held_out_split, resolve_model, simulate,
                          spike_format)
-from snnconv.checkpoints import BUNDLED_DIR, cached_checkpoint, load_checkpoint
+from snnconv.checkpoints import BUNDLED_DIR, load_checkpoint
 from snnconv.config import ConversionConfig, RunConfig, parse_timesteps
 from snnconv.data.datasets import load_dataset, load_part
 from snnconv.frontends.torch import from_torch
@@ -63,11 +63,13 @@ RELU_METHODS = ("max", "percentile", "calibration", "calibration_pc")
 METHODS = ("max", "percentile", "calibration", "calibration_pc", "qcfs", "sfn", "qcfs_signed", "qcfs_srp")
 
 SUITES = {
-    "mnist": {"model": "mnist_cnn", "dataset": "mnist", "relu": str(BUNDLED_DIR / "mnist_cnn-mnist.pt"),
-              "qcfs": str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt"),
-              "qcfs_levels": {2: str(BUNDLED_DIR / "mnist_cnn_qcfs2-mnist.pt")}},
+    # checkpoints trained on the training part only (the validation split held out), so that every choice made
+    # from these rows (checkpoint, method, T) can be made on validation
+    "mnist": {"model": "mnist_cnn", "dataset": "mnist", "relu": str(BUNDLED_DIR / "mnist_cnn-mnist-55k.pt"),
+              "qcfs": str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist-55k.pt"),
+              "qcfs_levels": {2: str(BUNDLED_DIR / "mnist_cnn_qcfs2-mnist-55k.pt")}},
     "cifar10": {"model": "resnet20", "dataset": "cifar10", "relu": None,
-                "qcfs": str(cached_checkpoint("resnet20", "cifar10")), "qcfs_levels": {}},
+                "qcfs": "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt", "qcfs_levels": {}},
 }
 LEVEL_METHOD = re.compile(r"(qcfs|qcfs_signed|qcfs_srp|sfn)_l(\d+)")
 
@@ -116,9 +118,10 @@ def method_config(method: str, args, qcfs_as_clip: bool, calibrate_for: int | No
     return spec
 
 
-def per_t(stats, ts, acc, offset: int = 0) -> dict:
+def per_t(stats, ts, acc, offset: int = 0, val_acc=None) -> dict:
     """Accuracy, firing rate (spike events per neuron per step), SynOps, MACs and energy at each t
-    (cumulative over the first offset + t steps: SRP's pre-run is paid for)."""
+    (cumulative over the first offset + t steps: SRP's pre-run is paid for); ``val_acc``: the same network's
+    accuracy on the validation split at each t (what choices are made on)."""
     neurons = sum(stats.neurons.values())
     spikes = sum(stats.spikes.values(), torch.zeros(stats.timesteps)).cumsum(0)
     synops, macs, energy = stats.synops_per_sample(), stats.macs_per_sample(), stats.energy_uj()
@@ -127,10 +130,12 @@ def per_t(stats, ts, acc, offset: int = 0) -> dict:
         k = offset + t - 1
         out[str(t)] = {"acc": acc[t - 1], "firing_rate": float(spikes[k] / (neurons * stats.samples * (k + 1))),
                        "synops": synops[k], "macs": macs[k], "energy_uj": energy[k], "latency": offset + t}
+        if val_acc is not None:
+            out[str(t)]["val_acc"] = val_acc[t - 1]
     return out
 
 
-def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | None:
+def run_method(suite, method, args, ts, test, calib_batches, store, val=None) -> dict | None:
     s = SUITES[suite]
     relu = method in RELU_METHODS
     core, tuned = tuning_suffix(method)
@@ -154,7 +159,7 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
         # the validation split is what checkpoints are chosen on; it is held out only if the checkpoint was
         # trained without it (snnconv train records val_samples since the split exists)
         held_out = (load_checkpoint(weights).get("val_samples") or 0) > 0
-        val_acc = ann_accuracy(graph, load_part(s["dataset"], args.data_dir, "val"))[0]
+        val_acc = ann_accuracy(graph, val if val is not None else load_part(s["dataset"], args.data_dir, "val"))[0]
         store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
                              "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6,
                              "val_acc": val_acc, "val_held_out": held_out}
@@ -182,15 +187,39 @@ def run_method(suite, method, args, ts, test, calib_batches, store) -> dict | No
         from snnconv.passes.srp import simulate_srp
 
         acc, stats = simulate_srp(snn, test, max(ts), args.batch_size)
-        row["per_t"] = per_t(stats, ts, acc, offset=args.srp_tau)
+        val_acc = simulate_srp(snn, val, max(ts), args.batch_size)[0] if val is not None else None
+        row["per_t"] = per_t(stats, ts, acc, offset=args.srp_tau, val_acc=val_acc)
         row["srp_tau"] = args.srp_tau
     else:
         stats = simulate(snn, test, max(ts), args.batch_size, layer_error=False)
-        row["per_t"] = per_t(stats, ts, stats.accuracy())
+        val_acc = simulate(snn, val, max(ts), args.batch_size, layer_error=False).accuracy() if val is not None else None
+        row["per_t"] = per_t(stats, ts, stats.accuracy(), val_acc=val_acc)
+    if val is not None:
+        row["val_samples"] = len(val)
     row["seconds"] = round(time.time() - t0, 1)
-    print(f"[{suite}/{method}] ANN {store['ann'][key]['acc']:.2f} | " +
+    print(f"[{suite}/{method}] ANN {store['ann'][key]['acc']:.2f} (val {store['ann'][key]['val_acc']:.2f}) | " +
           " ".join(f"T{t}={row['per_t'][str(t)]['acc']:.2f}" for t in ts) + f" ({row['seconds']}s)", flush=True)
     return row
+
+
+def best_on_validation(rows: list[dict], ts: list[int], anns: dict) -> list[str]:
+    """The "best method" at each T, chosen on the validation split (ties: fewer SynOps); its test accuracy is
+    the number reported. Rows without validation scores (measured before the split existed) take no part."""
+    out = []
+    for t in ts:
+        cands = [r for r in rows if "val_acc" in r["per_t"].get(str(t), {})]
+        if not cands:
+            continue
+        best = max(cands, key=lambda r: (r["per_t"][str(t)]["val_acc"], -r["per_t"][str(t)]["synops"]))
+        p = best["per_t"][str(t)]
+        a = anns[best.get("ann_clip_key") or best["ann_key"]]
+        out.append(f"| {t} | `{best['method']}` | {p['val_acc']:.2f} | {p['acc']:.2f} | {p['acc'] - a['acc']:+.2f} | "
+                   f"{p['energy_uj']:.3g} |")
+    if not out:
+        return []
+    return (["Best method at each T, chosen on the validation split (the test column is read once, after the "
+             "choice):", "", "| T | method | validation % | test % | test gap to its ANN | energy (uJ) |",
+             "|---:|---|---:|---:|---:|---:|"] + out + [""])
 
 
 def targets(suite: str, sd: dict) -> list[str]:
@@ -307,13 +336,20 @@ def render(data: dict) -> str:
         lines += ["| method | ANN | " + " | ".join(f"T={t}" for t in ts) + " |",
                   "|---|---:|" + "---:|" * len(ts)]
         for r in rows:
-            ann = anns[r.get("ann_clip_key") or r["ann_key"]]["acc"]
-            cells = [f"{r['per_t'][str(t)]['acc']:.2f} ({r['per_t'][str(t)]['acc'] - ann:+.2f})"
+            a = anns[r.get("ann_clip_key") or r["ann_key"]]
+            ann = a["acc"]
+            cells = [(f"{r['per_t'][str(t)]['val_acc']:.2f} / " if "val_acc" in r["per_t"][str(t)] else "") +
+                     f"{r['per_t'][str(t)]['acc']:.2f} ({r['per_t'][str(t)]['acc'] - ann:+.2f})"
                      if str(t) in r["per_t"] else "-" for t in ts]
+            ann_cell = (f"{a['val_acc']:.2f} / " if "val_samples" in r and a.get("val_acc") is not None else "") + f"{ann:.2f}"
             lines.append(f"| {r['method']}{' (latency tau+T, tau=' + str(r['srp_tau']) + ')' if r.get('srp_tau') else ''} "
-                         f"| {ann:.2f} | " + " | ".join(cells) + " |")
-        lines += ["", "Cells: SNN accuracy % (gap to the ANN the method converts, on the same images). Test images "
-                  "per method: " + ", ".join(f"{r['method']} {r['samples']}" for r in rows) + ".", "",
+                         f"| {ann_cell} | " + " | ".join(cells) + " |")
+        lines += ["", "Cells: validation accuracy % / test accuracy % (test gap to the ANN the method converts, on the "
+                  "same images); rows without a validation score show the test accuracy only. Test images per method: "
+                  + ", ".join(f"{r['method']} {r['samples']}" for r in rows) + "; validation images: "
+                  + ", ".join(f"{r['method']} {r.get('val_samples', 0)}" for r in rows) + ".", ""]
+        lines += best_on_validation(rows, ts, anns)
+        lines += ["Firing rate / energy per sample (uJ) at each T:", "",
                   "Firing rate / energy per sample (uJ) at each T:", "",
                   "| method | spikes | " + " | ".join(f"T={t}" for t in ts) + " |", "|---|---|" + "---|" * len(ts)]
         for r in rows:
@@ -345,7 +381,11 @@ def main() -> None:
     ap.add_argument("--methods", default="max,percentile,calibration,qcfs,sfn")
     ap.add_argument("--timesteps", default="1,2,4,8,16,32,64")
     ap.add_argument("--eval-samples", type=int, default=None, help="seeded test subset (default: full test set)")
-    ap.add_argument("--calib-samples", type=int, default=1024)
+    ap.add_argument("--calib-samples", type=int, default=1024, help="calibration images, from the training part")
+    ap.add_argument("--val-samples", type=int, default=None,
+                    help="seeded validation subset every row is also scored on (default: the whole validation split)")
+    ap.add_argument("--reset", action="store_true",
+                    help="drop the suite's stored rows first (rows of earlier checkpoints stay in git history)")
     ap.add_argument("--calib-T", type=int, default=4, help="T the calibration methods calibrate for")
     ap.add_argument("--srp-tau", type=int, default=4)
     ap.add_argument("--hseo-samples", type=int, default=4096, help="_hseo<T> methods: search samples (and as many "
@@ -381,21 +421,27 @@ def main() -> None:
         s["qcfs_levels"][int(lv)] = path
     store = data.setdefault("suites", {}).setdefault(args.suite, {"title": f"{s['model']} on {s['dataset']}"})
     cmd = "python " + " ".join(sys.argv)
+    if args.reset:
+        store = data["suites"][args.suite] = {"title": store["title"]}
     test = load_dataset(s["dataset"], args.data_dir, train=False).subset(args.eval_samples, 0)
-    calib = load_dataset(s["dataset"], args.data_dir, train=True).subset(args.calib_samples, 1)
+    val = load_part(s["dataset"], args.data_dir, "val").subset(args.val_samples, 0)
+    # calibration from the training part: nothing fitted has seen the validation split
+    calib = load_part(s["dataset"], args.data_dir, "train").subset(args.calib_samples, 1)
     calib_batches = [x for x, _ in calib.batches(256)]
     for m in methods:
         old = store.setdefault("methods", {}).get(m)
         if old and not args.force and old["samples"] == len(test) and old["timesteps"] == ts:
             print(f"[{args.suite}/{m}] cached", flush=True)
             continue
-        row = run_method(args.suite, m, args, ts, test, calib_batches, store)
+        row = run_method(args.suite, m, args, ts, test, calib_batches, store, val)
         if row is None:
             continue
         row["command"] = cmd
         store["methods"][m] = row
         # merge into the file as it is now (another suite may be running in parallel)
         data = json.loads(jpath.read_text()) if jpath.is_file() else {}
+        if args.reset and m == methods[0]:
+            data.setdefault("suites", {})[args.suite] = {"title": store["title"]}
         cur = data.setdefault("suites", {}).setdefault(args.suite, {"title": store["title"]})
         cur.setdefault("ann", {}).update(store.get("ann", {}))
         cur.setdefault("methods", {})[m] = row  # only this row: a parallel run of the same suite keeps its own

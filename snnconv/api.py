@@ -18,7 +18,7 @@ from torch import nn
 
 from snnconv import checkpoints
 from snnconv.config import ConversionConfig, RunConfig
-from snnconv.data.datasets import Split, check_dataset_name, dataset_info, load_dataset, load_train_val
+from snnconv.data.datasets import Split, check_dataset_name, dataset_info, load_dataset, load_part, load_train_val
 from snnconv.encoders import Encoder
 from snnconv.errors import SnnconvError
 from snnconv.frontends.torch import from_torch
@@ -30,6 +30,7 @@ from snnconv.progress import progress
 from snnconv.report import environment, write_report
 from snnconv.runtime.interpreter import run_ann
 from snnconv.runtime.simulator import E_MAC_PJ, SimStats, Simulator
+from snnconv.tasks import Job, Task, energy_fields, register_task, task_for
 
 log = logging.getLogger("snnconv")
 
@@ -384,9 +385,10 @@ def spike_format(graph: Graph) -> dict:
 
 
 def held_out_split(dataset: str, data_dir, n: int, seed: int, size: int | None = None) -> Split:
-    """``size`` (default ``n``) labelled training samples disjoint from ``load_dataset(..., train=True).subset(n,
-    seed)`` (the calibration set): the ones after it in the same seeded permutation. Never touches the test split."""
-    train = load_dataset(dataset, data_dir, train=True)
+    """``size`` (default ``n``) labelled samples of the training part disjoint from ``load_part(..., "train")
+    .subset(n, seed)`` (the calibration set): the ones after it in the same seeded permutation. Never touches the
+    validation split (kept for choices) or the test split."""
+    train = load_part(dataset, data_dir, "train")
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[n:n + (size or n)]
     return Split(train.images[idx], train.labels[idx], train.mean, train.std, train.num_classes)
 
@@ -437,8 +439,10 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     (:mod:`snnconv.output`)."""
     from snnconv.runtime import distributed as dist
 
-    if cfg.model.startswith("hf:") and cfg.output.export:
-        raise SnnconvError(f"--export {','.join(cfg.output.export)}: not available for HuggingFace models")
+    task = task_for(cfg)
+    if cfg.output.export and not task.exportable:
+        raise SnnconvError(f"--export {','.join(cfg.output.export)}: not available for {task.name} runs "
+                           f"(model '{cfg.model}')")
     if not cfg.output_dir or not dist.is_main():  # under torchrun every process has the report; rank 0 writes it
         return _run_convert(cfg, None, log_fn, coverage_fn)
     with atomic_dir(cfg.output_dir, overwrite=cfg.output.overwrite) as out:
@@ -450,85 +454,105 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     return report
 
 
-def _run_convert(cfg: RunConfig, out: Path | None, log_fn, coverage_fn) -> dict:
-    if cfg.model.startswith("hf:"):  # transformer job: embeddings cosine instead of accuracy
-        from snnconv.hf_convert import run_convert_hf
+@register_task
+class ClassificationTask(Task):
+    """Image classification (zoo models, PyTorch checkpoints, ONNX files): top-1 accuracy of the ANN and of
+    the SNN at every T on the test split (``eval_samples`` seeded images), calibration images from the
+    training part (the validation split stays unseen), energy per T next to the ANN's."""
 
-        return run_convert_hf(cfg, out, log_fn, coverage_fn)
-    torch.manual_seed(cfg.seed)
-    t_start = time.time()
-    pipeline = Pipeline.from_config(cfg.pipeline_spec())  # validate the config before any heavy work
-    Encoder(cfg.encoding)
-    model, shape, source = resolve_model(cfg, log_fn)
-    test = load_dataset(cfg.dataset, cfg.data_dir, train=False).subset(cfg.eval_samples, cfg.seed)
-    calib = load_dataset(cfg.dataset, cfg.data_dir, train=True).subset(cfg.calib_samples, cfg.seed + 1)
-    log_fn(f"converting {cfg.model} on {cfg.dataset} (T = {','.join(map(str, cfg.timesteps))})")
-    graph, coverage = ingest(model, shape)
-    coverage_fn(coverage)
-    if cfg.passes is None:  # the recipe states what its input must have (snnconv/recipes.py)
-        from snnconv.recipes import get_recipe
+    name = "classification"
+    metric = "top-1 accuracy (%)"
 
-        get_recipe(cfg.conversion.method).check(graph, cfg.conversion)
-    calib_batches = [x for x, _ in calib.batches(256)]
-    snn, records = convert_graph(graph, calib_batches, pipeline,
-                                 labelled=lambda: held_out_split(cfg.dataset, cfg.data_dir, cfg.calib_samples,
-                                                                 cfg.seed + 1).batches(256))
-    if cfg.passes is None:  # a default pipeline must produce a spiking network
-        check_spiking(snn)
-    warnings = []
+    def handles(self, cfg) -> bool:
+        return not cfg.model.startswith("hf:")
+
+    def prepare(self, cfg, log_fn) -> Job:
+        Encoder(cfg.encoding)  # a bad encoding fails before any heavy work
+        model, shape, source = resolve_model(cfg, log_fn)
+        test = load_dataset(cfg.dataset, cfg.data_dir, train=False).subset(cfg.eval_samples, cfg.seed)
+        # calibration comes from the training part: the validation split stays unseen by every fitted value
+        calib = load_part(cfg.dataset, cfg.data_dir, "train").subset(cfg.calib_samples, cfg.seed + 1)
+        log_fn(f"converting {cfg.model} on {cfg.dataset} (T = {','.join(map(str, cfg.timesteps))})")
+        graph, coverage = ingest(model, shape)
+        return Job(graph=graph, coverage=coverage, calibration=[x for x, _ in calib.batches(256)],
+                   dataset=cfg.dataset, samples=len(test),
+                   labelled=lambda: held_out_split(cfg.dataset, cfg.data_dir, cfg.calib_samples,
+                                                   cfg.seed + 1).batches(256),
+                   data={"test": test, "shape": shape, "source": source})
+
+    def score(self, job: Job, snn: Graph, cfg, log_fn) -> dict:
+        test = job.data["test"]
+        ann_acc, macs = ann_accuracy(job.graph, test)
+        log_fn(f"ANN accuracy {ann_acc:.2f}% on {len(test)} samples")
+        encoder = Encoder(cfg.encoding, seed=cfg.seed)
+        stats = simulate(snn, test, max(cfg.timesteps), cfg.batch_size, cfg.chunk, encoder=encoder)
+        acc = stats.accuracy()
+        for t in cfg.timesteps:
+            log_fn(f"T={t:>3}: SNN {acc[t - 1]:.2f}% (ANN {ann_acc:.2f}%)")
+        return {"weights": job.data["source"], "encoding": cfg.encoding, "first_layer_ops": encoder.first_layer_ops(),
+                "ann_accuracy": ann_acc, "snn_accuracy": {str(t): acc[t - 1] for t in cfg.timesteps},
+                "snn_accuracy_all_t": acc, "ann_macs": macs, "ann_energy_uj": macs * E_MAC_PJ * 1e-6,
+                **energy_fields(stats, cfg.timesteps), "layer_error": stats.layer_errors()}
+
+
+def conversion_warnings(snn: Graph) -> list[str]:
+    """What the report must say about a converted graph whose conversion is known to be lossy."""
     pools = [k for k, n in snn.nodes.items() if n.kind == "maxpool2d"]
     if pools:  # say it, do not hide it (issue 18): the gate converges slowly and biases the layers after it
-        warnings.append(f"max pooling ({len(pools)} layer(s), first '{pools[0]}') runs with the spike-gating scheme of "
-                        f"Rueckauer et al. 2017, which converges slowly and loses fidelity in the layers after it; "
-                        f"prefer average pooling (e.g. vgg16_avg) for conversion")
+        return [f"max pooling ({len(pools)} layer(s), first '{pools[0]}') runs with the spike-gating scheme of "
+                f"Rueckauer et al. 2017, which converges slowly and loses fidelity in the layers after it; "
+                f"prefer average pooling (e.g. vgg16_avg) for conversion"]
+    return []
+
+
+def _run_convert(cfg: RunConfig, out: Path | None, log_fn, coverage_fn) -> dict:
+    """One conversion run for every kind of model: the task (snnconv.tasks) loads the model and data and
+    scores the SNN; everything else (pipeline, recipe contract, spiking check, exports, report) is shared."""
+    from snnconv.recipes import get_recipe
+
+    torch.manual_seed(cfg.seed)
+    t_start = time.time()
+    task = task_for(cfg)
+    recipe = get_recipe(task.recipe(cfg))
+    pipeline = Pipeline.from_config(cfg.pipeline_spec(recipe.name))  # validate the config before any heavy work
+    job = task.prepare(cfg, log_fn)
+    coverage_fn(job.coverage)
+    if cfg.passes is None:  # the recipe states what its input must have (snnconv/recipes.py)
+        recipe.check(job.graph, cfg.conversion)
+    snn, records = convert_graph(job.graph, job.calibration, pipeline, labelled=job.labelled)
+    if cfg.passes is None:  # a default pipeline must produce a spiking network
+        check_spiking(snn)
+    warnings = conversion_warnings(snn)
     for w in warnings:
         log_fn(f"warning: {w}")
     if cfg.output.export:  # refuse an unexportable graph now, not after the simulation
         from snnconv.backends.exports import check_exports
 
         check_exports(cfg.output.export, snn)
-    ann_acc, macs = ann_accuracy(graph, test)
-    log_fn(f"ANN accuracy {ann_acc:.2f}% on {len(test)} samples")
     T = max(cfg.timesteps)
-    encoder = Encoder(cfg.encoding, seed=cfg.seed)
-    stats = simulate(snn, test, T, cfg.batch_size, cfg.chunk, encoder=encoder)
-    acc = stats.accuracy()
-    synops, smacs, energy = stats.synops_per_sample(), stats.macs_per_sample(), stats.energy_uj()
     report = {
-        "model": cfg.model, "dataset": cfg.dataset, "samples": len(test), "calib_samples": len(calib),
-        "weights": source, "conversion": {**cfg.to_dict()["conversion"], "pipeline": cfg.pipeline_spec()},
-        "timesteps": cfg.timesteps, "max_T": T, "encoding": cfg.encoding,
-        "first_layer_ops": encoder.first_layer_ops(), "ann_accuracy": ann_acc,
-        "snn_accuracy": {str(t): acc[t - 1] for t in cfg.timesteps},
-        "snn_accuracy_all_t": acc,
-        "energy": {str(t): {"synops": synops[t - 1], "macs": smacs[t - 1], "energy_uj": energy[t - 1]}
-                   for t in cfg.timesteps},
-        "ann_macs": macs, "ann_energy_uj": macs * E_MAC_PJ * 1e-6,
-        "firing_rates": stats.firing_rates(), "layer_error": stats.layer_errors(),
-        "spikes": spike_format(snn),
-        "passes": records, "coverage": coverage, "config": cfg.to_dict(), "environment": environment(),
-        "warnings": warnings, "seconds": None,
+        "model": cfg.model, "dataset": job.dataset, "task": task.name, "metric": task.metric,
+        "samples": job.samples, "calib_samples": sum(len(x) for x in job.calibration),
+        "conversion": {**cfg.to_dict()["conversion"], "method": recipe.name, "pipeline": cfg.pipeline_spec(recipe.name)},
+        "timesteps": cfg.timesteps, "max_T": T,
     }
+    report.update(task.score(job, snn, cfg, log_fn))
+    report.update({"spikes": spike_format(snn), "passes": records, "coverage": job.coverage, "config": cfg.to_dict(),
+                   "environment": environment(), "warnings": warnings})
     if any(getattr(n, "operator", False) for n in snn.nodes.values()):  # operator nodes are not neurons: say so
-        from snnconv.passes.spiking_transformer import spiking_census
+        from snnconv.passes.spiking_transformer import census_counts, spiking_census
 
         report["spiking_census"] = spiking_census(snn)
-    for t in cfg.timesteps:
-        log_fn(f"T={t:>3}: SNN {acc[t - 1]:.2f}% (ANN {ann_acc:.2f}%)")
+        report["census_counts"] = census_counts(report["spiking_census"])
     report["seconds"] = round(time.time() - t_start, 2)
     if out is not None:
         if cfg.output.graphs:
             snn.save(out / "snn.pt")
-            graph.save(out / "ann.pt")
+            job.graph.save(out / "ann.pt")
         if cfg.output.export:  # inside the temporary folder: a failed export leaves no run folder
             from snnconv.backends.exports import write_exports
 
-            report["exports"] = write_exports(out, cfg.output.export, snn, graph, shape, cfg.dataset,
+            report["exports"] = write_exports(out, cfg.output.export, snn, job.graph, job.data["shape"], cfg.dataset,
                                               cfg.data_dir, log_fn)
         write_report(out, report, html_page=cfg.output.html)
-        if "spiking_census" in report:
-            from snnconv.passes.spiking_transformer import census_markdown
-
-            with open(out / "report.md", "a") as f:
-                f.write("\n## Spiking census\n\n" + census_markdown(report["spiking_census"]) + "\n")
     return report

@@ -38,6 +38,7 @@ from snnconv.config import RunConfig, load_config, read_yaml
 from snnconv.errors import SnnconvError
 from snnconv.output import prepare_batch_dir, write_text_atomic
 from snnconv.progress import progress
+from snnconv.report import metric_curve
 
 
 @dataclass
@@ -161,12 +162,8 @@ def _summary_of(report: dict) -> dict:
     keep = ("model", "dataset", "samples", "ann_accuracy", "snn_accuracy", "snn_accuracy_all_t", "energy", "max_T",
             "seconds", "ann_energy_uj")
     out = {k: report.get(k) for k in keep}
-    if report.get("snn_accuracy") is not None:
-        out.update(metric="accuracy (%)", curve=report["snn_accuracy"], curve_all_t=report.get("snn_accuracy_all_t"))
-    elif report.get("cosine") is not None:
-        out.update(metric="cosine", curve=report["cosine"], curve_all_t=report.get("cosine_all_t"))
-    else:
-        out.update(metric="-", curve={}, curve_all_t=None)
+    metric, curve, all_t = metric_curve(report)
+    out.update(metric=metric, curve=curve, curve_all_t=all_t)
     return out
 
 

@@ -94,16 +94,18 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     train_if_missing: bool = False
 
-    def pipeline_spec(self) -> list:
+    def pipeline_spec(self, recipe: str | None = None) -> list:
+        """The passes of this run: ``passes`` (its ``conversion`` entries expanded) or the recipe's pipeline;
+        ``recipe`` overrides ``conversion.method`` (a task that has its own recipe, e.g. hf: models)."""
         if self.passes is not None:
             out = []
             for p in self.passes:
-                out.extend(self._conversion_passes() if p == "conversion" else [p])
+                out.extend(self._conversion_passes(recipe) if p == "conversion" else [p])
             return out
-        return self._conversion_passes()
+        return self._conversion_passes(recipe)
 
-    def _conversion_passes(self) -> list:
-        return get_recipe(self.conversion.method).passes(self.conversion)
+    def _conversion_passes(self, recipe: str | None = None) -> list:
+        return get_recipe(recipe or self.conversion.method).passes(self.conversion)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

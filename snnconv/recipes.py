@@ -121,6 +121,19 @@ class Sfn(Recipe):
                 "granularity": c.granularity}
 
 
+@register_recipe
+class SpikingTransformer(Recipe):
+    name = "spiking_transformer"
+    summary = ("transformers: signed multi-level IF neurons on every weight-layer input and attention-matmul "
+               "operand, operator nodes for softmax / layer norm / GELU (after SpikeZIP-TF, You et al., ICML 2024); "
+               "the recipe of hf: models")
+    requires = "a transformer graph (the hf: frontend), or any graph with weight layers"
+    guarantees = "every weight layer is driven by spikes; the census says which nodes are operators"
+
+    def passes(self, c) -> list:
+        return ["remove_identity", "spiking_transformer"]
+
+
 def describe(c) -> list[dict]:
     """Every recipe with its pipeline for settings ``c`` (``snnconv methods``)."""
     out = []

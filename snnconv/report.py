@@ -42,20 +42,30 @@ def _png(fig) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
+def metric_curve(r: dict) -> tuple[str, dict, list | None]:
+    """The per-T score of a report, whatever its task: ``(metric, {T: value}, value at every t or None)``.
+    Classification reports top-1 accuracy; embedding (hf:) runs the cosine of ANN and SNN embeddings."""
+    if r.get("snn_accuracy") is not None:
+        return "accuracy (%)", r["snn_accuracy"], r.get("snn_accuracy_all_t")
+    if r.get("cosine") is not None:
+        return "cosine", r["cosine"], r.get("cosine_all_t")
+    return "-", {}, None
+
+
 def _accuracy_axes(ax, report: dict, label: str = "SNN", with_ann: bool = True) -> None:
-    all_t = report.get("snn_accuracy_all_t")
-    ts = [int(t) for t in report["snn_accuracy"]]
+    metric, curve, all_t = metric_curve(report)
+    ts = [int(t) for t in curve]
     if all_t:
         ax.plot(range(1, len(all_t) + 1), all_t, "-", lw=1.2, alpha=0.6,
                 label=None if label != "SNN" else "SNN (every t)")
-    line = ax.plot(ts, [report["snn_accuracy"][str(t)] for t in ts], "o", label=label)[0]
+    line = ax.plot(ts, [curve[str(t)] for t in ts], "o", label=label)[0]
     if with_ann and report.get("ann_accuracy") is not None:
         ax.axhline(report["ann_accuracy"], color=line.get_color() if label != "SNN" else "gray", ls="--", lw=0.9,
                    label=f"ANN {report['ann_accuracy']:.2f}%" if label == "SNN" else None)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ts, [str(t) for t in ts])
     ax.set_xlabel("timesteps T")
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylabel("top-1 accuracy (%)" if metric.startswith("acc") else "cosine(ANN, SNN)")
     ax.grid(alpha=0.3)
 
 
@@ -63,7 +73,7 @@ def plot_accuracy(path: Path, report: dict) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     _accuracy_axes(ax, report)
-    ax.set_title(f"{report['model']} on {report['dataset']} ({report['conversion'].get('method', '')})")
+    ax.set_title(f"{report['model']} on {report['dataset']} ({report.get('conversion', {}).get('method', '')})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -134,24 +144,20 @@ def html_report(r: dict) -> str:
     plt = pyplot()
     title = f"snnconv report: {r['model']} on {r['dataset']}"
     ann = r.get("ann_accuracy")
+    ann_text = f"ANN accuracy <b>{ann:.2f}%</b>" if ann is not None else f"metric: {html.escape(r.get('metric', ''))}"
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{r['samples']} test samples, {r['calib_samples']} calibration samples; input encoding "
-            f"{html.escape(str(r.get('encoding', 'direct')))}; ANN accuracy <b>{ann:.2f}%</b>; "
+            f"{html.escape(str(r.get('encoding', 'direct')))}; {ann_text}; "
             f"max T = {r['max_T']}; run time {r.get('seconds')} s.</p>"]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     _accuracy_axes(ax, r)
     ax.legend()
-    body += ["<h2>Accuracy vs T</h2>", _png(fig)]
-    rows = []
-    for t, acc in r["snn_accuracy"].items():
-        e = r["energy"][t]
-        rows.append([t, f"{acc:.2f}", f"{acc - ann:+.2f}", f"{e['synops']:.4g}", f"{e['macs']:.4g}",
-                     f"{e['energy_uj']:.4g}"])
-    body.append(_table(["T", "SNN acc (%)", "gap to ANN", "SynOps/sample", "MACs/sample", "energy (uJ/sample)"],
-                       rows))
+    header, rows = _per_t_rows(r, ".4g")
+    body += [f"<h2>{'Accuracy' if ann is not None else 'Cosine(ANN, SNN)'} vs T</h2>", _png(fig), _table(header, rows)]
+    ann_ops = (f"ANN: {r['ann_macs']:.4g} MACs/sample, {r['ann_energy_uj']:.4g} uJ/sample at 4.6 pJ/MAC; "
+               if r.get("ann_macs") else "")
     body += ["<h2>SynOps and energy per T</h2>", _png(_energy_plot(r)),
-             f"<p>ANN: {r['ann_macs']:.4g} MACs/sample, {r['ann_energy_uj']:.4g} uJ/sample at 4.6 pJ/MAC; SNN: "
-             "0.9 pJ per SynOp (accumulate), 4.6 pJ per MAC of layers fed by the analog input "
+             f"<p>{ann_ops}SNN: 0.9 pJ per SynOp (accumulate), 4.6 pJ per MAC of layers fed by the analog input "
              "(45 nm CMOS, Horowitz ISSCC 2014).</p>"]
     rates, errs = r.get("firing_rates", {}), r.get("layer_error", {})
     body.append(f"<h2>Per-layer statistics at T={r['max_T']}</h2>")
@@ -162,6 +168,10 @@ def html_report(r: dict) -> str:
                  _png(_layer_bars(errs, "relative error (log scale)", log=True))]
     body.append(_table(["layer", "firing rate", "rel. error vs ANN"],
                        [[n, f"{rates[n]:.4f}", f"{errs[n]:.4f}" if n in errs else "-"] for n in rates]))
+    if r.get("spiking_census"):
+        body += ["<h2>Spiking census</h2>", _table(["node", "kind", "role"], [
+            [html.escape(c["node"]), html.escape(str(c.get("kind", ""))), html.escape(c["role"])]
+            for c in r["spiking_census"]], left=3)]
     body += ["<h2>Passes</h2>", "<ul>" + "".join(
         f"<li><b>{html.escape(p['pass'])}</b>: {html.escape(p['message'])}</li>" for p in r.get("passes", [])) + "</ul>"]
     if r.get("coverage"):
@@ -231,26 +241,47 @@ def comparison_html(summary: dict) -> str:
     return _page(title, body)
 
 
+def _per_t_rows(r: dict, spec: str = ".3g") -> tuple[list[str], list[list[str]]]:
+    """The per-T table of a report (any task): header and rows of score, gap, SynOps, MACs and energy."""
+    metric, curve, _ = metric_curve(r)
+    ann = r.get("ann_accuracy")
+    header = (["T", "SNN acc (%)", "gap to ANN"] if metric.startswith("acc") else ["T", "cosine(ANN, SNN)"]) + [
+        "SynOps/sample", "MACs/sample", "energy (uJ/sample)"]
+    rows = []
+    for t, v in curve.items():
+        e = (r.get("energy") or {}).get(t, {})
+        score = [f"{v:.2f}", f"{v - ann:+.2f}"] if metric.startswith("acc") else [f"{v:.4f}"]
+        rows.append([t, *score, *(format(e[k], spec) if k in e else "-" for k in ("synops", "macs", "energy_uj"))])
+    return header, rows
+
+
 def markdown(r: dict) -> str:
+    header, rows = _per_t_rows(r)
+    ann = r.get("ann_accuracy")
     lines = [f"# snnconv report: {r['model']} on {r['dataset']}", "",
-             f"- samples evaluated: {r['samples']}; calibration samples: {r['calib_samples']}",
+             f"- samples evaluated: {r['samples']}; calibration samples: {r['calib_samples']}"
+             + (f"; padded length {r['seq_len']} tokens" if r.get("seq_len") else ""),
              f"- conversion: {json.dumps(r['conversion'])}",
              f"- input encoding: {r.get('encoding', 'direct')} (first layer counted as {r.get('first_layer_ops', 'MAC')})",
-             f"- ANN accuracy: {r['ann_accuracy']:.2f}%",
+             f"- ANN accuracy: {ann:.2f}%" if ann is not None else f"- metric: {r.get('metric', '-')}",
              *_spike_lines(r.get("spikes")),
              *[f"- **warning**: {w}" for w in r.get("warnings", [])], "",
-             "| T | SNN acc (%) | gap to ANN | SynOps/sample | MACs/sample | energy (uJ/sample) |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for t, acc in r["snn_accuracy"].items():
-        e = r["energy"][t]
-        lines.append(f"| {t} | {acc:.2f} | {acc - r['ann_accuracy']:+.2f} | {e['synops']:.3g} | {e['macs']:.3g} | "
-                     f"{e['energy_uj']:.3g} |")
-    lines += ["", f"ANN energy estimate: {r['ann_energy_uj']:.3g} uJ/sample ({r['ann_macs']:.3g} MACs at 4.6 pJ); "
-              "SNN: 0.9 pJ per SynOp, 4.6 pJ per MAC of layers fed by the analog input.", "",
+             "| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    ann_energy = (f"ANN energy estimate: {r['ann_energy_uj']:.3g} uJ/sample ({r['ann_macs']:.3g} MACs at 4.6 pJ); "
+                  if r.get("ann_macs") else "")
+    lines += ["", ann_energy + "SNN: 0.9 pJ per SynOp, 4.6 pJ per MAC of layers fed by the analog input.", "",
               f"## Per-layer statistics at T={r['max_T']}", "",
               "| layer | firing rate (spikes/neuron/step) | rel. error vs ANN |", "|---|---:|---:|"]
+    errors = r.get("layer_error") or {}
     for name, rate in r["firing_rates"].items():
-        lines.append(f"| {name} | {rate:.4f} | {r['layer_error'].get(name, float('nan')):.4f} |")
+        lines.append(f"| {name} | {rate:.4f} | {errors.get(name, float('nan')):.4f} |")
+    if r.get("spiking_census"):
+        from snnconv.passes.spiking_transformer import census_markdown
+
+        lines += ["", "## Spiking census", "", "Which nodes are spiking neurons and which are operator nodes "
+                  "(real-valued functions of accumulated inputs, accumulate-and-difference coding):", "",
+                  census_markdown(r["spiking_census"])]
     lines += ["", "## Passes", ""] + [f"- **{p['pass']}**: {p['message']}" for p in r["passes"]]
     lines += ["", "## Op coverage", "", r.get("coverage", ""), "", "## Environment", "",
               "```", json.dumps(r["environment"], indent=2), "```", ""]

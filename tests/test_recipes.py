@@ -9,9 +9,11 @@ from snnconv.recipes import RECIPES, Recipe, describe, get_recipe, register_reci
 
 
 def test_every_method_is_a_recipe_with_its_pipeline():
-    assert set(RECIPES) == {"max", "percentile", "calibration", "qcfs", "sfn"}
+    assert set(RECIPES) == {"max", "percentile", "calibration", "qcfs", "sfn", "spiking_transformer"}
     for r in describe(ConversionConfig()):
-        assert r["summary"] and r["requires"] and r["pipeline"][:2] == ["fold_batchnorm", "remove_identity"]
+        assert r["summary"] and r["requires"]
+        assert r["pipeline"][:2] == (["fold_batchnorm", "remove_identity"] if r["name"] != "spiking_transformer"
+                                     else ["remove_identity", "spiking_transformer"])
     spec = RunConfig(conversion=ConversionConfig(method="calibration", signed=True)).pipeline_spec()
     assert [p if isinstance(p, str) else p["name"] for p in spec] == \
         ["fold_batchnorm", "remove_identity", "threshold_balance", "signed_neurons", "calibration"]
@@ -45,3 +47,16 @@ def test_a_new_recipe_is_selectable_by_name():
         RECIPES.pop("half_v0")
     with pytest.raises(SnnconvError, match="unknown conversion method"):
         get_recipe("half_v0")
+
+
+def test_one_run_convert_picks_the_task_and_its_recipe():
+    """hf: models and image classifiers go through the same run_convert; the task decides data, metric
+    and (for hf:) the recipe, so the pipeline a run reports is the one it ran."""
+    from snnconv.tasks import task_for
+
+    hf = RunConfig(model="hf:some/folder", dataset="sentences")
+    cnn = RunConfig(model="mnist_cnn", dataset="mnist-bundled")
+    assert task_for(hf).name == "embedding" and not task_for(hf).exportable
+    assert task_for(cnn).name == "classification" and task_for(cnn).exportable
+    assert hf.pipeline_spec(task_for(hf).recipe(hf)) == ["remove_identity", "spiking_transformer"]
+    assert cnn.pipeline_spec(task_for(cnn).recipe(cnn)) == cnn.pipeline_spec()
