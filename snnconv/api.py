@@ -29,6 +29,7 @@ from snnconv.passes import PassContext, Pipeline
 from snnconv.progress import progress
 from snnconv.report import environment, write_report
 from snnconv.runtime.interpreter import run_ann
+from snnconv.runtime.device import resolve_device
 from snnconv.runtime.simulator import E_MAC_PJ, SimStats, Simulator
 from snnconv.tasks import Job, Task, energy_fields, register_task, task_for
 
@@ -179,9 +180,9 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     from a QCFS checkpoint with other ``levels``, at its trained thresholds (re-quantized to ``levels``).
     """
     from snnconv.output import check_output_file
-    from snnconv.training.ann import TrainConfig, train_ann, training_device
+    from snnconv.training.ann import TrainConfig, train_ann
 
-    training_device(device)  # fail before loading data
+    resolve_device(device)  # fail before loading data
     path = Path(out) if out else checkpoints.cached_checkpoint(model_name, checkpoint_key(dataset))
     check_output_file(path, overwrite, what="checkpoint")  # before any work: never replaces a file unasked
     in_ch, ncls = dataset_info(dataset)
@@ -295,10 +296,12 @@ def check_spiking(snn: Graph) -> None:
 
 
 def convert_graph(graph: Graph, calibration: Iterable[torch.Tensor], pipeline: Pipeline,
-                  labelled=None) -> tuple[Graph, list[dict]]:
+                  labelled=None, device=None) -> tuple[Graph, list[dict]]:
     """Run ``pipeline`` on ``graph`` with calibration batches (and optional labelled held-out
-    ``(x, y)`` batches for passes that score accuracy, e.g. ``hseo``); returns the SNN graph and the pass log."""
-    ctx = PassContext(calibration=calibration, labelled=labelled)
+    ``(x, y)`` batches for passes that score accuracy, e.g. ``hseo``); returns the SNN graph and the pass log.
+    ``device`` (cpu, cuda, cuda:N): where the passes compute statistics and simulate; the graph stays on the CPU."""
+    ctx = PassContext(calibration=calibration, labelled=labelled,
+                      device=None if device is None else resolve_device(device))
     snn = pipeline.run(graph, ctx)
     return snn, ctx.records
 
@@ -312,14 +315,16 @@ def convert_module(model: nn.Module, input_shape: tuple[int, ...], calibration: 
 
 
 @torch.no_grad()
-def ann_accuracy(graph: Graph, split: Split, batch_size: int = 256) -> tuple[float, float]:
-    """(top-1 accuracy %, dense MACs per sample) of the graph run as an ANN."""
+def ann_accuracy(graph: Graph, split: Split, batch_size: int = 256, device=None) -> tuple[float, float]:
+    """(top-1 accuracy %, dense MACs per sample) of the graph run as an ANN (on ``device``, default cpu)."""
     from snnconv.runtime import distributed as dist
 
+    dev = resolve_device(device)
+    run_graph = graph.to(dev)
     correct = 0
     part, first = _batch_shard(split, batch_size)  # this process's batches under torchrun, else all
     for x, y in progress(part.batches(batch_size), total=-(-len(part) // batch_size), desc="ANN eval"):
-        correct += (run_ann(graph, x).argmax(1) == y).sum().item()
+        correct += (run_ann(run_graph, x.to(dev)).argmax(1).cpu() == y).sum().item()
     correct = int(dist.all_reduce_sum(torch.tensor([correct], dtype=torch.int64)).item())
     return 100.0 * correct / len(split), ann_macs(graph)
 
@@ -350,15 +355,16 @@ def ann_macs(graph: Graph) -> float:
 
 
 def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, chunk: int = 8,
-             layer_error: bool = True, encoder: Encoder | None = None) -> SimStats:
-    """Run the SNN on ``split`` for ``timesteps`` steps; accuracy for every t <= T comes from this one run."""
+             layer_error: bool = True, encoder: Encoder | None = None, device=None) -> SimStats:
+    """Run the SNN on ``split`` for ``timesteps`` steps (on ``device``, default cpu); accuracy for every
+    t <= T comes from this one run."""
     from snnconv.passes.srp import presim_steps
     from snnconv.runtime import distributed as dist
 
     if presim_steps(graph):
         raise SnnconvError("this SNN has an SRP pre-run; simulate it with snnconv.passes.srp.simulate_srp, "
                            "which scores the readout after the pre-run")
-    sim = Simulator(graph, timesteps, chunk=chunk, encoder=encoder)
+    sim = Simulator(graph, timesteps, chunk=chunk, encoder=encoder, device=resolve_device(device))
     part, first = _batch_shard(split, batch_size)  # under torchrun: this process's block of batches
     sim._batches = first  # global batch index: seeds of stochastic encoders match a one-process run
     nb = -(-len(part) // batch_size)
@@ -366,6 +372,23 @@ def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, 
                                start=first):
         sim.run(x, y, layer_error=layer_error and i < 4)  # layer error from the first batches only
     return dist.all_reduce_stats(sim.stats)
+
+
+def evaluate(snn: str | None = None, model: str | None = None, weights: str | None = None,
+             dataset: str = "mnist-bundled", data_dir=None, timesteps: list[int] = (1, 2, 4, 8, 16, 32),
+             eval_samples: int | None = None, device: str = "cpu", log_fn=print) -> dict:
+    """``snnconv evaluate``: a saved SNN (``snn``, an IR file) at every T in ``timesteps``, or an ANN (``model``
+    and optional ``weights``) on the test split; ``{"snn_accuracy": {T: %}}`` or ``{"ann_accuracy": %}``."""
+    if not snn and not model:
+        raise SnnconvError("give --snn FILE or --model NAME")
+    resolve_device(device)
+    split = load_dataset(dataset, data_dir, train=False).subset(eval_samples)
+    if snn:
+        acc = simulate(Graph.load(snn), split, max(timesteps), layer_error=False, device=device).accuracy()
+        return {"snn_accuracy": {t: acc[t - 1] for t in timesteps}}
+    m, shape, _ = resolve_model(RunConfig(model=model, weights=weights, dataset=dataset, data_dir=data_dir), log_fn)
+    graph, _ = ingest(m, shape)
+    return {"ann_accuracy": ann_accuracy(graph, split, device=device)[0]}
 
 
 def spike_format(graph: Graph) -> dict:
@@ -439,6 +462,7 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
     (:mod:`snnconv.output`)."""
     from snnconv.runtime import distributed as dist
 
+    resolve_device(cfg.device)  # a missing GPU is a one-line error before any work
     task = task_for(cfg)
     if cfg.output.export and not task.exportable:
         raise SnnconvError(f"--export {','.join(cfg.output.export)}: not available for {task.name} runs "
@@ -482,10 +506,10 @@ class ClassificationTask(Task):
 
     def score(self, job: Job, snn: Graph, cfg, log_fn) -> dict:
         test = job.data["test"]
-        ann_acc, macs = ann_accuracy(job.graph, test)
+        ann_acc, macs = ann_accuracy(job.graph, test, device=cfg.device)
         log_fn(f"ANN accuracy {ann_acc:.2f}% on {len(test)} samples")
         encoder = Encoder(cfg.encoding, seed=cfg.seed)
-        stats = simulate(snn, test, max(cfg.timesteps), cfg.batch_size, cfg.chunk, encoder=encoder)
+        stats = simulate(snn, test, max(cfg.timesteps), cfg.batch_size, cfg.chunk, encoder=encoder, device=cfg.device)
         acc = stats.accuracy()
         for t in cfg.timesteps:
             log_fn(f"T={t:>3}: SNN {acc[t - 1]:.2f}% (ANN {ann_acc:.2f}%)")
@@ -519,7 +543,7 @@ def _run_convert(cfg: RunConfig, out: Path | None, log_fn, coverage_fn) -> dict:
     coverage_fn(job.coverage)
     if cfg.passes is None:  # the recipe states what its input must have (snnconv/recipes.py)
         recipe.check(job.graph, cfg.conversion)
-    snn, records = convert_graph(job.graph, job.calibration, pipeline, labelled=job.labelled)
+    snn, records = convert_graph(job.graph, job.calibration, pipeline, labelled=job.labelled, device=cfg.device)
     if cfg.passes is None:  # a default pipeline must produce a spiking network
         check_spiking(snn)
     warnings = conversion_warnings(snn)

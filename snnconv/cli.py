@@ -66,6 +66,8 @@ def convert(
                                                 "lava (lava/) into the run folder; repeatable or comma list"),
     seed: Optional[int] = typer.Option(None, help="seed of the calibration/test sample choice and stochastic "
                                                   "encoders (default 0)"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N: where calibration, evaluation and "
+                                                    "simulation run (default cpu)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --output-dir when it is an earlier snnconv "
                                    "run folder (a folder snnconv did not create is never replaced)"),
 ):
@@ -79,7 +81,7 @@ def convert(
     overrides = {"model": model, "weights": weights, "dataset": dataset, "data_dir": data_dir,
                  "timesteps": parse_timesteps(timesteps) if timesteps else None, "output_dir": output_dir,
                  "calib_samples": calib_samples, "eval_samples": eval_samples, "batch_size": batch_size,
-                 "encoding": encoding, "train_if_missing": train_if_missing or None, "seed": seed,
+                 "encoding": encoding, "train_if_missing": train_if_missing or None, "seed": seed, "device": device,
                  "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
                                 "reset": reset, "v_init": v_init,
                                 "neuron": neuron, "leak": leak, "levels": levels, "calibration": calibration,
@@ -222,26 +224,19 @@ def evaluate(
     data_dir: Optional[str] = typer.Option(None, envvar="SNNCONV_DATA_DIR"),
     timesteps: str = typer.Option("1,2,4,8,16,32"),
     eval_samples: Optional[int] = typer.Option(None),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
 ):
     """Evaluate an ANN checkpoint, or a converted SNN at several T."""
-    from snnconv.api import ann_accuracy, ingest, resolve_model, simulate
-    from snnconv.config import RunConfig, parse_timesteps
-    from snnconv.data.datasets import load_dataset
-    from snnconv.ir import Graph
+    from snnconv.api import evaluate as run
+    from snnconv.config import parse_timesteps
 
-    split = load_dataset(dataset, data_dir, train=False).subset(eval_samples)
-    if snn:
-        graph = Graph.load(snn)
-        ts = parse_timesteps(timesteps)
-        acc = simulate(graph, split, max(ts), layer_error=False).accuracy()
-        for t in ts:
-            typer.echo(f"T={t}: {acc[t - 1]:.2f}%")
-    elif model:
-        m, shape, _ = resolve_model(RunConfig(model=model, weights=weights, dataset=dataset, data_dir=data_dir), _err)
-        graph, _ = ingest(m, shape)
-        typer.echo(f"ANN accuracy: {ann_accuracy(graph, split)[0]:.2f}%")
+    result = run(snn=snn, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
+                 timesteps=parse_timesteps(timesteps), eval_samples=eval_samples, device=device, log_fn=_err)
+    if "snn_accuracy" in result:
+        for t, acc in result["snn_accuracy"].items():
+            typer.echo(f"T={t}: {acc:.2f}%")
     else:
-        raise SnnconvError("give --snn FILE or --model NAME")
+        typer.echo(f"ANN accuracy: {result['ann_accuracy']:.2f}%")
 
 
 @app.command()

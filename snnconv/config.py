@@ -88,6 +88,7 @@ class RunConfig:
     chunk: int = 8  # timesteps simulated together (memory vs. speed)
     encoding: str = "direct"  # direct | rate | latency | delta (see snnconv.encoders)
     seed: int = 0
+    device: str = "cpu"  # cpu | cuda | cuda:N: where calibration, evaluation and simulation run
     conversion: ConversionConfig = field(default_factory=ConversionConfig)
     passes: list | None = None  # explicit pipeline; None: built from `conversion`
     output_dir: str | None = None

@@ -56,12 +56,12 @@ class Encoder:
         scale = state["scale"]
         if self.kind == "rate":
             p = (x.abs() / scale).clamp_(max=1.0)
-            u = torch.rand((tc, *x.shape), generator=state["gen"])
+            u = torch.rand((tc, *x.shape), generator=state["gen"]).to(x.device)  # CPU generator: same spikes on every device
             return (u < p).to(x.dtype) * (torch.sign(x) * scale)
         if self.kind == "latency":
             when = torch.round((1 - (x.abs() / scale).clamp(max=1.0)) * (self.window - 1))
             when = torch.where(x == 0, torch.full_like(when, -1), when)  # zero inputs never fire
-            steps = torch.arange(t0, t0 + tc, dtype=x.dtype).view(tc, *([1] * x.dim()))
+            steps = torch.arange(t0, t0 + tc, dtype=x.dtype, device=x.device).view(tc, *([1] * x.dim()))
             return (steps == when.unsqueeze(0)).to(x.dtype) * (torch.sign(x) * scale)
         # a static input is the constant sequence x, x, ...: the reconstruction catches up, then stays silent
         spikes, state["recon"] = delta_modulate(x.unsqueeze(0).expand(tc, *x.shape), self.delta, self.levels,

@@ -100,6 +100,18 @@ class Graph:
         g.inputs, g.outputs, g.meta = list(self.inputs), list(self.outputs), dict(self.meta)
         return g
 
+    def to(self, device) -> "Graph":
+        """The graph with every node tensor on ``device`` (``self`` when they all are there already);
+        nodes are replaced, never modified, so the source graph keeps its tensors."""
+        device = torch.device(device)
+        if all(t.device == device for n in self.nodes.values() for t in n.tensors().values()):
+            return self
+        g = Graph()
+        g.nodes = {name: n.to(device) for name, n in self.nodes.items()}
+        g.edges = {k: list(v) for k, v in self.edges.items()}
+        g.inputs, g.outputs, g.meta = list(self.inputs), list(self.outputs), dict(self.meta)
+        return g
+
     # -- checks -------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise :class:`SnnconvError` on dangling edges, cycles/out-of-order nodes or bad arity."""

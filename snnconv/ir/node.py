@@ -70,3 +70,12 @@ class Node:
 
     def replace(self, **changes) -> "Node":
         return dataclasses.replace(self, **changes)
+
+    def to(self, device) -> "Node":
+        """This node with its tensors on ``device`` (``self`` when it has none), same shape annotation."""
+        tensors = self.tensors()
+        if not tensors:
+            return self
+        node = self.replace(**{k: t.to(device) for k, t in tensors.items()})
+        node.shape = self.shape
+        return node

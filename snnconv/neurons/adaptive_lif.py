@@ -8,7 +8,7 @@ import torch
 def run_adaptive_lif(node, current: torch.Tensor, state):
     """``(output, counts, state)`` over ``current`` ``[T, B, ...]``; ``state`` is ``(v, a)``."""
     if state is None:
-        v = torch.zeros(current.shape[1:], dtype=current.dtype)
+        v = torch.zeros(current.shape[1:], dtype=current.dtype, device=current.device)
         a = torch.zeros_like(v)
     else:
         v, a = state

@@ -22,7 +22,7 @@ def run_cuba_lif(node, current: torch.Tensor, state):
     """``(output, counts, state)`` over ``current`` ``[T, B, ...]``; ``state`` is ``(i, v)``."""
     alpha, beta, kappa = propagators(node)
     if state is None:
-        i = torch.zeros(current.shape[1:], dtype=current.dtype)
+        i = torch.zeros(current.shape[1:], dtype=current.dtype, device=current.device)
         v = torch.full_like(i, node.v_leak)
     else:
         i, v = state

@@ -30,9 +30,9 @@ def steady_state(v: torch.Tensor):
 class _Consts:
     """Broadcastable coefficient tensors for the fused right-hand side."""
 
-    def __init__(self, node, dtype, sample_dims):
+    def __init__(self, node, dtype, sample_dims, device=None):
         view = (-1,) + (1,) * sample_dims
-        t = lambda *xs: torch.tensor(xs, dtype=dtype).view(view)  # noqa: E731
+        t = lambda *xs: torch.tensor(xs, dtype=dtype, device=device).view(view)  # noqa: E731
         # with u = V + 65: beta_m = 4 e^{-u/18}, alpha_h = 0.07 e^{-u/20}, beta_n = 0.125 e^{-u/80},
         # e^{-(V+35)/10} = e^{-u/10 + 3} (for beta_h)
         self.exp_a = t(-1 / 18, -1 / 20, -1 / 80, -1 / 10)
@@ -66,9 +66,9 @@ def run_hodgkin_huxley(node, current: torch.Tensor, state):
     """``(output, counts, state)`` over ``current`` ``[T, B, ...]`` (uA/cm^2 per step);
     ``state`` is the stacked ``[4, B, ...]`` tensor of ``(V, m, h, n)``."""
     if state is None:
-        v = torch.full(current.shape[1:], node.v_init, dtype=current.dtype)
+        v = torch.full(current.shape[1:], node.v_init, dtype=current.dtype, device=current.device)
         state = torch.stack((v, *steady_state(v)))
-    k = _Consts(node, current.dtype, current.dim() - 1)
+    k = _Consts(node, current.dtype, current.dim() - 1, current.device)
     y, dt = state, node.dt
     counts = torch.zeros_like(current)
     above = y[0] >= node.v_spike

@@ -132,7 +132,7 @@ def run_spiking_neuron(node, current: torch.Tensor, state):
         if extended:
             state = {"v": v, "n": torch.zeros_like(v), "t": 0, "mask": None, "v_start": v[:1].clone()}
         else:
-            state = v if not refractory else (v, torch.zeros(current.shape[1:], dtype=torch.int32))
+            state = v if not refractory else (v, torch.zeros(current.shape[1:], dtype=torch.int32, device=v.device))
     if extended:
         return integrate_fire_ext(current, state, node.threshold, node.leak, node.reset, node.levels, node.v_reset,
                                   node.signed, node.presim, state["v_start"])

@@ -9,7 +9,7 @@ def run_izhikevich(node, current: torch.Tensor, state):
     """``(output, counts, state)`` over ``current`` ``[T, B, ...]`` (injected current per step);
     ``state`` is ``(v, u)``."""
     if state is None:
-        v = torch.full(current.shape[1:], node.v_init, dtype=current.dtype)
+        v = torch.full(current.shape[1:], node.v_init, dtype=current.dtype, device=current.device)
         u = v * node.b
     else:
         v, u = state

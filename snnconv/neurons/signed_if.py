@@ -10,7 +10,7 @@ def run_signed_neuron(node, current: torch.Tensor, state):
 
     Returns ``(output, counts, v)``: output spikes of amplitude theta (signed, up to ``levels`` per
     step; any count when ``levels`` is 0), the signed spike counts per step and the membrane potential after the chunk."""
-    v = torch.zeros(current.shape[1:], dtype=current.dtype) if state is None else state
+    v = torch.zeros(current.shape[1:], dtype=current.dtype, device=current.device) if state is None else state
     th = node.threshold.reshape(()) if node.threshold.numel() == 1 else node.threshold
     counts = torch.empty_like(current)
     L = float(node.levels)

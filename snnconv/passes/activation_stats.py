@@ -28,9 +28,12 @@ from snnconv.runtime.interpreter import run_ann
 @torch.no_grad()
 def activation_scales(graph: Graph, batches: Iterable[torch.Tensor], nodes: list[str], method: str = "percentile",
                       percentile: float = 99.99, per_channel: bool = False, max_samples: int = 2_000_000,
-                      seed: int = 0) -> dict[str, torch.Tensor]:
-    """Scale per node in ``nodes``: a 0-d tensor, or ``[C]`` (channel = dim 1) when ``per_channel``."""
+                      seed: int = 0, device=None) -> dict[str, torch.Tensor]:
+    """Scale per node in ``nodes``: a 0-d tensor, or ``[C]`` (channel = dim 1) when ``per_channel``; the
+    graph runs on ``device`` (default: where its tensors are), the scales come back on the CPU."""
     wanted = set(nodes)
+    if device is not None:
+        graph = graph.to(device)
     batches = list(batches)
     quota = max(1, max_samples // max(1, len(batches)))  # samples kept per batch, layer and channel
     maxima: dict[str, torch.Tensor] = {}
@@ -45,15 +48,15 @@ def activation_scales(graph: Graph, batches: Iterable[torch.Tensor], nodes: list
         m = flat.amax(1)
         maxima[name] = m if name not in maxima else torch.maximum(maxima[name], m)
         if method == "percentile":
-            if flat.shape[1] > quota:
+            if flat.shape[1] > quota:  # a CPU generator: the same samples on every device
                 gen = torch.Generator().manual_seed(seed * 1_000_003 + current[0])
-                flat = flat[:, torch.randperm(flat.shape[1], generator=gen)[:quota]]
+                flat = flat[:, torch.randperm(flat.shape[1], generator=gen)[:quota].to(flat.device)]
             samples[name].append((current[0], flat.clone()))
 
     mine = dist.shard_range(len(batches))
     for i in progress(mine, desc="calibration statistics"):
         current[0] = i
-        run_ann(graph, batches[i], record=record)
+        run_ann(graph, batches[i] if device is None else batches[i].to(device), record=record)
     if dist.is_active():
         for name in nodes:
             if name not in maxima:  # this rank had no batch
@@ -73,7 +76,7 @@ def activation_scales(graph: Graph, batches: Iterable[torch.Tensor], nodes: list
         else:
             vals = torch.cat([v for _, v in samples[name]], dim=1)
             scale = torch.stack([_positive_percentile(row, percentile) for row in vals])
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # dead channels: any threshold works
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale)).cpu()  # dead channels: any threshold works
         out[name] = scale.reshape(()) if not per_channel else scale
     return out
 
@@ -81,6 +84,6 @@ def activation_scales(graph: Graph, batches: Iterable[torch.Tensor], nodes: list
 def _positive_percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     pos = values[values > 0]
     if pos.numel() == 0:
-        return torch.tensor(0.0)
+        return torch.tensor(0.0, device=values.device)
     k = max(1, min(pos.numel(), int(round(q / 100.0 * pos.numel()))))
     return pos.kthvalue(k).values

@@ -52,8 +52,13 @@ class PassContext:
     #: sets to :class:`snnconv.runtime.simulator.Simulator`); passes never import the runtime simulator
     simulator: Callable[..., Any] | None = None
     default_simulator: ClassVar[Callable[..., Any] | None] = None
+    #: where passes run their heavy computations (statistics, calibration simulations): a ``torch.device`` or
+    #: None (the graph's own, the CPU); the graph a pass returns is on the CPU either way
+    device: Any = None
 
     def make_simulator(self, graph, timesteps: int, **options):
+        if self.device is not None:
+            options.setdefault("device", self.device)
         return simulator_for(self.simulator)(graph, timesteps, **options)
 
     def calibration_batches(self) -> Iterable[torch.Tensor]:

@@ -131,16 +131,19 @@ class Calibration(Pass):
                 ref_sum[name] = ref_sum.get(name, 0) + _reduce(t, per_element)
                 ref_cnt[name] = ref_cnt.get(name, 0) + _count(t, per_element)
 
+        dev = ctx.device
+        on_dev = (lambda t: t) if dev is None else (lambda t: t.to(dev))  # noqa: E731
+        ref_run = ref_graph if dev is None else ref_graph.to(dev)
         for x in batches:
-            run_ann(ref_graph, x, record=record)
+            run_ann(ref_run, on_dev(x), record=record)
         ref_mean = {n: ref_sum[n] / ref_cnt[n] for n in neurons}
         method = c.method if c.method == "resimulate" or self._sweepable(graph) else "resimulate"
         if method == "sweep":
-            before = self._sweep(graph, batches, ref_mean, per_element, set(neurons))
+            before = self._sweep(graph, batches, ref_mean, per_element, set(neurons), dev)
         else:
             before = {}
             for name in progress(neurons, desc=f"calibration ({c.mode}, T={c.timesteps})"):
-                err = ref_mean[name] - self._snn_mean(graph, name, batches, per_element, ctx)
+                err = (ref_mean[name] - self._snn_mean(graph, name, batches, per_element, ctx).to(ref_mean[name])).cpu()
                 before[name] = float(err.abs().mean())
                 self._correct(graph, name, err)
         ctx.log(self.name, f"{c.mode} calibration of {len(neurons)} neuron layer(s) for T={c.timesteps} on "
@@ -164,10 +167,14 @@ class Calibration(Pass):
             all(n.kind != "maxpool2d" and not getattr(n, "operator", False) for n in graph.nodes.values()) and \
             len(graph.inputs) == 1
 
-    def _sweep(self, graph: Graph, batches, ref_mean: dict, per_element: bool, neurons: set) -> dict:
-        """One layer-by-layer pass (see the module doc); corrects ``graph`` in place, returns the errors."""
+    def _sweep(self, graph: Graph, batches, ref_mean: dict, per_element: bool, neurons: set, device=None) -> dict:
+        """One layer-by-layer pass (see the module doc); corrects ``graph`` in place, returns the errors.
+        Runs on ``device`` (default: the CPU); the corrections are written to ``graph`` on the CPU."""
         T = self.config.timesteps
-        order, edges, nodes = list(graph.nodes), {k: list(v) for k, v in graph.edges.items()}, dict(graph.nodes)
+        run_graph = graph if device is None else graph.to(device)
+        order, edges, nodes = list(graph.nodes), {k: list(v) for k, v in graph.edges.items()}, dict(run_graph.nodes)
+        if device is not None:
+            batches = [x.to(device) for x in batches]
         remaining = _consumer_counts(graph)
         # per batch: node -> (tensor, static); static tensors are [B, ...], time-varying ones [T*B, ...]
         # the simulator's layout (channels-last activations and conv weights), so both methods round alike
@@ -193,9 +200,9 @@ class Calibration(Pass):
                     count += _count(mean, per_element)
                 err = ref_mean[name] - total / count
                 before[name] = float(err.abs().mean())
-                self._correct(graph, name, err)
+                self._correct(graph, name, err.cpu())
                 if self.config.mode == "potential":
-                    node = graph.nodes[name]
+                    node = graph.nodes[name] if device is None else graph.nodes[name].to(device)
                 else:  # the corrected bias adds err to this neuron's input current (per channel)
                     shape = (1, 1, -1) + (1,) * (currents[0].dim() - 3)
                     currents = [cur + err.float().view(shape) for cur in currents]

@@ -65,7 +65,7 @@ class ScaleAndFire(Pass):
             return graph
         plain = [n for n in clips if not graph.nodes[n].levels]
         scales = activation_scales(graph, ctx.calibration_batches(), plain, c.method, c.percentile,
-                                   c.granularity == "channel", c.max_samples) if plain else {}
+                                   c.granularity == "channel", c.max_samples, device=ctx.device) if plain else {}
         summary, max_levels = {}, 0
         for n in clips:
             clip = graph.nodes[n]

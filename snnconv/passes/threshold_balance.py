@@ -76,7 +76,7 @@ class ThresholdBalance(Pass):
         quantized = [n for n in clips if graph.nodes[n].levels]
         measured = [n for n in clips if not graph.nodes[n].levels]
         scales = activation_scales(graph, ctx.calibration_batches(), measured, c.method, c.percentile,
-                                   c.granularity == "channel", c.max_samples) if measured else {}
+                                   c.granularity == "channel", c.max_samples, device=ctx.device) if measured else {}
         summary = {}
         for n in clips:
             clip = graph.nodes[n]

@@ -88,7 +88,7 @@ def run_operator(node, inputs: list[torch.Tensor], state, kernel):
     tc, b = inputs[0].shape[0], inputs[0].shape[1]
     if state is None:
         state = {"t": 0, "acc": [torch.zeros_like(x[0]) for x in inputs], "prev": None}
-    t = torch.arange(state["t"] + 1, state["t"] + tc + 1, dtype=inputs[0].dtype)
+    t = torch.arange(state["t"] + 1, state["t"] + tc + 1, dtype=inputs[0].dtype, device=inputs[0].device)
     accs = [a0.unsqueeze(0) + x.cumsum(0) for a0, x in zip(state["acc"], inputs)]
     means = [(a / t.view(-1, *([1] * (a.dim() - 1)))).reshape(tc * b, *a.shape[2:]) for a in accs]
     y = kernel(node, means)

@@ -17,6 +17,12 @@ Max pooling uses the gating scheme of Rueckauer et al. (Front. Neurosci. 2017, Â
 window passes the spikes of the input that has fired the most so far (accumulated output,
 including the current step), which converges to the max of the input rates.
 
+Devices: ``device`` (``cpu``, ``cuda``, ``cuda:N``) holds the graph's tensors, the inputs, the states and
+every intermediate on that device; statistics are accumulated on the CPU (a few numbers per chunk) and
+:meth:`Simulator.run` / :meth:`Simulator.mean_outputs` return their results on the device the input came
+from, so callers (passes, reports) do not depend on where the simulation ran. Nothing imports CUDA
+unless a CUDA device is asked for.
+
 Statistics: spike events per neuron node; synaptic operations (SynOps, accumulates) per
 synaptic node = sum over incoming events of each source's outgoing synapse count (exact,
 from the nonzero weight pattern); MACs for synaptic nodes fed by analog (static) input.
@@ -82,9 +88,13 @@ class Simulator:
     """Runs a converted graph for ``timesteps`` steps; accumulate statistics over batches with :meth:`run`."""
 
     def __init__(self, graph: Graph, timesteps: int, chunk: int = 8, collect_stats: bool = True,
-                 encoder: Encoder | None = None, record: tuple[str, ...] = (), channels_last: bool = True):
+                 encoder: Encoder | None = None, record: tuple[str, ...] = (), channels_last: bool = True,
+                 device: str | torch.device | None = None):
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ValueError("the simulator needs a graph with one input and one output")
+        self.device = torch.device(device) if device is not None else None
+        if self.device is not None:
+            graph = graph.to(self.device)
         self.graph, self.T, self.chunk, self.collect = graph, timesteps, max(1, min(chunk, timesteps)), collect_stats
         # statistics are integer counts held in float64: exact, so sums over batches (or over
         # processes, runtime.distributed) do not depend on the order they are added in
@@ -126,6 +136,9 @@ class Simulator:
     def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, layer_error: bool = False) -> torch.Tensor:
         """Simulate one batch ``x`` ``[B, ...]``; returns readout logits for every t: ``[T, B, classes]``."""
         g, B = self.graph, x.shape[0]
+        home = x.device  # results go back where the input came from
+        if self.device is not None:
+            x = x.to(self.device)
         state: dict[str, torch.Tensor] = {}
         enc_state = None if self.encoder.static else self.encoder.start(x, self._batches)
         self._batches += 1
@@ -142,21 +155,25 @@ class Simulator:
             out = out.unsqueeze(0).expand(tc, *out.shape) if static else out.view(tc, B, *out.shape[1:])
             csum = out.cumsum(0) if acc is None else acc + out.cumsum(0)
             acc = csum[-1]
-            steps = torch.arange(t0 + 1, t0 + tc + 1, dtype=csum.dtype).view(tc, *([1] * (csum.dim() - 1)))
+            steps = torch.arange(t0 + 1, t0 + tc + 1, dtype=csum.dtype, device=csum.device).view(
+                tc, *([1] * (csum.dim() - 1)))
             logits.append(csum / steps)
         logits = torch.cat(logits)
         self.recorded = {n: torch.cat(v) for n, v in self._taps.items()}
         self.stats.samples += B
         if labels is not None:
-            self.stats.correct += (logits.argmax(-1) == labels.view(1, -1)).sum(1).double()
+            self.stats.correct += (logits.argmax(-1) == labels.to(logits.device).view(1, -1)).sum(1).double().cpu()
         if layer_error:
             self._layer_error(x, sums)
-        return logits
+        return logits.to(home)
 
     @torch.no_grad()
     def mean_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Time-averaged output (sum over the T steps / T) of every spiking node for batch ``x``
         ``[B, ...]``; used by calibration passes to compare the SNN with the ANN layer by layer."""
+        home = x.device
+        if self.device is not None:
+            x = x.to(self.device)
         state: dict[str, torch.Tensor] = {}
         sums: dict[str, torch.Tensor] = {}
         enc_state = None if self.encoder.static else self.encoder.start(x, self._batches)
@@ -164,7 +181,7 @@ class Simulator:
         chunk = self._chunk_for(x.shape[0])
         for t0 in range(0, self.T, chunk):
             self._run_chunk(x, min(chunk, self.T - t0), t0, state, sums, enc_state)
-        return {k: v / self.T for k, v in sums.items()}
+        return {k: (v / self.T).to(home) for k, v in sums.items()}
 
     # -- one chunk -------------------------------------------------------------------------------
     def _run_chunk(self, x, tc, t0, state, sums, enc_state):
@@ -226,7 +243,7 @@ class Simulator:
             else:
                 per_step = torch.count_nonzero(counts, dim=dims).double()
             st = self.stats.spikes.setdefault(name, torch.zeros(self.T, dtype=torch.float64))
-            st[t0:t0 + len(per_step)] += per_step
+            st[t0:t0 + len(per_step)] += per_step.cpu()
             self.stats.neurons[name] = counts[0, 0].numel()
             if node.kind == "neuron" and node.levels == 1 and not getattr(node, "signed", False):
                 # binary spikes: the counts are the events (output = counts * theta, theta > 0)
@@ -267,12 +284,12 @@ class Simulator:
         src = src.reshape(tc * B, -1)
         events = src.ne(0).to(fan.dtype) if events is None else src
         s = self.stats.synops.setdefault(name, torch.zeros(self.T, dtype=torch.float64))
-        s[t0:t0 + tc] += torch.mv(events, fan).view(tc, B).sum(1)
+        s[t0:t0 + tc] += torch.mv(events, fan).view(tc, B).sum(1).cpu()
 
     def _fanout_map(self, name, node, in_shape) -> torch.Tensor:
         """Outgoing synapse count of every input element (exact, from the weight pattern)."""
         if name not in self._fanout:
-            x = torch.ones(1, *in_shape, requires_grad=True)
+            x = torch.ones(1, *in_shape, device=self.device, requires_grad=True)
             with torch.enable_grad():
                 if node.kind in ("conv2d", "linear", "conv_transpose2d"):
                     pattern = node.replace(weight=(node.weight != 0).float(), bias=None)
@@ -290,7 +307,8 @@ class Simulator:
     def _dense_ops(node, in_shape) -> float:
         if node.kind == "conv2d":
             w = node.weight
-            out = F.conv2d(torch.zeros(1, *in_shape[1:]), w, None, node.stride, node.padding, node.dilation, node.groups)
+            out = F.conv2d(torch.zeros(1, *in_shape[1:], device=w.device), w, None, node.stride, node.padding,
+                           node.dilation, node.groups)
             return float(out[0].numel() * w[0].numel())
         if node.kind == "conv_transpose2d":  # every input element feeds C_out/groups * kH * kW outputs
             return float(torch.Size(in_shape[1:]).numel() * node.weight[0].numel())

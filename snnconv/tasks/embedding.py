@@ -88,13 +88,17 @@ class EmbeddingTask(Task):
         from snnconv.runtime.interpreter import run_ann
         from snnconv.runtime.simulator import Simulator
 
+        from snnconv.runtime.device import resolve_device
+
         x, text, bs = job.data["x"], job.data["text"], cfg.batch_size
         T = max(cfg.timesteps)
-        sim = Simulator(snn, T, chunk=cfg.chunk)
+        dev = resolve_device(cfg.device)
+        sim = Simulator(snn, T, chunk=cfg.chunk, device=dev)
+        ann = job.graph.to(dev)
         cos = torch.zeros(T)
         for i in range(0, len(x), bs):
             xb = x[i:i + bs]
-            ref = pooled(run_ann(job.graph, xb), xb, text)
+            ref = pooled(run_ann(ann, xb.to(dev)).cpu(), xb, text)
             out = sim.run(xb)  # [T, B, S, D] running means of the readout
             emb = _pool_steps(out, xb) if text else F.normalize(out.mean(-2), dim=-1)
             cos += (emb * ref.unsqueeze(0)).sum(-1).sum(-1)

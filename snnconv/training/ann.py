@@ -16,6 +16,7 @@ from snnconv.checkpoints import load_checkpoint, save_checkpoint
 from snnconv.data.datasets import Split
 from snnconv.errors import SnnconvError
 from snnconv.progress import ProgressLines, progress
+from snnconv.runtime.device import resolve_device
 
 
 @dataclass
@@ -31,19 +32,6 @@ class TrainConfig:
     bf16: bool = False
     # "cpu", "cuda" or "cuda:N": where the model trains; checkpoints are always written as CPU tensors
     device: str = "cpu"
-
-
-def training_device(name: str) -> torch.device:
-    """``torch.device(name)``, or a clear error when that device is not present here."""
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise SnnconvError(f"unknown device {name!r} (expected cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SnnconvError(f"device {name!r} requested but this torch build sees no CUDA GPU")
-    if dev.type not in ("cpu", "cuda"):
-        raise SnnconvError(f"device {name!r}: only cpu and cuda are supported")
-    return dev
 
 
 def optimizer_step(opt, sched, loss: torch.Tensor) -> float:
@@ -90,7 +78,7 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
     epoch, so a killed run resumes within a few minutes of work (re-run the same command). Inputs and
     weights are channels-last; ``cfg.bf16`` autocasts to bfloat16 only where the CPU has native bf16."""
     torch.manual_seed(cfg.seed)
-    dev = training_device(cfg.device)
+    dev = resolve_device(cfg.device)
     use_bf16 = cfg.bf16 and (dev.type == "cuda" or bf16_native())
     if cfg.bf16 and not use_bf16:
         log("bf16 requested, but this CPU has no native bfloat16 (no AVX512-BF16/AMX): training in fp32, "
