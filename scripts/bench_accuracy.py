@@ -20,8 +20,8 @@ the same run. Methods (``--methods``, comma-separated):
   (Li et al. ICML 2021) towards the clip(0, lambda) mean, run on the converted (signed) SNN; the latency
   stays T (the calibration only changes biases), accuracy at other T is not what it was tuned for
 * ``<m>_hseo<T>`` for a QCFS method m (e.g. ``qcfs_l2_signed_hseo2``): m + the HSEO pass at T (CMA-ES over
-  per-layer threshold scales, v0 and the leak; search on --hseo-samples held-out *training* samples,
-  re-selection on as many further ones, accuracy only: synops_weight 0; settings in the row's pipeline)
+  per-layer threshold scales, v0 and the leak; search and re-selection on held-out samples of the training
+  part, with the settings chosen on the validation split by scripts/choose_hseo_settings.py; in the row's pipeline)
 * ``<m>_l<L>`` for m in qcfs, qcfs_signed, qcfs_srp, sfn (e.g. ``qcfs_l2_signed``): the same method on the
   suite's QCFS checkpoint trained with L levels (``--qcfs-weights L=PATH``; MNIST bundles L=2, fine-tuned
   from the L=4 net with ``snnconv finetune --levels 2``). With T = L an IF layer with constant input
@@ -166,11 +166,17 @@ def run_method(suite, method, args, ts, test, calib_batches, store, val=None) ->
     spec = method_config(base, args, qcfs_as_clip, tuned[1] if tuned and tuned[0] == "bc" else None)
     labelled = None
     if tuned and tuned[0] == "hseo":
-        n = args.hseo_samples
-        spec.append({"name": "hseo", "timesteps": tuned[1], "population": 12, "generations": 8, "seed": 0,
-                     "sigma0": 0.15, "threshold_bounds": [0.8, 1.25], "v_init_bounds": [0.35, 0.65],
-                     "synops_weight": 0.0, "samples": n, "selection_samples": n})
-        labelled = list(held_out_split(s["dataset"], args.data_dir, args.calib_samples, 1, size=2 * n).batches(256))
+        from choose_hseo_settings import chosen_settings
+
+        # the search settings were chosen on the validation split (scripts/choose_hseo_settings.py)
+        chosen = chosen_settings(Path(args.out) / "hseo_settings.json", weights, tuned[1])
+        if chosen is None:
+            print(f"[{suite}/{method}] skipped: no HSEO settings chosen on validation for {Path(weights).name} at "
+                  f"T={tuned[1]} (run scripts/choose_hseo_settings.py)", flush=True)
+            return None
+        spec.append(chosen)
+        n = chosen["samples"] + chosen["selection_samples"]
+        labelled = list(held_out_split(s["dataset"], args.data_dir, args.calib_samples, 1, size=n).batches(256))
     t0 = time.time()
     snn, records = convert_graph(graph, calib_batches, Pipeline.from_config(spec), labelled=labelled)
     t_conv = time.time() - t0
@@ -310,7 +316,7 @@ def render(data: dict) -> str:
              "graded spikes), `qcfs_signed` (+ negative spikes), `qcfs_srp` (+ SRP pre-run; its T excludes the "
              "pre-run, energy includes it); a suffix `_bc<T>` (`qcfs_signed_bc4`) adds the bias calibration of Li et al. 2021 "
              "for T steps on the converted SNN (latency unchanged), `_hseo<T>` the HSEO search for T on held-out training "
-             "samples (accuracy only; docs/benchmarks/hseo.md); a suffix `_l2` (`qcfs_l2`, `qcfs_l2_signed`, ...) runs the method on "
+             "samples with the settings chosen on the validation split (docs/benchmarks/hseo_settings.md); a suffix `_l2` (`qcfs_l2`, `qcfs_l2_signed`, ...) runs the method on "
              "the suite's QCFS net trained with L = 2 levels (T = L = 2), compared to that L = 2 ANN. On CIFAR-10 there is no ReLU checkpoint: the ReLU methods convert the "
              "QCFS-trained weights with every quantized clip treated as plain clip(0, lambda) (`qcfs_as_clip`, the "
              "comparison Bu et al. make); their gap is to that clip ANN. See docs/conversion_methods.md.", ""]
@@ -388,8 +394,6 @@ def main() -> None:
                     help="drop the suite's stored rows first (rows of earlier checkpoints stay in git history)")
     ap.add_argument("--calib-T", type=int, default=4, help="T the calibration methods calibrate for")
     ap.add_argument("--srp-tau", type=int, default=4)
-    ap.add_argument("--hseo-samples", type=int, default=4096, help="_hseo<T> methods: search samples (and as many "
-                                                                   "for the re-selection)")
     ap.add_argument("--qcfs-weights", action="append", default=[], metavar="L=PATH",
                     help="QCFS checkpoint trained with L levels, for the <method>_l<L> methods (repeatable)")
     ap.add_argument("--batch-size", type=int, default=100)

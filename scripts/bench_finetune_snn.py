@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, checkpoints_line, environment_block, save, sha256  # noqa: E402
+from benchlib import REPO, footer, save, sha256  # noqa: E402
 
 from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, ingest, resolve_model, simulate  # noqa: E402
 from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
@@ -102,9 +102,7 @@ def markdown(data: dict) -> str:
                      f"**{r['test_after']:.2f}** | {r.get('ann_test', float('nan')):.2f} | {r['best_epoch']} | "
                      f"{r['bptt_activation_mb_per_batch']} | "
                      f"{r['seconds']} |")
-    lines += ["", checkpoints_line({r["checkpoint"]: r["checkpoint_sha256"] for r in data["rows"]})]
-    lines += environment_block(data["environment"])
-    return "\n".join(lines)
+    return "\n".join(lines + footer(data))
 
 
 if __name__ == "__main__":

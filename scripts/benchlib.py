@@ -65,6 +65,13 @@ def checkpoints_line(checkpoints: dict[str, str]) -> str:
     return "Checkpoints: " + "; ".join(f"`{c}` sha256 `{h[:16]}...`" for c, h in sorted(checkpoints.items()))
 
 
+def footer(data: dict) -> list[str]:
+    """The markdown tail of a page whose rows carry ``checkpoint`` / ``checkpoint_sha256``: the checkpoints
+    with their hashes, then the environment."""
+    return ["", checkpoints_line({r["checkpoint"]: r["checkpoint_sha256"] for r in data["rows"]}),
+            *environment_block(data["environment"])]
+
+
 def environment_block(env: dict) -> list[str]:
     """The ``## Environment`` section (markdown lines)."""
     return ["", "## Environment", "", "```", json.dumps(env, indent=1), "```", ""]

@@ -283,15 +283,14 @@ def conversion_pipeline(conversion: ConversionConfig | None = None, passes: list
 
 
 def check_spiking(snn: Graph) -> None:
-    """Refuse (one line) a "converted" network without a single spiking neuron, e.g. a CNN whose only
-    activation is SiLU: the PyTorch frontend keeps such activations as real-valued operator nodes, the
-    ONNX frontend refuses them; either way no SNN is reported as converted."""
+    """Refuse (one line) a "converted" network without a single spiking neuron (no activation a neuron can
+    replace: ReLU-like clips become IF neurons, smooth ones function neurons); no SNN is reported as converted."""
     if any(n.spiking for n in snn.nodes.values()):
         return
     acts = [f"{n.fn} at '{k}'" for k, n in snn.nodes.items() if n.kind == "activation"][:3]
     raise SnnconvError("the converted network has no spiking neurons: " +
-                       (f"its activations ({', '.join(acts)}) are not ReLU-like clips, which threshold_balance "
-                        "turns into neurons" if acts else "the model has no ReLU-like activation") +
+                       (f"its activations ({', '.join(acts)}) have no spiking form in this recipe"
+                        if acts else "the model has no activation a neuron can replace") +
                        "; pass an explicit `passes:` pipeline in a config to simulate it anyway")
 
 

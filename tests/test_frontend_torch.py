@@ -221,15 +221,18 @@ def test_chunk_and_split_become_slices():
         from_torch(BatchSplit(), (4,))
 
 
-def test_a_silu_cnn_is_not_reported_as_a_spiking_network():
-    """SiLU stays a real-valued operator node in the PyTorch path; a default conversion of a network whose
-    only activation is SiLU must be refused (the ONNX path refuses SiLU at ingest), not reported as an SNN."""
+def test_a_network_without_spiking_neurons_is_not_reported_as_an_snn():
+    """A SiLU CNN converts to function neurons (tests/test_spiking_activations.py); a network with nothing a
+    neuron can replace (here: no activation at all) is refused, not reported as a converted SNN."""
     from snnconv.api import check_spiking, conversion_pipeline, convert_graph
 
     m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.SiLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
     g, _ = from_torch(m, (1, 8, 8))
+    check_spiking(convert_graph(g, [torch.rand(8, 1, 8, 8)], conversion_pipeline())[0])
+    linear = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    g, _ = from_torch(linear, (1, 8, 8))
     snn, _ = convert_graph(g, [torch.rand(8, 1, 8, 8)], conversion_pipeline())
-    with pytest.raises(SnnconvError, match=r"no spiking neurons: its activations \(silu at"):
+    with pytest.raises(SnnconvError, match="no spiking neurons: the model has no"):
         check_spiking(snn)
     relu = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
     g, _ = from_torch(relu, (1, 8, 8))

@@ -40,7 +40,7 @@ import torch
 
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.frontends.torch import conv1d_nodes, coverage_table, leaky_relu_nodes
-from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
+from snnconv.ir import (Activation, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
                         Input, Linear, MaxPool2d, Reshape, Scale, Upsample, ConvTranspose2d)
 
 #: batch size substituted for a symbolic batch dimension when ``Shape`` results are folded
@@ -292,6 +292,16 @@ def _convert(b: _Builder, node, ins: list) -> bool:
         return _qcfs_floor(b, node, x)
     elif op == "Relu":
         b.emit(node, Clip(0.0, math.inf, "relu"), [x])
+    elif op in ("Sigmoid", "Tanh", "HardSwish") and is_t(x):
+        b.emit(node, Activation({"Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hardswish"}[op]), [x])
+    elif op == "HardSigmoid" and is_t(x):  # PyTorch's relu6(x + 3) / 6 only
+        if abs(float(at.get("alpha", 0.2)) - 1 / 6) > 1e-6 or abs(float(at.get("beta", 0.5)) - 0.5) > 1e-6:
+            return False
+        b.emit(node, Activation("hardsigmoid"), [x])
+    elif op == "Gelu" and is_t(x):
+        approx = at.get("approximate", "none")
+        b.emit(node, Activation("gelu_tanh" if (approx.decode() if isinstance(approx, bytes) else approx) == "tanh"
+                                else "gelu"), [x])
     elif op == "LeakyRelu" and is_t(x):
         base = (node.name or f"leakyrelu_{node.output[0]}").lstrip("/")
         last = leaky_relu_nodes(b.g, base, x, float(at.get("alpha", 0.01)))
@@ -475,6 +485,19 @@ def _qcfs_step(b: _Builder, node, ins: list) -> bool:
     return False
 
 
+def _silu(b: _Builder, node, x: str, y: str) -> bool:
+    """``Mul(x, Sigmoid(x))`` (how PyTorch exports SiLU) -> one ``silu`` activation on ``x``; the sigmoid
+    node is dropped when the product is its only consumer."""
+    for a, s in ((x, y), (y, x)):
+        sig = b.g.nodes.get(s)
+        if sig is not None and sig.kind == "activation" and sig.fn == "sigmoid" and b.g.edges[s] == [a]:
+            if b.consumers[b.onnx_of.get(s, "")] == 1 and s not in b.g.outputs:
+                del b.g.nodes[s], b.g.edges[s]
+            b.emit(node, Activation("silu"), [a])
+            return True
+    return False
+
+
 def _arith(b: _Builder, node, ins: list) -> bool:
     op = node.op_type
     if len(ins) != 2:
@@ -482,6 +505,8 @@ def _arith(b: _Builder, node, ins: list) -> bool:
     x, y = ins
     is_t = lambda v: isinstance(v, str)  # noqa: E731
     if is_t(x) and is_t(y):
+        if op == "Mul" and _silu(b, node, x, y):
+            return True
         if op == "Add":
             b.emit(node, Add(), [x, y])
             return True

@@ -347,8 +347,9 @@ def _convert_transformer_op(b: _Builder, n, t, args, out_shape) -> bool:
     elif t is aten.gelu.default:
         approx = n.kwargs.get("approximate", args[1] if len(args) > 1 else "none")
         b.emit(n, Activation("gelu_tanh" if approx == "tanh" else "gelu"), [b.src(args[0])])
-    elif t in (aten.tanh.default, aten.sigmoid.default, aten.silu.default):
-        b.emit(n, Activation(_op_name(t).split(".")[0]), [b.src(args[0])])
+    elif t in (aten.tanh.default, aten.sigmoid.default, aten.silu.default, aten.hardswish.default,
+               aten.hardsigmoid.default, aten.silu_.default, aten.hardswish_.default, aten.hardsigmoid_.default):
+        b.emit(n, Activation(_op_name(t).split(".")[0].rstrip("_")), [b.src(args[0])])
     elif t in (aten.softmax.int, aten._softmax.default):
         dim = int(args[1]) % rank
         b.emit(n, Softmax(dim - rank), [b.src(args[0])])

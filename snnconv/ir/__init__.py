@@ -2,6 +2,7 @@
 from snnconv.ir.activations import Clip
 from snnconv.ir.adaptive_lif import AdaptiveLIF
 from snnconv.ir.cuba_lif import CubaLIF
+from snnconv.ir.function_neuron import FunctionNeuron
 from snnconv.ir.graph import Graph
 from snnconv.ir.hodgkin_huxley import HodgkinHuxley
 from snnconv.ir.izhikevich import Izhikevich
@@ -14,7 +15,7 @@ from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNor
                                    SignedNeuron, Slice, Softmax)
 
 __all__ = ["Graph", "Node", "NODE_TYPES", "Input", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm", "Clip", "SpikingNeuron",
-           "AdaptiveLIF", "CubaLIF", "Izhikevich", "HodgkinHuxley",
+           "AdaptiveLIF", "CubaLIF", "FunctionNeuron", "Izhikevich", "HodgkinHuxley",
            "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Upsample", "Add", "Concat", "Flatten", "Reshape", "Identity", "Scale",
            "LayerNorm", "Activation", "Softmax", "MatMul", "Embedding", "Permute", "Select", "Slice", "ConcatConst",
            "SignedNeuron"]

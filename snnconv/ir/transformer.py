@@ -20,7 +20,7 @@ import torch
 
 from snnconv.ir.node import Node, register_node
 
-ACTIVATIONS = ("gelu", "gelu_tanh", "tanh", "sigmoid", "silu", "relu")
+ACTIVATIONS = ("gelu", "gelu_tanh", "tanh", "sigmoid", "silu", "relu", "hardswish", "hardsigmoid")
 
 
 @register_node
@@ -48,7 +48,8 @@ class LayerNorm(Node):
 @dataclasses.dataclass(eq=False)
 class Activation(Node):
     r"""Elementwise nonlinearity :math:`y = f(x)`: ``gelu`` :math:`x\,\Phi(x)`, ``gelu_tanh`` (tanh
-    approximation), ``tanh``, ``sigmoid`` :math:`1/(1+e^{-x})`, ``silu`` :math:`x/(1+e^{-x})`, ``relu``."""
+    approximation), ``tanh``, ``sigmoid`` :math:`1/(1+e^{-x})`, ``silu`` :math:`x/(1+e^{-x})`, ``relu``,
+    ``hardswish`` :math:`x\,\mathrm{relu6}(x+3)/6`, ``hardsigmoid`` :math:`\mathrm{relu6}(x+3)/6`."""
 
     kind = "activation"
     operator = True

@@ -8,6 +8,7 @@ statistics). Every model's equations, discretisation and time step are in its IR
 """
 from snnconv.neurons.adaptive_lif import run_adaptive_lif
 from snnconv.neurons.cuba_lif import run_cuba_lif
+from snnconv.neurons.function_neuron import run_function_neuron
 from snnconv.neurons.hodgkin_huxley import run_hodgkin_huxley
 from snnconv.neurons.integrate_fire import run_spiking_neuron
 from snnconv.neurons.izhikevich import run_izhikevich
@@ -20,4 +21,5 @@ NEURON_DYNAMICS = {
     "izhikevich": run_izhikevich,
     "hodgkin_huxley": run_hodgkin_huxley,
     "signed_neuron": run_signed_neuron,
+    "function_neuron": run_function_neuron,
 }

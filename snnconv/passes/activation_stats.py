@@ -28,9 +28,10 @@ from snnconv.runtime.interpreter import run_ann
 @torch.no_grad()
 def activation_scales(graph: Graph, batches: Iterable[torch.Tensor], nodes: list[str], method: str = "percentile",
                       percentile: float = 99.99, per_channel: bool = False, max_samples: int = 2_000_000,
-                      seed: int = 0, device=None) -> dict[str, torch.Tensor]:
+                      seed: int = 0, device=None, absolute: bool = False) -> dict[str, torch.Tensor]:
     """Scale per node in ``nodes``: a 0-d tensor, or ``[C]`` (channel = dim 1) when ``per_channel``; the
-    graph runs on ``device`` (default: where its tensors are), the scales come back on the CPU."""
+    graph runs on ``device`` (default: where its tensors are), the scales come back on the CPU. With
+    ``absolute`` the statistics are of ``|x|`` (signed activations such as SiLU or tanh)."""
     wanted = set(nodes)
     if device is not None:
         graph = graph.to(device)
@@ -45,6 +46,8 @@ def activation_scales(graph: Graph, batches: Iterable[torch.Tensor], nodes: list
             return
         # [C, N] per channel, [1, N] per layer
         flat = t.transpose(0, 1).reshape(t.shape[1], -1) if per_channel else t.reshape(1, -1)
+        if absolute:
+            flat = flat.abs()
         m = flat.amax(1)
         maxima[name] = m if name not in maxima else torch.maximum(maxima[name], m)
         if method == "percentile":

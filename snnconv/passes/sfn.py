@@ -34,6 +34,7 @@ from snnconv.passes.activation_stats import activation_scales
 from snnconv.passes.contracts import NO_NEURONS
 from snnconv.passes.base import Pass, PassContext, check_config, register_pass
 from snnconv.passes.threshold_balance import rate_clips
+from snnconv.passes.spiking_activations import convert_smooth_activations, describe
 
 
 @register_pass
@@ -60,8 +61,13 @@ class ScaleAndFire(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config
         clips = rate_clips(graph)
+        pct = 100.0 if c.method == "max" else c.percentile
+        smooth = convert_smooth_activations(graph, ctx, pct, c.granularity == "channel", c.levels, c.max_samples)
+        if smooth:
+            ctx.log(self.name, describe(smooth, pct, c.levels), converted=smooth)
         if not clips:
-            ctx.log(self.name, "no activations to convert")
+            if not smooth:
+                ctx.log(self.name, "no activations to convert")
             return graph
         plain = [n for n in clips if not graph.nodes[n].levels]
         scales = activation_scales(graph, ctx.calibration_batches(), plain, c.method, c.percentile,
@@ -85,8 +91,8 @@ class ScaleAndFire(Pass):
 
 def graded_spikes(graph: Graph) -> dict:
     """What a graph needs from hardware: the largest spike payload per step and signed spikes."""
-    neurons = [n for n in graph.nodes.values() if n.kind == "neuron"]
+    neurons = [n for n in graph.nodes.values() if n.kind in ("neuron", "function_neuron")]
     levels = max((n.levels for n in neurons), default=1)
-    signed = any(getattr(n, "signed", False) for n in neurons)
+    signed = any(getattr(n, "signed", False) or n.kind == "function_neuron" for n in neurons)
     bits = max(1, int(levels).bit_length()) + (1 if signed else 0)
     return {"graded": levels > 1, "max_levels": levels, "signed": signed, "payload_bits": bits}

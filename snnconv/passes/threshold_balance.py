@@ -11,6 +11,10 @@ threshold at that bound. Reset by subtraction is the default (Rueckauer et al. 2
 2020 "RMP-SNN"), reset to zero is available. Activations with a negative lower bound cannot be
 represented by a non-negative rate and are refused with their location.
 
+Smooth activations (SiLU, GELU, sigmoid, tanh, hardswish) become binary signed function neurons
+(:mod:`snnconv.passes.spiking_activations`, expectation compensation of Huang et al. 2024) with thresholds
+from the same percentile of :math:`|f(x)|`, so a SiLU CNN converts to a spiking network too.
+
 Defaults (99.9th percentile, per channel, v_init = theta/2) were picked among max / 99.9 / 99.99 and
 layer / channel on the bundled MNIST subset (lower percentiles, untried here, may do better at
 small T); starting
@@ -28,6 +32,7 @@ from snnconv.ir import Graph, SpikingNeuron
 from snnconv.passes.activation_stats import activation_scales
 from snnconv.passes.contracts import NO_NEURONS
 from snnconv.passes.base import Pass, PassContext, check_config, register_pass
+from snnconv.passes.spiking_activations import convert_smooth_activations, describe
 
 
 def rate_clips(graph: Graph) -> list[str]:
@@ -68,8 +73,13 @@ class ThresholdBalance(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config
         clips = rate_clips(graph)
+        smooth = convert_smooth_activations(graph, ctx, 100.0 if c.method == "max" else c.percentile,
+                                            c.granularity == "channel", 1, c.max_samples)
+        if smooth:
+            ctx.log(self.name, describe(smooth, 100.0 if c.method == "max" else c.percentile, 1), converted=smooth)
         if not clips:
-            ctx.log(self.name, "no activations to convert")
+            if not smooth:
+                ctx.log(self.name, "no activations to convert")
             return graph
         # A QCFS (quantized) clip already carries its threshold: theta = lambda, v_init = phi * theta
         # (Bu et al. 2022, Theorem 2); only continuous clips need calibration statistics.

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 _ACT = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "tanh": torch.tanh,
-        "sigmoid": torch.sigmoid, "silu": F.silu, "relu": torch.relu}
+        "sigmoid": torch.sigmoid, "silu": F.silu, "relu": torch.relu, "hardswish": F.hardswish,
+        "hardsigmoid": F.hardsigmoid}
 
 
 def _layernorm(n, xs):
@@ -63,6 +64,12 @@ def _signed_rate(n, xs):
     return torch.maximum(torch.minimum(xs[0], bound), -bound)
 
 
+def _function_rate(n, xs):
+    """ANN-mode equivalent of a function neuron: f(x) (its rate limit; the per-step cap L*theta only delays
+    the output, the neuron carries the rest to later steps)."""
+    return _ACT[n.fn](xs[0])
+
+
 TRANSFORMER_KERNELS = {
     "layernorm": _layernorm,
     "activation": lambda n, xs: _ACT[n.fn](xs[0]),
@@ -74,6 +81,7 @@ TRANSFORMER_KERNELS = {
     "slice": _slice,
     "concat_const": _concat_const,
     "signed_neuron": _signed_rate,
+    "function_neuron": _function_rate,
 }
 
 
