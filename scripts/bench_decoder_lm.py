@@ -228,7 +228,8 @@ def markdown(data: dict) -> str:
                   + _cheaper(r)]
     lines += ["", f"Spiking census (node roles): {r['census']}. The operator nodes (softmax, layer norm, attention "
               "matmuls, GELU) are real-valued functions of accumulated inputs: their energy is not a spike count.",
-              "", "Prompts and greedy continuations (ANN, then SNN at the largest T):", ""]
+              "", "Prompts and greedy continuations (ANN, then SNN at the largest T):", "",
+              "Generation does not reuse SNN state across tokens: the context is a sliding 32-character window, so every new character shifts all positions and changes every position embedding, and the converted network codes each forward pass over its own T steps (membranes start at rest); each generated character therefore simulates its window for T steps, as the ANN recomputes it without a key/value cache here. Reusing state would need a spiking key/value cache (accumulated K and V per position, kept across passes) and a growing context instead of a sliding one; not built.", ""]
     big = max(r["generation"]["snn"], key=int)
     for p, a, s in zip(r["prompts"], r["generation"]["ann"], r["generation"]["snn"][big]):
         lines += [f"- prompt `{p!r}`", f"  - ANN: `{a!r}`", f"  - SNN T={big}: `{s!r}`"]
