@@ -520,11 +520,11 @@ class ClassificationTask(Task):
 
 def conversion_warnings(snn: Graph) -> list[str]:
     """What the report must say about a converted graph whose conversion is known to be lossy."""
-    pools = [k for k, n in snn.nodes.items() if n.kind == "maxpool2d"]
+    pools = [k for k, n in snn.nodes.items() if n.kind == "maxpool2d" and getattr(n, "spike_mode", "count") == "gate"]
     if pools:  # say it, do not hide it (issue 18): the gate converges slowly and biases the layers after it
         return [f"max pooling ({len(pools)} layer(s), first '{pools[0]}') runs with the spike-gating scheme of "
                 f"Rueckauer et al. 2017, which converges slowly and loses fidelity in the layers after it; "
-                f"prefer average pooling (e.g. vgg16_avg) for conversion"]
+                f"use --maxpool count (exact, the default) or average pooling (e.g. vgg16_avg)"]
     return []
 
 

@@ -55,6 +55,8 @@ def convert(
                                              help="add Li et al.'s layer-wise calibration to a max/percentile/qcfs "
                                                   "conversion (after --signed)"),
     signed: Optional[bool] = typer.Option(None, "--signed/--no-signed", help="negative spikes cancel over-firing"),
+    maxpool: Optional[str] = typer.Option(None, help="max pooling in the SNN: count (exact max of accumulated "
+                                                     "inputs, default) | gate (Rueckauer et al. 2017)"),
     qcfs_as_clip: Optional[bool] = typer.Option(None, "--qcfs-as-clip/--no-qcfs-as-clip",
                                                 help="treat trained QCFS activations as plain clip(0, lambda)"),
     calib_samples: Optional[int] = typer.Option(None, help="calibration samples from the training split"),
@@ -86,7 +88,7 @@ def convert(
                                 "reset": reset, "v_init": v_init,
                                 "neuron": neuron, "leak": leak, "levels": levels, "calibration": calibration,
                                 "calibration_timesteps": calib_timesteps, "signed": signed, "calibrate": calibrate,
-                                "qcfs_as_clip": qcfs_as_clip},
+                                "qcfs_as_clip": qcfs_as_clip, "maxpool": maxpool},
                  "output": {"export": parse_exports(",".join(exports), "--export") if exports else None,
                             "overwrite": overwrite or None}}
     cfg = load_config(config, overrides)

@@ -49,6 +49,8 @@ class Recipe:
             passes.append("leak_compensation")
         if c.signed:
             passes.append("signed_neurons")
+        if c.maxpool != "count":  # the IR's default max-pool mode is count
+            passes.append({"name": "maxpool_mode", "mode": c.maxpool})
         if self.calibrates(c):
             if self.name == "sfn":
                 raise SnnconvError("conversion.calibrate: not available for method sfn (graded spikes are exact at "

@@ -136,7 +136,8 @@ def test_export_option_parsing(tmp_path):
 
 
 def test_max_pool_conversion_warns(tmp_path, monkeypatch):
-    """A max-pool network converts (gating scheme) but says it loses fidelity, in the log and the report."""
+    """A max-pool network converted with the gating scheme says it loses fidelity, in the log and the report;
+    the default (count mode, exact in rate) does not warn."""
     import json
 
     from torch import nn
@@ -144,7 +145,7 @@ def test_max_pool_conversion_warns(tmp_path, monkeypatch):
     import snnconv.models.zoo as zoo
     from snnconv.api import run_convert
     from snnconv.checkpoints import save_checkpoint
-    from snnconv.config import RunConfig
+    from snnconv.config import ConversionConfig, RunConfig
 
     orig = zoo.MODELS["mnist_cnn"]
 
@@ -161,8 +162,10 @@ def test_max_pool_conversion_warns(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "m.pt", {"model": "mnist_cnn", "state_dict": with_maxpool(num_classes=10, in_channels=1).state_dict()})
     out = tmp_path / "run"
     lines = []
-    rep = run_convert(RunConfig(model="mnist_cnn", weights=str(tmp_path / "m.pt"), dataset="mnist-bundled",
-                                timesteps=[1], eval_samples=8, calib_samples=8, output_dir=str(out)),
+    small = dict(model="mnist_cnn", weights=str(tmp_path / "m.pt"), dataset="mnist-bundled", timesteps=[1],
+                 eval_samples=8, calib_samples=8)
+    assert not run_convert(RunConfig(**small), log_fn=lambda *_: None, coverage_fn=lambda *_: None)["warnings"]
+    rep = run_convert(RunConfig(**small, output_dir=str(out), conversion=ConversionConfig(maxpool="gate")),
                       log_fn=lines.append, coverage_fn=lambda *_: None)
     assert rep["warnings"] and "max pooling" in rep["warnings"][0]
     assert any(ln.startswith("warning: max pooling") for ln in lines)

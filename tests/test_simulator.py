@@ -259,14 +259,15 @@ def test_synops_counted_exactly_on_conv_with_padding_and_zero_weights():
     assert torch.equal(sim.stats.macs["conv1"], torch.full((T,), float(3 * H * H * 2 * 9 * B)))
 
 
-def test_gated_maxpool_converges_to_max_input_rate():
+@pytest.mark.parametrize("mode", ["gate", "count"])
+def test_spiking_maxpool_converges_to_max_input_rate(mode):
     T = 200
     gen = torch.Generator().manual_seed(8)
     rates = torch.rand(2, 1, 4, 4, generator=gen) * 0.9 + 0.05
     g = Graph()
     g.add("input", Input(shape=(1, 4, 4)))
     g.add("sn", SpikingNeuron(torch.tensor(1.0)), ["input"])
-    g.add("pool", MaxPool2d((2, 2), (2, 2)), ["sn"])
+    g.add("pool", MaxPool2d((2, 2), (2, 2), spike_mode=mode), ["sn"])
     g.add("flat", Flatten(1), ["pool"])
     g.outputs = ["flat"]
     g.validate()

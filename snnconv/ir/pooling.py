@@ -20,10 +20,28 @@ class AvgPool2d(Node):
     count_include_pad: bool = True
 
 
+#: how the SNN runs max pooling (see :class:`MaxPool2d`)
+MAXPOOL_MODES = ("count", "gate")
+
+
 @register_node
 @dataclasses.dataclass(eq=False)
 class MaxPool2d(Node):
-    """Max pooling. In the SNN it is run with the gating scheme of the simulator (see runtime)."""
+    r"""Max pooling. In the SNN, ``spike_mode`` says how a window of spike trains becomes one train:
+
+    * ``"count"`` (default): the pool tracks the accumulated input of every element,
+      :math:`A_t = \sum_{\tau \le t} x_\tau`, and emits the change of the window maximum,
+      :math:`o_t = \max_w A_t - \max_w A_{t-1}`, so the emitted total is exactly the maximum of the
+      accumulated inputs at every step and the output rate is the max of the input rates, the ANN's max
+      pooling of rates (no conversion error of its own). With binary spikes of one threshold per channel
+      the output is binary too (the maximum grows by at most one spike per step); signed or graded inputs
+      give signed or graded outputs. This is the accumulate-and-difference form of the operator (as
+      SpikeZIP-TF, You et al. ICML 2024, writes its spike-equivalent operators) applied to max, which is
+      exact here because max commutes with the rate code's positive scaling.
+    * ``"gate"``: the gating scheme of Rueckauer et al. (Front. Neurosci. 2017, §2.2.3): each window passes
+      the current spikes of the input that has fired most so far; spikes of an input that only later
+      becomes the winner are never sent, so the output converges slowly and biases the layers after it.
+    """
 
     kind = "maxpool2d"
     kernel_size: tuple = (2, 2)
@@ -31,6 +49,11 @@ class MaxPool2d(Node):
     padding: tuple = (0, 0)
     dilation: tuple = (1, 1)
     ceil_mode: bool = False
+    spike_mode: str = "count"
+
+    def __post_init__(self):
+        if self.spike_mode not in MAXPOOL_MODES:
+            raise ValueError(f"max pooling spike_mode must be one of {MAXPOOL_MODES}, got {self.spike_mode!r}")
 
 
 @register_node

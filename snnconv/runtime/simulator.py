@@ -13,9 +13,11 @@ Execution model (per batch, per time chunk of ``chunk`` steps):
   integrator): logits at step t are the running mean of its input, so predictions for every
   t <= T come out of one run.
 
-Max pooling uses the gating scheme of Rueckauer et al. (Front. Neurosci. 2017, §2.2.3): each
-window passes the spikes of the input that has fired the most so far (accumulated output,
-including the current step), which converges to the max of the input rates.
+Max pooling (``MaxPool2d.spike_mode``): ``count`` emits the change of the window maximum of the
+accumulated inputs (exact: the output total is the max of the input totals at every step); ``gate`` is
+the gating scheme of Rueckauer et al. (Front. Neurosci. 2017, §2.2.3): each window passes the spikes of
+the input that has fired the most so far (accumulated output, including the current step), which
+converges to the max of the input rates.
 
 Devices: ``device`` (``cpu``, ``cuda``, ``cuda:N``) holds the graph's tensors, the inputs, the states and
 every intermediate on that device; statistics are accumulated on the CPU (a few numbers per chunk) and
@@ -232,7 +234,9 @@ class Simulator:
 
     def _stateful(self, name, node, cur, state):
         if node.kind == "maxpool2d":
-            return self._gated_maxpool(name, node, cur, state)
+            if getattr(node, "spike_mode", "count") == "gate":
+                return self._gated_maxpool(name, node, cur, state)
+            return self._count_maxpool(name, node, cur, state)
         y, counts, state[name] = NEURON_DYNAMICS[node.kind](node, cur, state.get(name))
         if self.collect:
             t0 = self._t0
@@ -249,6 +253,18 @@ class Simulator:
                 # binary spikes: the counts are the events (output = counts * theta, theta > 0)
                 self._events[name] = counts.reshape(-1, *counts.shape[2:])
         return y
+
+    def _count_maxpool(self, name, node, cur, state):
+        """``count`` mode: the change of the window max of the accumulated inputs, for the whole chunk at once."""
+        tc = cur.shape[0]
+        acc0, prev = state.get(name, (None, None))
+        acc = cur.cumsum(0) if acc0 is None else acc0.unsqueeze(0) + cur.cumsum(0)
+        m = F.max_pool2d(acc.reshape(tc * cur.shape[1], *cur.shape[2:]), node.kernel_size, node.stride, node.padding,
+                         node.dilation, node.ceil_mode)
+        m = m.view(tc, cur.shape[1], *m.shape[1:])
+        first = m[:1] if prev is None else m[:1] - prev.unsqueeze(0)
+        state[name] = (acc[-1], m[-1])
+        return torch.cat([first, m[1:] - m[:-1]])
 
     def _gated_maxpool(self, name, node, cur, state):
         tc = cur.shape[0]
