@@ -106,3 +106,27 @@ def test_function_neurons_are_refused_by_nir_in_one_line(trained):
     with pytest.raises(SnnconvError, match="function_neuron") as e:
         check_export(snn)
     assert "\n" not in str(e.value)
+
+
+def test_mobilenet_silu_with_squeeze_excitation_ingests_and_converts():
+    """The zoo's MobileNet-style SiLU net: SE gates become product operator nodes (mul), every SiLU and
+    sigmoid a function neuron; the SNN's output approaches the ANN's as T grows."""
+    from helpers import randomize_batchnorm
+    from snnconv.models.zoo import build_model
+    from snnconv.passes.spiking_transformer import census_counts
+    from snnconv.runtime.interpreter import run_ann
+    from snnconv.runtime.simulator import Simulator
+
+    m = randomize_batchnorm(build_model("mobilenet_silu")).eval()
+    g, _ = from_torch(m, (3, 32, 32))
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(run_ann(g, x), m(x), atol=1e-4)
+    assert g.kinds()["mul"] == 6
+    torch.manual_seed(1)
+    snn, _ = convert_graph(g, [torch.randn(64, 3, 32, 32)], conversion_pipeline(ConversionConfig(method="sfn")))
+    counts = census_counts(spiking_census(snn))
+    assert counts["spiking"] == 26 and counts["operator"] == 6  # 20 SiLU + 6 sigmoid neurons; 6 SE products
+    out = Simulator(snn, 64, collect_stats=False).run(x)
+    ref = run_ann(g, x)
+    err = lambda t: float((out[t - 1] - ref).norm() / ref.norm())  # noqa: E731
+    assert err(64) < 0.5 * err(4) and err(64) < 0.2, (err(4), err(64))

@@ -40,7 +40,7 @@ import torch
 
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.frontends.torch import conv1d_nodes, coverage_table, leaky_relu_nodes
-from snnconv.ir import (Activation, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
+from snnconv.ir import (Activation, Mul, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
                         Input, Linear, MaxPool2d, Reshape, Scale, Upsample, ConvTranspose2d)
 
 #: batch size substituted for a symbolic batch dimension when ``Shape`` results are folded
@@ -505,7 +505,9 @@ def _arith(b: _Builder, node, ins: list) -> bool:
     x, y = ins
     is_t = lambda v: isinstance(v, str)  # noqa: E731
     if is_t(x) and is_t(y):
-        if op == "Mul" and _silu(b, node, x, y):
+        if op == "Mul":
+            if not _silu(b, node, x, y):
+                b.emit(node, Mul(), [x, y])
             return True
         if op == "Add":
             b.emit(node, Add(), [x, y])

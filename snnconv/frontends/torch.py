@@ -20,7 +20,7 @@ from torch import nn
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, ConvTranspose2d, Flatten,
                         Graph, Identity, Input, Linear, MaxPool2d, Reshape, Scale, Upsample)
-from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNorm, MatMul, Permute, Select, Slice,
+from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNorm, MatMul, Mul, Permute, Select, Slice,
                                     Softmax)
 
 aten = torch.ops.aten
@@ -279,6 +279,9 @@ def _arith(b: _Builder, n) -> bool:
     is_node = lambda a: hasattr(a, "name") and a.name in b.env  # noqa: E731
     if t in (aten.add.Tensor, aten.add_.Tensor) and is_node(x) and is_node(y) and alpha == 1:
         b.emit(n, Add(), [b.src(x), b.src(y)])
+        return True
+    if t in (aten.mul.Tensor, aten.mul_.Tensor) and is_node(x) and is_node(y):  # e.g. a squeeze-excitation gate
+        b.emit(n, Mul(), [b.src(x), b.src(y)])
         return True
     if t in (aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor, aten.mul_.Tensor) and is_node(y) and not is_node(x) \
             and alpha == 1:

@@ -11,11 +11,11 @@ from snnconv.ir.neurons import SpikingNeuron
 from snnconv.ir.node import NODE_TYPES, Node
 from snnconv.ir.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, Upsample
 from snnconv.ir.structure import Add, Concat, Flatten, Identity, Input, Reshape, Scale
-from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNorm, MatMul, Permute, Select,
+from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNorm, MatMul, Mul, Permute, Select,
                                    SignedNeuron, Slice, Softmax)
 
 __all__ = ["Graph", "Node", "NODE_TYPES", "Input", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm", "Clip", "SpikingNeuron",
            "AdaptiveLIF", "CubaLIF", "FunctionNeuron", "Izhikevich", "HodgkinHuxley",
            "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Upsample", "Add", "Concat", "Flatten", "Reshape", "Identity", "Scale",
-           "LayerNorm", "Activation", "Softmax", "MatMul", "Embedding", "Permute", "Select", "Slice", "ConcatConst",
+           "LayerNorm", "Activation", "Softmax", "MatMul", "Mul", "Embedding", "Permute", "Select", "Slice", "ConcatConst",
            "SignedNeuron"]

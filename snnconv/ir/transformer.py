@@ -83,6 +83,18 @@ class MatMul(Node):
 
 @register_node
 @dataclasses.dataclass(eq=False)
+class Mul(Node):
+    r"""Elementwise product of two dynamic inputs with broadcasting, :math:`y = a \odot b` (the gate of a
+    squeeze-and-excitation block, :math:`x \odot \sigma(\mathrm{fc}(\bar x))`). No spiking form: an operator
+    node on the running averages of both inputs, like :class:`MatMul`."""
+
+    kind = "mul"
+    arity = (2, 2)
+    operator = True
+
+
+@register_node
+@dataclasses.dataclass(eq=False)
 class Embedding(Node):
     r"""Table lookup :math:`y_{s} = E[\mathrm{id}_s]`; the input holds token ids (as floats, cast to
     integers). Computed on the input side: with direct coding it runs once per sample."""
@@ -181,7 +193,7 @@ class SignedNeuron(Node):
 
 #: kinds run as accumulate-and-difference operator nodes in the SNN
 OPERATOR_KINDS = frozenset(k for k, c in {"layernorm": LayerNorm, "activation": Activation, "softmax": Softmax,
-                                           "matmul": MatMul}.items() if c.operator)
+                                           "matmul": MatMul, "mul": Mul}.items() if c.operator)
 
 __all__ = ["LayerNorm", "Activation", "Softmax", "MatMul", "Embedding", "Permute", "Select", "Slice",
            "ConcatConst", "SignedNeuron", "OPERATOR_KINDS", "ACTIVATIONS"]

@@ -1,10 +1,11 @@
-"""Model zoo: CIFAR variants of ResNet-18/20/34, VGG-16, and a small MNIST CNN.
+"""Model zoo: CIFAR variants of ResNet-18/20/34, VGG-11/16, a small MobileNet-style SiLU network, and a
+small MNIST CNN.
 
 Defined here (not imported from torchvision) because torchvision does not import beside the
 pinned CPU torch. The CIFAR ResNets follow He et al. (CVPR 2016): ResNet-20 is the 3-stage
 (16/32/64 channel) network of §4.2; ResNet-18/34 are the 4-stage ImageNet layouts with a 3x3
-stem and no stem max-pool, as commonly used for CIFAR. Every nonlinearity is an ``nn.ReLU``
-module so that conversion can replace it one-for-one.
+stem and no stem max-pool, as commonly used for CIFAR. Every nonlinearity is a module (``nn.ReLU``,
+``nn.SiLU``, ``nn.Sigmoid``) so that conversion can replace it one-for-one.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class ResNet(nn.Module):
 
 
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+_VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
 
 class VGG(nn.Module):
@@ -85,6 +87,53 @@ class VGG(nn.Module):
         return self.classifier(self.flatten(self.features(x)))
 
 
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al., CVPR 2018): ``x * sigmoid(fc2(silu(fc1(mean(x)))))``."""
+
+    def __init__(self, c: int, r: int = 4):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.act, self.fc2, self.gate = nn.Conv2d(c, max(8, c // r), 1), nn.SiLU(), \
+            nn.Conv2d(max(8, c // r), c, 1), nn.Sigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 / EfficientNet block: 1x1 expand, 3x3 depthwise, squeeze-excite, 1x1 project (SiLU)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 4):
+        super().__init__()
+        mid = cin * expand
+        self.block = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.SiLU(),
+            SqueezeExcite(mid), nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+class MobileNetSiLU(nn.Module):
+    """A small MobileNetV2/EfficientNet-style CIFAR network (about 0.2M parameters): depthwise-separable
+    inverted residuals with SiLU and squeeze-excitation (Sandler et al. 2018; Tan & Le 2019), the kind of
+    smooth-activation backbone snnconv converts with function neurons."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        cfg = [(16, 24, 1), (24, 24, 1), (24, 40, 2), (40, 40, 1), (40, 80, 2), (80, 80, 1)]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.SiLU())
+        self.blocks = nn.Sequential(*[InvertedResidual(a, b, s) for a, b, s in cfg])
+        self.head = nn.Sequential(nn.Conv2d(80, 160, 1, bias=False), nn.BatchNorm2d(160), nn.SiLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(160, num_classes))
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
 class MnistCNN(nn.Module):
     """Small 3-conv + 2-fc CNN for 28x28 digits (about 33k parameters, 130 KB in fp32)."""
 
@@ -108,6 +157,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet34": lambda **kw: ResNet([64, 128, 256, 512], [3, 4, 6, 3], **kw),
     "vgg16": lambda **kw: VGG(**kw),
     "vgg16_avg": lambda **kw: VGG(pool="avg", **kw),
+    "vgg11": lambda **kw: VGG(_VGG11, **kw),
+    "vgg11_avg": lambda **kw: VGG(_VGG11, pool="avg", **kw),
+    "mobilenet_silu": lambda **kw: MobileNetSiLU(**kw),
     "mnist_cnn": lambda **kw: MnistCNN(**kw),
 }
 

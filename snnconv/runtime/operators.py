@@ -75,6 +75,7 @@ TRANSFORMER_KERNELS = {
     "activation": lambda n, xs: _ACT[n.fn](xs[0]),
     "softmax": lambda n, xs: torch.softmax(xs[0], n.dim),
     "matmul": lambda n, xs: torch.matmul(xs[0], xs[1]),
+    "mul": lambda n, xs: xs[0] * xs[1],
     "embedding": _embedding,
     "permute": lambda n, xs: xs[0].permute(*n.dims),
     "select": _select,
