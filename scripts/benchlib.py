@@ -85,6 +85,7 @@ def save(out: str | Path, rows: list[dict], key: Callable[[dict], tuple], markdo
     from snnconv.report import environment
 
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     js = out.with_suffix(".json")
     old = json.loads(js.read_text()) if js.is_file() else {}
     merged = {key(r): r for r in old.get("rows", []) if keep(r)}
