@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from snnconv.ir import HodgkinHuxley, Izhikevich, SpikingNeuron  # noqa: E402
-from snnconv.neurons import NEURON_DYNAMICS  # noqa: E402
+from snnconv.runtime.neurons import NEURON_DYNAMICS  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from snnconv.data.datasets import load_dataset
 from snnconv.frontends.torch import from_torch
 from snnconv.ir import SpikingNeuron
 from snnconv.models.qcfs import QCFS
-from snnconv.neurons.integrate_fire import run_spiking_neuron
+from snnconv.runtime.neurons.integrate_fire import run_spiking_neuron
 from snnconv.passes import PassContext, Pipeline
 from snnconv.runtime.interpreter import run_ann
 from snnconv.runtime.simulator import Simulator

@@ -10,8 +10,8 @@ import torch
 
 from snnconv.ir import (AdaptiveLIF, CubaLIF, Graph, HodgkinHuxley, Input, Izhikevich, Linear, Node,
                         SpikingNeuron)
-from snnconv.neurons import NEURON_DYNAMICS
-from snnconv.neurons.cuba_lif import propagators
+from snnconv.runtime.neurons import NEURON_DYNAMICS
+from snnconv.runtime.neurons.cuba_lif import propagators
 from snnconv.runtime.interpreter import run_ann
 from snnconv.runtime.simulator import Simulator
 

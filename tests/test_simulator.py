@@ -15,7 +15,7 @@ from snnconv.config import RunConfig
 from snnconv.data.datasets import load_dataset
 from snnconv.frontends.torch import from_torch
 from snnconv.ir import Conv2d, Flatten, Graph, Input, Linear, MaxPool2d, SpikingNeuron
-from snnconv.neurons.integrate_fire import integrate_fire
+from snnconv.runtime.neurons.integrate_fire import integrate_fire
 from snnconv.passes import PassContext, Pipeline
 from snnconv.runtime.simulator import E_AC_PJ, E_MAC_PJ, Simulator
 

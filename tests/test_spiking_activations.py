@@ -12,7 +12,7 @@ from snnconv.data.datasets import load_dataset
 from snnconv.errors import SnnconvError
 from snnconv.frontends.torch import from_torch
 from snnconv.ir import FunctionNeuron
-from snnconv.neurons.function_neuron import FUNCTIONS, run_function_neuron
+from snnconv.runtime.neurons.function_neuron import FUNCTIONS, run_function_neuron
 from snnconv.passes.spiking_transformer import spiking_census
 
 

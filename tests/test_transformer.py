@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 from snnconv.errors import SnnconvError  # noqa: E402
 from snnconv.frontends.hf import from_hf, pack_tokens  # noqa: E402
 from snnconv.ir import Graph, MatMul, SignedNeuron, Softmax  # noqa: E402
-from snnconv.neurons.signed_if import run_signed_neuron  # noqa: E402
+from snnconv.runtime.neurons.signed_if import run_signed_neuron  # noqa: E402
 from snnconv.passes import PassContext, Pipeline  # noqa: E402
 from snnconv.passes.spiking_transformer import spiking_census  # noqa: E402
 from snnconv.runtime.interpreter import run_ann  # noqa: E402

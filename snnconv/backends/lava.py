@@ -533,9 +533,9 @@ def reference_run(net: dict, x_int: np.ndarray, batch: int = 64) -> dict:
     """snnconv's run of the integer network (float64, exact for these integers; every layer in the same
     step, which the Lava timing reproduces window by window): readout membranes ``[B, n_out]`` and spike
     events per neuron summed over the samples, per layer. The neurons run snnconv's own kernel
-    (:func:`snnconv.neurons.integrate_fire.integrate_fire_ext`, per-neuron integer thresholds); a LIF layer's
+    (:func:`snnconv.runtime.neurons.integrate_fire.integrate_fire_ext`, per-neuron integer thresholds); a LIF layer's
     membrane first takes Loihi's integer decay ``v * (4096 - dv) >> 12`` (truncated towards zero)."""
-    from snnconv.neurons.integrate_fire import integrate_fire_ext
+    from snnconv.runtime.neurons.integrate_fire import integrate_fire_ext
 
     T, r = net["timesteps"], net["readout"]
     weights = [[_f64(c["weight"]) for c in L["conns"]] for L in net["layers"]]

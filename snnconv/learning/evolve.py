@@ -40,7 +40,7 @@ from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
 from snnconv.learning.ed import EDReadout, ei_split
 from snnconv.learning.rstdp import RewardSTDP
-from snnconv.neurons import NEURON_DYNAMICS
+from snnconv.runtime.neurons import NEURON_DYNAMICS
 from snnconv.runtime.simulator import Simulator
 
 SHIFTS = ("none", "rotate", "invert", "noise", "contrast")

@@ -42,7 +42,7 @@ from snnconv.ir import Clip, Graph, Scale
 from snnconv.passes.contracts import HAS_NEURONS
 from snnconv.passes.base import Pass, PassContext, register_pass, check_config
 from snnconv.progress import progress
-from snnconv.neurons import NEURON_DYNAMICS
+from snnconv.runtime.neurons import NEURON_DYNAMICS
 from snnconv.runtime.interpreter import _consumer_counts, run_ann
 from snnconv.runtime.kernels import KERNELS
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from snnconv.ir import Node
-from snnconv.neurons import NEURON_DYNAMICS
+from snnconv.runtime.neurons import NEURON_DYNAMICS
 
 #: Steps over which the ANN-mode kernel of a neuron model without a closed-form rate response
 #: (adaptive, current-based, Izhikevich, Hodgkin-Huxley) simulates its mean output.

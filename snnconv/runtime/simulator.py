@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from snnconv.encoders import Encoder
 from snnconv.ir import Graph
-from snnconv.neurons import NEURON_DYNAMICS
+from snnconv.runtime.neurons import NEURON_DYNAMICS
 from snnconv.runtime.interpreter import _consumer_counts, run_ann
 from snnconv.runtime.kernels import KERNELS
 from snnconv.runtime.operators import run_operator

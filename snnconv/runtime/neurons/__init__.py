@@ -6,13 +6,13 @@ the previous chunk (None on the first; opaque to the simulator), ``output`` is w
 layers receive and ``counts`` the spike events per step (used for firing-rate and SynOps
 statistics). Every model's equations, discretisation and time step are in its IR node's docstring.
 """
-from snnconv.neurons.adaptive_lif import run_adaptive_lif
-from snnconv.neurons.cuba_lif import run_cuba_lif
-from snnconv.neurons.function_neuron import run_function_neuron
-from snnconv.neurons.hodgkin_huxley import run_hodgkin_huxley
-from snnconv.neurons.integrate_fire import run_spiking_neuron
-from snnconv.neurons.izhikevich import run_izhikevich
-from snnconv.neurons.signed_if import run_signed_neuron
+from snnconv.runtime.neurons.adaptive_lif import run_adaptive_lif
+from snnconv.runtime.neurons.cuba_lif import run_cuba_lif
+from snnconv.runtime.neurons.function_neuron import run_function_neuron
+from snnconv.runtime.neurons.hodgkin_huxley import run_hodgkin_huxley
+from snnconv.runtime.neurons.integrate_fire import run_spiking_neuron
+from snnconv.runtime.neurons.izhikevich import run_izhikevich
+from snnconv.runtime.neurons.signed_if import run_signed_neuron
 
 NEURON_DYNAMICS = {
     "neuron": run_spiking_neuron,
