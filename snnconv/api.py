@@ -21,6 +21,7 @@ from snnconv.config import ConversionConfig, RunConfig
 from snnconv.data.datasets import Split, check_dataset_name, dataset_info, load_dataset, load_part, load_train_val
 from snnconv.encoders import Encoder
 from snnconv.errors import SnnconvError
+from snnconv.frontends import Frontend, register_frontend
 from snnconv.frontends.torch import from_torch
 from snnconv.ir import Graph
 from snnconv.models.zoo import MODELS, build_model
@@ -55,24 +56,46 @@ def train_command(model: str, dataset: str) -> str:
 
 
 def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, ...], dict]:
-    """The trained ``nn.Module`` to convert, its per-sample input shape and where its weights came from.
+    """The trained model to convert, its per-sample input shape and where its weights came from, loaded by the
+    registered frontend that takes ``cfg.model`` (:mod:`snnconv.frontends`): a zoo name, a checkpoint, a
+    ``.onnx`` file (then the first item is the checked ``onnx.ModelProto``) or ``hf:<folder>``. Turn it into a
+    graph with :func:`ingest`."""
+    from snnconv.frontends import frontend_for
 
-    For a ``.onnx`` path the first item is the checked ``onnx.ModelProto`` instead (turn either into
-    a graph with :func:`ingest`)."""
-    if cfg.model.startswith("hf:"):  # HuggingFace transformer: (PreTrainedModel, its input shape, source)
-        from snnconv.frontends.hf import hf_input_shape, load_hf
+    frontend = frontend_for(cfg.model)
+    if frontend is None:
+        build_model(cfg.model)  # raises the 'unknown model' error
+        raise AssertionError("unreachable")
+    shape = None
+    if frontend.shape_from_dataset:
+        check_dataset_name(cfg.dataset)
+        in_ch, _ = dataset_info(cfg.dataset)
+        shape = (in_ch, 28, 28) if in_ch == 1 else (in_ch, 32, 32)
+    return frontend.load(cfg, shape, log_fn)
 
-        model, _ = load_hf(cfg.model[3:], tokenizer=False)
-        return model, hf_input_shape(model), {"weights": cfg.model[3:], "checkpoint_accuracy": None, "format": "hf"}
-    check_dataset_name(cfg.dataset)
-    in_ch, ncls = dataset_info(cfg.dataset)
-    size = 28 if in_ch == 1 else 32
-    if cfg.model.endswith(".onnx"):
-        return _resolve_onnx(cfg, (in_ch, size, size))
-    if cfg.model in MODELS:
-        name = cfg.model
-        model = build_model(name, num_classes=ncls, in_channels=in_ch)
-        key = checkpoint_key(cfg.dataset)
+
+def _load_zoo_module(name: str, ckpt: dict, path: Path, cfg: RunConfig, shape) -> tuple[nn.Module, tuple, dict]:
+    """A zoo architecture with the checkpoint's weights (and its QCFS activations when trained with them)."""
+    _, ncls = dataset_info(cfg.dataset)
+    model = with_activation(build_model(name, num_classes=ncls, in_channels=shape[0]), ckpt.get("activation", "relu"),
+                            ckpt.get("levels", 0))
+    checkpoints.apply_state_dict(model, ckpt, str(path))
+    return model.eval(), shape, {"weights": str(path), "checkpoint_accuracy": ckpt.get("accuracy"),
+                                 "activation": ckpt.get("activation", "relu"), "levels": ckpt.get("levels", 0)}
+
+
+@register_frontend
+class ZooFrontend(Frontend):
+    """A zoo model name: its weights from ``--weights``, the model cache, the package or the committed
+    benchmark checkpoints, else the exact train command (or training first with ``--train-if-missing``)."""
+
+    name = "zoo"
+
+    def matches(self, ref: str) -> bool:
+        return ref in MODELS
+
+    def load(self, cfg, shape, log_fn):
+        name, key = cfg.model, checkpoint_key(cfg.dataset)
         path = Path(cfg.weights) if cfg.weights else checkpoints.cached_checkpoint(name, key)
         if not cfg.weights and not path.is_file():  # then the package's, then the benchmarks' committed ones
             path = checkpoints.bundled_checkpoint(name, key) or checkpoints.repo_checkpoint(name, key) or path
@@ -88,22 +111,25 @@ def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, .
         ckpt = checkpoints.load_checkpoint(path)
         if ckpt.get("model") not in (None, name):
             raise SnnconvError(f"checkpoint {path} is for model '{ckpt['model']}', not '{name}'")
-    elif cfg.model.endswith((".pt", ".pth")):
+        return _load_zoo_module(name, ckpt, path, cfg, shape)
+
+
+@register_frontend
+class CheckpointFrontend(Frontend):
+    """A ``.pt`` / ``.pth`` checkpoint written by ``snnconv train`` (it names its zoo architecture)."""
+
+    name = "checkpoint"
+
+    def matches(self, ref: str) -> bool:
+        return ref.endswith((".pt", ".pth"))
+
+    def load(self, cfg, shape, log_fn):
         path = Path(cfg.model)
         ckpt = checkpoints.load_checkpoint(path)
-        name = ckpt.get("model")
-        if name not in MODELS:
+        if ckpt.get("model") not in MODELS:
             raise SnnconvError(f"checkpoint {path} does not name a zoo architecture (key 'model'); "
                                f"use the Python API convert_module() for custom modules")
-        model = build_model(name, num_classes=ncls, in_channels=in_ch)
-    else:
-        build_model(cfg.model)  # raises the 'unknown model' error
-        raise AssertionError("unreachable")
-    model = with_activation(model, ckpt.get("activation", "relu"), ckpt.get("levels", 0))
-    checkpoints.apply_state_dict(model, ckpt, str(path))
-    return model.eval(), (in_ch, size, size), {"weights": str(path), "checkpoint_accuracy": ckpt.get("accuracy"),
-                                               "activation": ckpt.get("activation", "relu"),
-                                               "levels": ckpt.get("levels", 0)}
+        return _load_zoo_module(ckpt["model"], ckpt, path, cfg, shape)
 
 
 def with_activation(model: nn.Module, activation: str, levels: int = 0, avgpool: bool = True) -> nn.Module:
@@ -119,32 +145,16 @@ def with_activation(model: nn.Module, activation: str, levels: int = 0, avgpool:
     raise SnnconvError(f"unknown activation '{activation}' (known: relu, qcfs)")
 
 
-def _resolve_onnx(cfg: RunConfig, shape: tuple[int, ...]):
-    """An ONNX file as the model: loaded and checked now; its input must fit the dataset's samples."""
-    from snnconv.frontends.onnx import load_onnx, onnx_input_shape
-
-    if cfg.weights:
-        raise SnnconvError(f"--weights does not apply to an ONNX model ({cfg.model} holds its weights)")
-    model, where = load_onnx(cfg.model)
-    file_shape = onnx_input_shape(model)
-    if file_shape is not None and tuple(file_shape) != tuple(shape):
-        raise SnnconvError(f"{where} takes inputs of shape {tuple(file_shape)}, but {cfg.dataset} samples are "
-                           f"{tuple(shape)}")
-    return model, shape, {"weights": str(cfg.model), "checkpoint_accuracy": None, "format": "onnx"}
-
-
 def ingest(model, input_shape: tuple[int, ...]) -> tuple[Graph, str]:
-    """The IR graph and op-coverage table of what :func:`resolve_model` returned: an ``nn.Module``
-    goes through the PyTorch frontend, an ONNX model through :func:`snnconv.frontends.onnx.from_onnx`."""
-    if isinstance(model, nn.Module) and hasattr(model, "main_input_name") and hasattr(model, "config"):
-        from snnconv.frontends.hf import from_hf  # a HuggingFace PreTrainedModel
+    """The IR graph and op-coverage table of what :func:`resolve_model` returned (or any ``nn.Module``), through
+    the registered frontend that accepts the object (PyTorch, ONNX or HuggingFace)."""
+    from snnconv.frontends import frontend_of
 
-        return from_hf(model, seq_len=input_shape[-1])
-    if isinstance(model, nn.Module):
-        return from_torch(model, input_shape)
-    from snnconv.frontends.onnx import from_onnx
-
-    return from_onnx(model, input_shape)
+    frontend = frontend_of(model)
+    if frontend is None:
+        raise SnnconvError(f"cannot ingest a {type(model).__name__}: expected an nn.Module, an onnx.ModelProto or a "
+                           f"HuggingFace model")
+    return frontend.ingest(model, input_shape)
 
 
 def inspect_target(target: str, dataset: str = "cifar10", log_fn=print) -> tuple[Graph, str | None]:

@@ -60,3 +60,38 @@ def test_one_run_convert_picks_the_task_and_its_recipe():
     assert task_for(cnn).name == "classification" and task_for(cnn).exportable
     assert hf.pipeline_spec(task_for(hf).recipe(hf)) == ["remove_identity", "spiking_transformer"]
     assert cnn.pipeline_spec(task_for(cnn).recipe(cnn)) == cnn.pipeline_spec()
+
+
+def test_a_new_frontend_is_one_registration(monkeypatch):
+    """Model references are resolved through the frontend registry: a registered frontend is picked for
+    the references it matches, loads the model and ingests it, with no change to the API."""
+    import torch
+    from torch import nn
+
+    from snnconv import frontends
+    from snnconv.api import ingest, resolve_model
+    from snnconv.frontends import FRONTENDS, Frontend, frontend_for, register_frontend
+
+    assert {"hf", "onnx", "torch", "zoo", "checkpoint"} <= set(frontends._registered())
+    assert frontend_for("resnet20").name == "zoo" and frontend_for("x.onnx").name == "onnx"
+    assert frontend_for("hf:folder").name == "hf" and frontend_for("c.pt").name == "checkpoint"
+
+    @register_frontend
+    class Tiny(Frontend):
+        name = "tiny_test"
+
+        def matches(self, ref):
+            return ref.startswith("tiny:")
+
+        def load(self, cfg, shape, log_fn):
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval(), shape, {"weights": cfg.model}
+
+    try:
+        model, shape, source = resolve_model(RunConfig(model="tiny:net", dataset="mnist-bundled"))
+        graph, _ = ingest(model, shape)  # a plain nn.Module: the torch frontend ingests it
+        assert shape == (1, 28, 28) and source["weights"] == "tiny:net" and graph.kinds()["linear"] == 1
+    finally:
+        FRONTENDS.pop("tiny_test")
+    with pytest.raises(SnnconvError, match="unknown model 'tiny:net'"):
+        resolve_model(RunConfig(model="tiny:net", dataset="mnist-bundled"))

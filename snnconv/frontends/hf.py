@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from snnconv.frontends import Frontend, register_frontend
 from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
 
@@ -201,3 +202,24 @@ def from_hf(path_or_id: str | nn.Module, seq_len: int = 128, check: bool = True,
     graph.meta["hf"] = {"source": source, "input": kind, "model_type": getattr(model.config, "model_type", None),
                         **({"seq_len": int(x.shape[-1])} if kind == "input_ids" else {})}
     return graph, table
+
+
+@register_frontend
+class HfFrontend(Frontend):
+    """``hf:<folder or hub id>``: a HuggingFace transformer (the model fixes its input shape)."""
+
+    name = "hf"
+    shape_from_dataset = False
+
+    def matches(self, ref: str) -> bool:
+        return ref.startswith("hf:")
+
+    def load(self, cfg, shape, log_fn):
+        model, _ = load_hf(cfg.model[3:], tokenizer=False)
+        return model, hf_input_shape(model), {"weights": cfg.model[3:], "checkpoint_accuracy": None, "format": "hf"}
+
+    def accepts(self, model) -> bool:
+        return isinstance(model, nn.Module) and hasattr(model, "main_input_name") and hasattr(model, "config")
+
+    def ingest(self, model, shape):
+        return from_hf(model, seq_len=shape[-1])

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from snnconv.frontends import Frontend, register_frontend
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.frontends.torch import conv1d_nodes, coverage_table, leaky_relu_nodes
 from snnconv.ir import (Activation, Mul, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
@@ -701,3 +702,29 @@ def check_onnx_equivalence(graph: Graph, path_or_model, x: torch.Tensor, tol: fl
     if not err <= tol:
         raise SnnconvError(f"ingested ONNX graph differs from onnxruntime (max abs error {err:.2e} > {tol})")
     return err
+
+
+@register_frontend
+class OnnxFrontend(Frontend):
+    """A ``.onnx`` file: loaded and checked; its input must fit the dataset's samples."""
+
+    name = "onnx"
+
+    def matches(self, ref: str) -> bool:
+        return ref.endswith(".onnx")
+
+    def load(self, cfg, shape, log_fn):
+        if cfg.weights:
+            raise SnnconvError(f"--weights does not apply to an ONNX model ({cfg.model} holds its weights)")
+        model, where = load_onnx(cfg.model)
+        file_shape = onnx_input_shape(model)
+        if file_shape is not None and tuple(file_shape) != tuple(shape):
+            raise SnnconvError(f"{where} takes inputs of shape {tuple(file_shape)}, but {cfg.dataset} samples are "
+                               f"{tuple(shape)}")
+        return model, shape, {"weights": str(cfg.model), "checkpoint_accuracy": None, "format": "onnx"}
+
+    def accepts(self, model) -> bool:
+        return type(model).__name__ == "ModelProto"
+
+    def ingest(self, model, shape):
+        return from_onnx(model, shape)

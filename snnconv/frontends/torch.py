@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnconv.frontends import Frontend, register_frontend
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.ir import (AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, ConvTranspose2d, Flatten,
                         Graph, Identity, Input, Linear, MaxPool2d, Reshape, Scale, Upsample)
@@ -604,3 +605,16 @@ def check_equivalence(model: nn.Module, graph: Graph, x: torch.Tensor, tol: floa
     if err > tol:
         raise SnnconvError(f"ingested graph differs from the module (relative error {err:.2e} > {tol})")
     return err
+
+
+@register_frontend
+class TorchFrontend(Frontend):
+    """Any loaded ``nn.Module`` (the zoo and checkpoint frontends of :mod:`snnconv.api` load them)."""
+
+    name = "torch"
+
+    def accepts(self, model) -> bool:
+        return isinstance(model, nn.Module) and not (hasattr(model, "main_input_name") and hasattr(model, "config"))
+
+    def ingest(self, model, shape):
+        return from_torch(model, shape)
