@@ -569,6 +569,48 @@ def _fold(b: _Builder, node, ins: list) -> bool:
     return True
 
 
+def _fuse_erf_gelu(onnx, graph, consts: dict) -> list:
+    """The graph's nodes with every exact-GELU decomposition ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)``
+    (how exporters write GELU before opset 20) replaced by one ``Gelu`` node, so both frontends see a GELU."""
+    nodes = list(graph.node)
+    for n in nodes:  # Constant nodes: their values, for matching the pattern's constants
+        if n.op_type == "Constant" and n.attribute:
+            try:
+                consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
+            except Exception:  # noqa: BLE001 - a constant of another kind: it is not part of the pattern
+                pass
+    by_out = {o: n for n in nodes for o in n.output}
+    users: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+
+    def const(name, value):
+        v = consts.get(name)
+        return v is not None and np.size(v) == 1 and abs(float(np.asarray(v).reshape(-1)[0]) - value) < 1e-4
+
+    def only_user(name, op):
+        u = users.get(name, [])
+        return u[0] if len(u) == 1 and u[0].op_type == op else None
+
+    drop, replace = set(), {}
+    for erf in (n for n in nodes if n.op_type == "Erf"):
+        div = by_out.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not const(div.input[1], 2 ** 0.5):
+            continue
+        x = div.input[0]
+        add = only_user(erf.output[0], "Add")
+        mul = add and only_user(add.output[0], "Mul")
+        half = mul and only_user(mul.output[0], "Mul")
+        if not (add and mul and half and const(next(i for i in add.input if i != erf.output[0]), 1.0)
+                and set(mul.input) == {x, add.output[0]} and const(next(i for i in half.input if i != mul.output[0]), 0.5)):
+            continue
+        gelu = onnx.helper.make_node("Gelu", [x], [half.output[0]], name=(erf.name or "erf") + ".gelu")
+        drop.update(id(n) for n in (div, erf, add, mul))
+        replace[id(half)] = gelu
+    return [replace.get(id(n), n) for n in nodes if id(n) not in drop]
+
+
 def from_onnx(path_or_model, input_shape: tuple[int, ...] | None = None, check: bool = True) -> tuple[Graph, str]:
     """Ingest an ONNX file (or ``onnx.ModelProto``) into the IR.
 
@@ -609,7 +651,7 @@ def from_onnx(path_or_model, input_shape: tuple[int, ...] | None = None, check: 
     for t in graph.initializer:
         b.env[t.name] = onnx.numpy_helper.to_array(t)
     b.env[inp.name] = b.g.add(b.g.unique_name(inp.name or "input"), Input(shape=tuple(input_shape)))
-    for idx, node in enumerate(graph.node):
+    for idx, node in enumerate(_fuse_erf_gelu(onnx, graph, b.env)):
         op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
         b.coverage[op] += 1
         ins = [b.env.get(i) if i else None for i in node.input]
