@@ -57,7 +57,15 @@ def main() -> None:
     ap.add_argument("--base", required=True, help="revision before the restructuring")
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "unchanged"))
+    ap.add_argument("--what", default="before the layering / recipes / contracts / registries work",
+                    help="what the base revision is, for the page")
+    ap.add_argument("--render-only", action="store_true", help="re-render the page from the JSON")
     args = ap.parse_args()
+    if args.render_only:
+        data = json.loads(Path(args.out).with_suffix(".json").read_text())
+        data["what"] = args.what
+        Path(args.out).with_suffix(".json").write_text(json.dumps(data, indent=1))
+        return render(data, Path(args.out))
     data_dir = str(Path(args.data_dir).resolve())
     base_rev = subprocess.run(["git", "rev-parse", args.base], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -79,14 +87,19 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=REPO, capture_output=True)
     from snnconv.report import environment
 
-    data = {"command": command("check_unchanged.py", args.data_dir), "base": base_rev, "head": head_rev,
+    data = {"command": command("check_unchanged.py", args.data_dir), "base": base_rev, "head": head_rev, "what": args.what,
             "checkpoints": {c: sha256(c) for c in (MNIST, MNIST_QCFS, R20)}, "rows": rows,
             "environment": environment()}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    render(data, out)
+
+
+def render(data: dict, out: Path) -> None:
+    rows = data["rows"]
     lines = ["# Results unchanged by the restructuring (issue 19)", "",
-             f"Command: `{data['command']}`. Base `{base_rev[:10]}` (before the layering / recipes / contracts / "
-             f"registries work) against `{head_rev[:10]}`: the same `snnconv convert` commands, the same data and "
+             f"Command: `{data['command']}`. Base `{data['base'][:10]}` ({data.get('what', '')}) against "
+             f"`{data['head'][:10]}`: the same `snnconv convert` commands, the same data and "
              "checkpoints; compared exactly: ANN accuracy, SNN accuracy at every t, SynOps and MACs per T.", "",
              "| run | identical | ANN (%) | SNN (%) at t = 1, 2, ..., 8 |", "|---|---|---:|---|"]
     for r in rows:
