@@ -477,9 +477,9 @@ def run_convert(cfg: RunConfig, log_fn=print, coverage_fn=print) -> dict:
         raise SnnconvError(f"--export {','.join(cfg.output.export)}: not available for {task.name} runs "
                            f"(model '{cfg.model}')")
     if not cfg.output_dir or not dist.is_main():  # under torchrun every process has the report; rank 0 writes it
-        return _run_convert(cfg, None, log_fn, coverage_fn)
+        return _run_convert(cfg, task, None, log_fn, coverage_fn)
     with atomic_dir(cfg.output_dir, overwrite=cfg.output.overwrite) as out:
-        report = _run_convert(cfg, out, log_fn, coverage_fn)
+        report = _run_convert(cfg, task, out, log_fn, coverage_fn)
     from snnconv.output import read_marker
 
     written = sorted({f.split("/")[0] for f in read_marker(cfg.output_dir)["files"]})  # what the run folder holds
@@ -530,7 +530,7 @@ class ClassificationTask(Task):
 
 def conversion_warnings(snn: Graph) -> list[str]:
     """What the report must say about a converted graph whose conversion is known to be lossy."""
-    pools = [k for k, n in snn.nodes.items() if n.kind == "maxpool2d" and getattr(n, "spike_mode", "count") == "gate"]
+    pools = [k for k, n in snn.nodes.items() if n.kind == "maxpool2d" and n.spike_mode == "gate"]
     if pools:  # say it, do not hide it (issue 18): the gate converges slowly and biases the layers after it
         return [f"max pooling ({len(pools)} layer(s), first '{pools[0]}') runs with the spike-gating scheme of "
                 f"Rueckauer et al. 2017, which converges slowly and loses fidelity in the layers after it; "
@@ -538,14 +538,13 @@ def conversion_warnings(snn: Graph) -> list[str]:
     return []
 
 
-def _run_convert(cfg: RunConfig, out: Path | None, log_fn, coverage_fn) -> dict:
+def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_fn) -> dict:
     """One conversion run for every kind of model: the task (snnconv.tasks) loads the model and data and
     scores the SNN; everything else (pipeline, recipe contract, spiking check, exports, report) is shared."""
     from snnconv.recipes import get_recipe
 
     torch.manual_seed(cfg.seed)
     t_start = time.time()
-    task = task_for(cfg)
     recipe = get_recipe(task.recipe(cfg))
     pipeline = Pipeline.from_config(cfg.pipeline_spec(recipe.name))  # validate the config before any heavy work
     job = task.prepare(cfg, log_fn)

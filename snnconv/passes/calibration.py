@@ -132,10 +132,9 @@ class Calibration(Pass):
                 ref_cnt[name] = ref_cnt.get(name, 0) + _count(t, per_element)
 
         dev = ctx.device
-        on_dev = (lambda t: t) if dev is None else (lambda t: t.to(dev))  # noqa: E731
         ref_run = ref_graph if dev is None else ref_graph.to(dev)
         for x in batches:
-            run_ann(ref_run, on_dev(x), record=record)
+            run_ann(ref_run, x if dev is None else x.to(dev), record=record)
         ref_mean = {n: ref_sum[n] / ref_cnt[n] for n in neurons}
         method = c.method if c.method == "resimulate" or self._sweepable(graph) else "resimulate"
         if method == "sweep":

@@ -4,7 +4,7 @@
 pooled spike count equals the maximum of the input spike counts at every step (exact in rate);
 ``gate`` is the gating scheme of Rueckauer et al. (Front. Neurosci. 2017, §2.2.3), which passes the
 spikes of the input that has fired most so far. See :class:`snnconv.ir.MaxPool2d` for both and
-docs/benchmarks/maxpool.md for the measured comparison.
+tests/test_maxpool.py / docs/design.md for the comparison on a trained max-pool CNN.
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from snnconv.passes.activation_stats import activation_scales
 from snnconv.passes.contracts import NO_NEURONS
 from snnconv.passes.base import Pass, PassContext, check_config, register_pass
 from snnconv.passes.threshold_balance import rate_clips
-from snnconv.passes.spiking_activations import convert_smooth_activations, describe
+from snnconv.passes.spiking_activations import convert_smooth_activations
 
 
 @register_pass
@@ -61,10 +61,8 @@ class ScaleAndFire(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config
         clips = rate_clips(graph)
-        pct = 100.0 if c.method == "max" else c.percentile
-        smooth = convert_smooth_activations(graph, ctx, pct, c.granularity == "channel", c.levels, c.max_samples)
-        if smooth:
-            ctx.log(self.name, describe(smooth, pct, c.levels), converted=smooth)
+        smooth = convert_smooth_activations(graph, ctx, self.name, 100.0 if c.method == "max" else c.percentile,
+                                            c.granularity == "channel", c.levels, c.max_samples)
         if not clips:
             if not smooth:
                 ctx.log(self.name, "no activations to convert")

@@ -35,10 +35,10 @@ def smooth_activations(graph: Graph) -> list[str]:
     return [k for k, n in graph.nodes.items() if n.kind == "activation" and n.fn in FUNCTIONS]
 
 
-def convert_smooth_activations(graph: Graph, ctx: PassContext, percentile: float = 99.9, per_channel: bool = True,
-                               levels: int = 1, max_samples: int = 2_000_000) -> dict[str, str]:
+def convert_smooth_activations(graph: Graph, ctx: PassContext, pass_name: str, percentile: float = 99.9,
+                               per_channel: bool = True, levels: int = 1, max_samples: int = 2_000_000) -> dict[str, str]:
     """Replace every smooth activation of ``graph`` (in place) by a function neuron with data-based
-    thresholds; returns ``{node: fn}`` of what was converted."""
+    thresholds, logged under ``pass_name`` when there were any; returns ``{node: fn}`` of what was converted."""
     acts = smooth_activations(graph)
     if not acts:
         return {}
@@ -55,12 +55,10 @@ def convert_smooth_activations(graph: Graph, ctx: PassContext, percentile: float
         node = graph.nodes[a]
         graph.replace(a, FunctionNeuron(node.fn, (scales[a] / levels).float(), levels))
         converted[a] = node.fn
+    ctx.log(pass_name, f"{len(converted)} smooth activation(s) -> function neurons "
+                       f"({', '.join(sorted(set(converted.values())))}; thresholds from p{percentile} of |f(x)|, "
+                       f"+-{levels} spike(s) per step)", converted=converted)
     return converted
-
-
-def describe(converted: dict[str, str], percentile: float, levels: int) -> str:
-    return (f"{len(converted)} smooth activation(s) -> function neurons ({', '.join(sorted(set(converted.values())))}; "
-            f"thresholds from p{percentile} of |f(x)|, +-{levels} spike(s) per step)")
 
 
 @register_pass
@@ -81,8 +79,7 @@ class SpikingActivations(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config
-        converted = convert_smooth_activations(graph, ctx, c.percentile, c.granularity == "channel", c.levels,
-                                               c.max_samples)
-        ctx.log(self.name, describe(converted, c.percentile, c.levels) if converted else "no smooth activations",
-                converted=converted)
+        if not convert_smooth_activations(graph, ctx, self.name, c.percentile, c.granularity == "channel", c.levels,
+                                          c.max_samples):
+            ctx.log(self.name, "no smooth activations", converted={})
         return graph

@@ -33,7 +33,7 @@ from snnconv.ir import Graph, SpikingNeuron
 from snnconv.passes.activation_stats import activation_scales
 from snnconv.passes.contracts import NO_NEURONS
 from snnconv.passes.base import Pass, PassContext, check_config, register_pass
-from snnconv.passes.spiking_activations import convert_smooth_activations, describe
+from snnconv.passes.spiking_activations import convert_smooth_activations
 
 
 def rate_clips(graph: Graph) -> list[str]:
@@ -74,10 +74,8 @@ class ThresholdBalance(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         c = self.config
         clips = rate_clips(graph)
-        smooth = convert_smooth_activations(graph, ctx, 100.0 if c.method == "max" else c.percentile,
+        smooth = convert_smooth_activations(graph, ctx, self.name, 100.0 if c.method == "max" else c.percentile,
                                             c.granularity == "channel", 1, c.max_samples)
-        if smooth:
-            ctx.log(self.name, describe(smooth, 100.0 if c.method == "max" else c.percentile, 1), converted=smooth)
         if not clips:
             if not smooth:
                 ctx.log(self.name, "no activations to convert")

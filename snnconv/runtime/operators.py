@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_ACT = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "tanh": torch.tanh,
+ACTIVATION_FNS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "tanh": torch.tanh,
         "sigmoid": torch.sigmoid, "silu": F.silu, "relu": torch.relu, "hardswish": F.hardswish,
         "hardsigmoid": F.hardsigmoid}
 
@@ -67,12 +67,12 @@ def _signed_rate(n, xs):
 def _function_rate(n, xs):
     """ANN-mode equivalent of a function neuron: f(x) (its rate limit; the per-step cap L*theta only delays
     the output, the neuron carries the rest to later steps)."""
-    return _ACT[n.fn](xs[0])
+    return ACTIVATION_FNS[n.fn](xs[0])
 
 
 TRANSFORMER_KERNELS = {
     "layernorm": _layernorm,
-    "activation": lambda n, xs: _ACT[n.fn](xs[0]),
+    "activation": lambda n, xs: ACTIVATION_FNS[n.fn](xs[0]),
     "softmax": lambda n, xs: torch.softmax(xs[0], n.dim),
     "matmul": lambda n, xs: torch.matmul(xs[0], xs[1]),
     "mul": lambda n, xs: xs[0] * xs[1],

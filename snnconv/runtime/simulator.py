@@ -234,7 +234,7 @@ class Simulator:
 
     def _stateful(self, name, node, cur, state):
         if node.kind == "maxpool2d":
-            if getattr(node, "spike_mode", "count") == "gate":
+            if node.spike_mode == "gate":
                 return self._gated_maxpool(name, node, cur, state)
             return self._count_maxpool(name, node, cur, state)
         y, counts, state[name] = NEURON_DYNAMICS[node.kind](node, cur, state.get(name))

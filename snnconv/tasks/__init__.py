@@ -9,8 +9,8 @@ recipe contract, conversion, spiking check, exports, report). What differs betwe
   simulator statistics every report shares (firing rates, SynOps, energy).
 
 A task is registered by name with :func:`register_task`; :func:`task_for` picks the first registered
-task whose :meth:`Task.handles` accepts the run config (the image-classification task, registered by
-:mod:`snnconv.api`, takes everything the others do not). A new kind of model is one module with one
+task whose :meth:`Task.handles` accepts the run config (``hf:`` models: the embedding task; everything
+else: the image-classification task registered by :mod:`snnconv.api`). A new kind of model is one module with one
 :class:`Task` subclass and its ``@register_task`` line, listed in :data:`TASK_MODULES`.
 """
 from __future__ import annotations

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-FUNCTIONS = {"silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-             "sigmoid": torch.sigmoid, "tanh": torch.tanh, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
+from snnconv.ir.function_neuron import FUNCTIONS as NAMES
+from snnconv.runtime.neurons.integrate_fire import threshold_view
+from snnconv.runtime.operators import ACTIVATION_FNS
 
-
-def _per_channel(th: torch.Tensor, ndim: int) -> torch.Tensor:
-    """A scalar, or ``[C]`` viewed to broadcast over one sample ``[B, C, ...]`` of ``ndim`` dims."""
-    return th.reshape(()) if th.numel() == 1 else th.view(-1, *([1] * (ndim - 2)))
+#: the nonlinearity of each function-neuron kind: the same functions the operator nodes apply
+FUNCTIONS = {name: ACTIVATION_FNS[name] for name in NAMES}
 
 
 @torch.no_grad()
@@ -22,7 +20,7 @@ def run_function_neuron(node, current: torch.Tensor, state):
         state = {"a": a, "n": torch.zeros_like(a), "t": 0}
     a, n, t = state["a"], state["n"], state["t"]
     f = FUNCTIONS[node.fn]
-    th = _per_channel(node.threshold.to(current.dtype), current.dim() - 1)
+    th = threshold_view(node.threshold.to(current.dtype), current.dim() - 2)
     L = float(node.levels)
     counts = torch.empty_like(current)
     for k in range(current.shape[0]):
