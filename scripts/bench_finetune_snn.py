@@ -24,6 +24,7 @@ from benchlib import REPO, footer, save, sha256  # noqa: E402
 
 from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, ingest, resolve_model, simulate  # noqa: E402
 from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
+from snnconv.runtime.simulator import E_MAC_PJ  # noqa: E402
 from snnconv.data.datasets import load_dataset, load_part, load_train_val  # noqa: E402
 from snnconv.training.snn_finetune import activation_memory_mb, finetune  # noqa: E402
 
@@ -33,6 +34,9 @@ NETWORKS = {  # name -> (model, dataset, checkpoint, conversion)
     "mnist_cnn_l2_55k": ("mnist_cnn", "mnist", "snnconv/assets/mnist_cnn_qcfs2-mnist-55k.pt", {"method": "qcfs"}),
     "resnet20": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_swa.pt",
                  {"method": "qcfs", "signed": True}),
+    # trained on the 45k training part only: validation numbers are clean
+    "resnet20_45k": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt",
+                     {"method": "qcfs", "signed": True}),
 }
 
 
@@ -47,6 +51,11 @@ def main() -> None:
     ap.add_argument("--train-samples", type=int, default=None, help="default: the whole training part")
     ap.add_argument("--test-samples", type=int, default=None, help="default: the whole test set")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chain", action="store_true",
+                    help="largest T first; each smaller T starts from the previous T's fine-tuned network "
+                         "(gradual timestep reduction, Chowdhury et al. 2021) instead of from the conversion")
+    ap.add_argument("--state-dir", default=None,
+                    help="keep each run's resumable state here (re-run the same command to continue)")
     ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "finetune_snn"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,20 +71,28 @@ def main() -> None:
         calib = [x for x, _ in load_part(dataset, args.data_dir, "train").subset(1024, 1).batches(256)]
         snn, _ = convert_graph(g, calib, conversion_pipeline(ConversionConfig(**conv)))
         test = load_dataset(dataset, args.data_dir, train=False).subset(args.test_samples, 0)
-        ann_test, _ = ann_accuracy(g, test)
-        for t in sorted(int(v) for v in args.timesteps.split(",")):
+        ann_test, ann_macs = ann_accuracy(g, test)
+        start, prev_t = snn, None
+        for t in sorted((int(v) for v in args.timesteps.split(",")), reverse=args.chain):
             t0 = time.time()
-            res = finetune(snn, train_part, val, t, args.epochs, args.lr, args.batch_size,
-                           augment=not dataset.startswith("mnist"), log=log)
-            before = simulate(snn, test, t, layer_error=False).accuracy()[t - 1]
-            after = simulate(res["graph"], test, t, layer_error=False).accuracy()[t - 1]
+            state = Path(args.state_dir) / f"{key}_T{t}{'_chain' if args.chain else ''}.state.pt" if args.state_dir else None
+            if state is not None:
+                state.parent.mkdir(parents=True, exist_ok=True)
+            res = finetune(start if args.chain else snn, train_part, val, t, args.epochs, args.lr, args.batch_size,
+                           augment=not dataset.startswith("mnist"), log=log, state_path=state)
+            conv_stats = simulate(snn, test, t, layer_error=False)
+            stats = simulate(res["graph"], test, t, layer_error=False)
+            before, after = conv_stats.accuracy()[t - 1], stats.accuracy()[t - 1]
             rows[f"{key}:T{t}"] = {
                 "network": key, "dataset": dataset, "timesteps": t, "conversion": conv, "checkpoint": ckpt,
-                "checkpoint_sha256": sha256(ckpt),
+                "checkpoint_sha256": sha256(ckpt), "started_from": f"T={prev_t} fine-tuned" if args.chain and prev_t
+                else "conversion",
                 "train_samples": len(train_part), "val_samples": len(val), "test_samples": len(test),
                 "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                 "val_before": res["history"][0]["val_acc"], "val_after": res["val_accuracy"],
                 "best_epoch": res["best_epoch"], "test_before": before, "test_after": after, "ann_test": ann_test,
+                "energy_uj_after": stats.energy_uj()[t - 1], "synops_after": stats.synops_per_sample()[t - 1],
+                "ann_energy_uj": ann_macs * E_MAC_PJ * 1e-6,
                 "history": res["history"], "seconds": round(time.time() - t0, 1),
                 "bptt_activation_mb_per_batch": round(activation_memory_mb(snn, t, args.batch_size), 1),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -83,6 +100,8 @@ def main() -> None:
                 f"{res['val_accuracy']:.2f}, epoch {res['best_epoch']})")
             save(args.out, list(rows.values()), key=lambda r: (r["network"], r["timesteps"]), markdown=markdown,
                  script="bench_finetune_snn.py", data_dir=args.data_dir)  # after every row: progress is kept
+            start, prev_t = res["graph"], t
+
 
 def markdown(data: dict) -> str:
     lines = ["# Hybrid fine-tuning (`snnconv finetune-snn`): binary spikes at low T", "",
@@ -95,11 +114,15 @@ def markdown(data: dict) -> str:
              "validation images (the fine-tuning did not): their validation numbers run high; judge them on the test "
              "columns. `mnist_cnn_l2_55k` was trained on the training part only: its validation numbers are clean.", "",
              "| network | T | conversion | train imgs | epochs | val before | val after | test before | test after | "
-             "ANN test | kept epoch | BPTT MB/batch | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "ANN test | gap to ANN | energy uJ (SNN / ANN) | started from | kept epoch | BPTT MB/batch | seconds |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
     for r in data["rows"]:
         lines.append(f"| {r['network']} | {r['timesteps']} | {r['conversion']} | {r['train_samples']} | {r['epochs']} | "
                      f"{r['val_before']:.2f} | {r['val_after']:.2f} | {r['test_before']:.2f} | "
-                     f"**{r['test_after']:.2f}** | {r.get('ann_test', float('nan')):.2f} | {r['best_epoch']} | "
+                     f"**{r['test_after']:.2f}** | {r.get('ann_test', float('nan')):.2f} | "
+                     f"{r['test_after'] - r.get('ann_test', float('nan')):+.2f} | "
+                     + (f"{r['energy_uj_after']:.3g} / {r['ann_energy_uj']:.3g}" if "energy_uj_after" in r else "-")
+                     + f" | {r.get('started_from', 'conversion')} | {r['best_epoch']} | "
                      f"{r['bptt_activation_mb_per_batch']} | "
                      f"{r['seconds']} |")
     return "\n".join(lines + footer(data))

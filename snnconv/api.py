@@ -265,7 +265,8 @@ def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, o
                  max_batches: int | None = None) -> dict:
     """Hybrid fine-tuning of a converted SNN (:mod:`snnconv.training.snn_finetune`) for ``timesteps`` steps on
     the training part of ``dataset``; the epoch kept is chosen on the validation split, the test split is
-    scored once (before and after, by the simulator). Writes the fine-tuned IR graph to ``out``."""
+    scored once (before and after, by the simulator). Writes the fine-tuned IR graph to ``out``; the run's
+    state is kept in ``<out stem>.state.pt``, so re-running a killed command continues from it."""
     from snnconv.output import atomic_file, check_output_file
     from snnconv.training.snn_finetune import activation_memory_mb, finetune
 
@@ -275,8 +276,9 @@ def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, o
     test = load_dataset(dataset, data_dir, train=False)
     log_fn(f"finetune-snn: {snn} on {len(train_part)} training images, validation {len(val)}, T={timesteps}; "
            f"BPTT keeps about {activation_memory_mb(graph, timesteps, batch_size):.0f} MB of activations per batch")
+    state = Path(out).with_name(Path(out).stem + ".state.pt")  # resumable: re-run the same command
     res = finetune(graph, train_part, val, timesteps, epochs, lr, batch_size, augment=not dataset.startswith("mnist"),
-                   seed=seed, log=log_fn, max_batches=max_batches)
+                   seed=seed, log=log_fn, max_batches=max_batches, state_path=state)
     before = simulate(graph, test, timesteps, layer_error=False).accuracy()[timesteps - 1]
     after = simulate(res["graph"], test, timesteps, layer_error=False).accuracy()[timesteps - 1]
     with atomic_file(out, overwrite) as tmp:

@@ -49,6 +49,36 @@ def test_finetuning_raises_t1_accuracy_on_validation_and_test():
     assert acc(res["graph"]) > acc(snn) + 0.05  # the kept graph, simulated, is better on unseen test images
 
 
+def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+    """State every batch: a run stopped mid-epoch and resumed ends where the uninterrupted run ends."""
+    snn = _mnist_snn()
+    tr, val = split_validation(load_dataset("mnist-bundled", None, train=True), "mnist-bundled")
+    kw = dict(timesteps=1, epochs=2, lr=1e-3, batch_size=32, augment=False, log=lambda *_: None, max_batches=6)
+    whole = finetune(snn, tr, val, **kw)
+
+    class Killed(Exception):
+        pass
+
+    calls = []
+
+    def dying_log(msg):
+        calls.append(msg)
+        if "validation" in msg and "epoch 1/2" in msg:  # killed right after epoch 1 was scored and saved
+            raise Killed
+
+    state = tmp_path / "run.state.pt"
+    with pytest.raises(Killed):
+        finetune(snn, tr, val, **{**kw, "log": dying_log}, state_path=state, state_every=0.0)
+    assert state.is_file()
+    resumed = finetune(snn, tr, val, **kw, state_path=state, state_every=0.0)
+    assert [h["val_acc"] for h in resumed["history"]] == [h["val_acc"] for h in whole["history"]]
+    x = torch.rand(8, 1, 28, 28)
+    run = lambda g: Simulator(g, 1, collect_stats=False).run(x)  # noqa: E731
+    assert torch.allclose(run(resumed["graph"]), run(whole["graph"]), atol=1e-6)
+    with pytest.raises(SnnconvError, match="other settings"):
+        finetune(snn, tr, val, **{**kw, "lr": 5e-4}, state_path=state)
+
+
 def test_unsupported_graphs_are_refused_in_one_line():
     g = _mnist_snn()
     bad = g.copy()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -166,9 +167,17 @@ def accuracy(net: DiffSNN, split, timesteps: int, batch_size: int = 256) -> floa
 
 
 def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: float = 1e-4, batch_size: int = 64,
-             augment: bool = True, seed: int = 0, log=print, max_batches: int | None = None) -> dict:
+             augment: bool = True, seed: int = 0, log=print, max_batches: int | None = None,
+             state_path: str | Path | None = None, state_every: float = 300.0) -> dict:
     """Fine-tune ``graph`` for ``timesteps`` steps on ``train``; keep the epoch (0 = the conversion itself)
-    with the best ``val`` accuracy. Returns ``{"graph", "history", "best_epoch", "val_accuracy"}``."""
+    with the best ``val`` accuracy. Returns ``{"graph", "history", "best_epoch", "val_accuracy"}``.
+
+    With ``state_path`` the run is resumable: the full state (parameters, optimizer, scheduler, epoch,
+    batch reached, the best epoch's parameters) is written there atomically every ``state_every``
+    seconds and after every epoch; calling again with the same settings continues from it. A state
+    written for other settings is refused, never silently mixed in."""
+    from snnconv.checkpoints import load_checkpoint, save_checkpoint
+
     torch.manual_seed(seed)
     net = DiffSNN(graph)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -177,19 +186,50 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
         steps = min(steps, max_batches)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
     loss_fn = nn.CrossEntropyLoss()
-    best = {"epoch": 0, "val": accuracy(net, val, timesteps), "graph": graph}
-    history = [{"epoch": 0, "val_acc": best["val"]}]
-    log(f"finetune-snn: T={timesteps}, converted network: validation {best['val']:.2f}%")
-    for epoch in range(1, epochs + 1):
-        t0, total, seen = time.time(), 0.0, 0
-        lines = ProgressLines(log, f"finetune-snn epoch {epoch}/{epochs}", steps)
+    settings = {"timesteps": timesteps, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+                "train_samples": len(train), "val_samples": len(val), "max_batches": max_batches or 0}
+    start, first, partial, best_params = 1, 0, (0.0, 0), None
+    if state_path is not None and Path(state_path).is_file():
+        st = load_checkpoint(state_path)
+        if st.get("settings") != settings:
+            raise SnnconvError(f"finetune-snn: state {state_path} was written for other settings "
+                               f"({st.get('settings')}); use a new state path or the same settings")
+        net.load_state_dict(st["state_dict"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, first, partial, history = st["epoch"], st["batch"], tuple(st["partial"]), st["history"]
+        best_params = st.get("best_params")
+        best_epoch = max(history, key=lambda h: (h["val_acc"], -h["epoch"]))["epoch"]
+        best = {"epoch": best_epoch, "val": max(h["val_acc"] for h in history)}
+        log(f"finetune-snn: resuming at epoch {start}/{epochs}, batch {first}/{steps} ({state_path})")
+    else:
+        best = {"epoch": 0, "val": accuracy(net, val, timesteps)}
+        history = [{"epoch": 0, "val_acc": best["val"]}]
+        log(f"finetune-snn: T={timesteps}, converted network: validation {best['val']:.2f}%")
+
+    def save_state(epoch: int, batch: int, part: tuple) -> None:
+        if state_path is not None:
+            save_checkpoint(state_path, {"state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
+                                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                         "epoch": epoch, "batch": batch, "partial": list(part), "history": history,
+                                         "settings": settings, "best_params": best_params})
+
+    for epoch in range(start, epochs + 1):
+        t0 = last_save = time.time()
+        total, seen = partial if epoch == start and first else (0.0, 0)
+        skip = first if epoch == start else 0
+        lines = ProgressLines(log, f"finetune-snn epoch {epoch}/{epochs}", steps, skip)
         net.train()
-        for i, (x, y) in enumerate(train.batches(batch_size, shuffle=True, augment=augment, seed=seed + epoch)):
-            if max_batches and i >= max_batches:
+        batches = train.batches(batch_size, shuffle=True, augment=augment, seed=seed + epoch, start=skip)
+        for i, (x, y) in enumerate(batches, start=skip):
+            if i >= steps:
                 break
             total += optimizer_step(opt, sched, loss_fn(net(x, timesteps), y)) * len(y)
             seen += len(y)
             lines.update(i + 1, total / seen)
+            if time.time() - last_save > state_every and i + 1 < steps:
+                save_state(epoch, i + 1, (total, seen))
+                last_save = time.time()
         net.eval()
         val_acc = accuracy(net, val, timesteps)
         history.append({"epoch": epoch, "loss": total / max(seen, 1), "val_acc": val_acc,
@@ -197,8 +237,13 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
         log(f"finetune-snn epoch {epoch}/{epochs}: loss {total / max(seen, 1):.4f}, validation {val_acc:.2f}% "
             f"({time.time() - t0:.0f}s)")
         if val_acc > best["val"]:
-            best = {"epoch": epoch, "val": val_acc, "graph": net.to_graph()}
-    return {"graph": best["graph"], "history": history, "best_epoch": best["epoch"], "val_accuracy": best["val"]}
+            best = {"epoch": epoch, "val": val_acc}
+            best_params = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        save_state(epoch + 1, 0, (0.0, 0))
+    if best_params is None:  # the conversion itself was best on validation
+        return {"graph": graph, "history": history, "best_epoch": 0, "val_accuracy": best["val"]}
+    net.load_state_dict(best_params)
+    return {"graph": net.to_graph(), "history": history, "best_epoch": best["epoch"], "val_accuracy": best["val"]}
 
 
 def activation_memory_mb(graph: Graph, timesteps: int, batch_size: int) -> float:
