@@ -404,3 +404,50 @@ def test_conv_transpose2d_through_both_frontends_onnxruntime_and_the_snn(tmp_pat
     out = sim.run(x)[-1]
     assert (out - want).abs().max() < 0.05 * want.abs().max()
     assert sim.stats.synops_per_sample()[-1] > 0  # SynOps counted through the transposed convolutions
+
+
+class SplitNet(nn.Module):
+    """torch.chunk, Tensor.split (list and int sizes), strided and negative-index slicing on the channel axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.l = nn.Linear(4 * 8 * 8, 6)
+
+    def forward(self, x):
+        y = torch.relu(self.c(x))
+        a, b = torch.chunk(y, 2, dim=1)
+        c, d = y.split([3, 5], dim=1)
+        e = y.split(4, dim=1)[1]
+        z = self.l(torch.flatten(a + b + d[:, 1:] + e + c[:, :1] + y[:, 1:8:2] + y[:, -4:], 1))
+        p, q = z.split(3, dim=-1)
+        return torch.cat([q, p], dim=1)
+
+
+def test_split_and_slice_through_both_frontends_onnxruntime_and_the_snn(tmp_path):
+    """ONNX Split / Slice (used to be refused) become the same IR Slices the PyTorch frontend makes for
+    chunk / split / indexing; both paths match the module and onnxruntime, and convert to the same SNN."""
+    from snnconv.api import conversion_pipeline, convert_graph
+    from snnconv.frontends.torch import from_torch
+    from snnconv.runtime.simulator import Simulator
+
+    torch.manual_seed(0)
+    m = SplitNet().eval()
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        want = m(x)
+    path = torch_to_onnx(m, (3, 8, 8), tmp_path / "split.onnx")
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"Split", "Slice"} <= ops
+    assert np.abs(onnxruntime_run(path, x)[0] - want.numpy()).max() < 1e-4
+    g_t, _ = from_torch(m, (3, 8, 8))
+    g_o, table = from_onnx(path, (3, 8, 8))
+    assert "Split" in table and "Slice" in table
+    for g in (g_t, g_o):
+        assert g.kinds()["slice"] >= 7
+        assert torch.allclose(run_ann(g, x), want, atol=1e-5)
+    calib = [torch.randn(64, 3, 8, 8)]
+    outs = [Simulator(convert_graph(g, calib, conversion_pipeline())[0], 64, collect_stats=False).run(x)[-1]
+            for g in (g_t, g_o)]
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert (outs[0] - want).abs().max() < 0.05 * want.abs().max()

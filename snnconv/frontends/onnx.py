@@ -19,6 +19,7 @@ ReduceMean over H, W                   AdaptiveAvgPool2d((1, 1)) [+ Flatten]
 MaxPool                                MaxPool2d
 Flatten, Reshape, Squeeze, Unsqueeze   Flatten / Reshape (per sample: the batch axis is kept)
 Identity, Dropout                      Identity
+Split, Slice (non-batch axes)          Slice (one per output / sliced axis)
 =====================================  ==============================================
 
 Initializers and ``Constant`` nodes are constants; every node whose inputs are all constants
@@ -42,7 +43,7 @@ from snnconv.frontends import Frontend, register_frontend
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.frontends.torch import conv1d_nodes, coverage_table, leaky_relu_nodes
 from snnconv.ir import (Activation, Mul, AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm, Clip, Concat, Conv2d, Flatten, Graph, Identity,
-                        Input, Linear, MaxPool2d, Reshape, Scale, Upsample, ConvTranspose2d)
+                        Input, Linear, MaxPool2d, Reshape, Scale, Slice, Upsample, ConvTranspose2d)
 
 #: batch size substituted for a symbolic batch dimension when ``Shape`` results are folded
 _FOLD_BATCH = 2
@@ -376,12 +377,74 @@ def _convert(b: _Builder, node, ins: list) -> bool:
         if target is None:
             return False
         b.emit(node, Flatten(1) if len(target) == 1 else Reshape(tuple(target)), [x])
+    elif op == "Split" and is_t(x):
+        return _split(b, node, at, ins)
+    elif op == "Slice" and is_t(x):
+        return _slice(b, node, ins)
     elif op in ("Identity", "Dropout"):
         if out_used(1):
             return False  # a used dropout mask
         b.emit(node, Identity(), [x])
     else:
         return False
+    return True
+
+
+def _split(b: _Builder, node, at: dict, ins: list) -> bool:
+    """Split along a non-batch axis: one IR Slice per output. Sizes from the ``split`` input (opset >= 13)
+    or attribute (opset < 13), else equal parts of ``ceil(size / n)`` with a smaller last one (opset 18)."""
+    shape = b.shapes.get(node.input[0])
+    if not shape:
+        return False
+    axis = int(at.get("axis", 0)) % len(shape)
+    size = shape[axis]
+    if axis == 0 or size is None:
+        return False  # a split of the batch axis is not a per-sample operation
+    sizes = at.get("split")
+    if len(ins) > 1 and ins[1] is not None:
+        if not isinstance(ins[1], np.ndarray):
+            return False
+        sizes = ins[1].tolist()
+    if sizes is None:
+        n = int(at.get("num_outputs", len(node.output)))
+        part = -(-size // n)
+        sizes = [max(0, min(part, size - i * part)) for i in range(n)]
+    if sum(sizes) != size or len(sizes) != len(node.output):
+        return False
+    base, start = (node.name or f"split_{node.output[0]}").lstrip("/"), 0
+    for i, (out, n) in enumerate(zip(node.output, sizes)):
+        if out:
+            end = start + int(n)
+            b.bind(node, b.g.add(b.g.unique_name(f"{base}.{i}"), Slice(axis, start, None if end >= size else end, 1),
+                                 [ins[0]]), i)
+        start += int(n)
+    return True
+
+
+def _slice(b: _Builder, node, ins: list) -> bool:
+    """Slice with constant starts / ends / axes / positive steps: one IR Slice per sliced non-batch axis
+    (ONNX clamping: negative indices count from the end, out-of-range ones are clipped)."""
+    shape = b.shapes.get(node.input[0])
+    consts = [v for v in ins[1:]]
+    if not shape or any(v is not None and not isinstance(v, np.ndarray) for v in consts):
+        return False
+    starts, ends = ins[1].reshape(-1).tolist(), ins[2].reshape(-1).tolist()
+    axes = ins[3].reshape(-1).tolist() if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
+    steps = ins[4].reshape(-1).tolist() if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+    cur, base = ins[0], (node.name or f"slice_{node.output[0]}").lstrip("/")
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = int(axis) % len(shape)
+        size = shape[axis]
+        if size is None or step < 1:
+            return False
+        start, end = (int(v) + size if v < 0 else min(int(v), size) for v in (start, end))
+        start, end = max(0, start), max(0, min(end, size))
+        if (start, end, step) == (0, size, 1):
+            continue
+        if axis == 0:
+            return False  # slicing the batch axis is not a per-sample operation
+        cur = b.g.add(b.g.unique_name(base), Slice(axis, start, None if end >= size else end, int(step)), [cur])
+    b.bind(node, cur if cur != ins[0] else b.g.add(b.g.unique_name(base), Identity(), [cur]))
     return True
 
 
