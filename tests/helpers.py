@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -33,3 +34,22 @@ def reference_if(current: torch.Tensor, theta: float, v_init: float = 0.0, reset
         v = v - s * theta if reset == "subtract" else torch.where(s > 0, torch.zeros_like(v), v)
         counts.append(s)
     return torch.stack(counts)
+
+
+class SplitNet(nn.Module):
+    """torch.chunk, Tensor.split (list and int sizes), strided and negative-index slicing on the channel axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.l = nn.Linear(4 * 8 * 8, 6)
+
+    def forward(self, x):
+        y = torch.relu(self.c(x))
+        a, b = torch.chunk(y, 2, dim=1)
+        c, d = y.split([3, 5], dim=1)
+        e = y.split(4, dim=1)[1]
+        z = self.l(torch.flatten(a + b + d[:, 1:] + e + c[:, :1] + y[:, 1:8:2] + y[:, -4:], 1))
+        p, q = z.split(3, dim=-1)
+        return torch.cat([q, p], dim=1)
+

@@ -22,6 +22,7 @@ from snnconv.errors import SnnconvError, UnsupportedOpError  # noqa: E402
 from snnconv.frontends.onnx import check_onnx_equivalence, from_onnx, onnxruntime_run  # noqa: E402
 from snnconv.frontends.torch import from_torch  # noqa: E402
 from snnconv.runtime.interpreter import run_ann  # noqa: E402
+from helpers import SplitNet  # noqa: E402
 
 
 def torch_to_onnx(model: nn.Module, shape: tuple, path: Path) -> Path:
@@ -404,24 +405,6 @@ def test_conv_transpose2d_through_both_frontends_onnxruntime_and_the_snn(tmp_pat
     out = sim.run(x)[-1]
     assert (out - want).abs().max() < 0.05 * want.abs().max()
     assert sim.stats.synops_per_sample()[-1] > 0  # SynOps counted through the transposed convolutions
-
-
-class SplitNet(nn.Module):
-    """torch.chunk, Tensor.split (list and int sizes), strided and negative-index slicing on the channel axis."""
-
-    def __init__(self):
-        super().__init__()
-        self.c = nn.Conv2d(3, 8, 3, padding=1)
-        self.l = nn.Linear(4 * 8 * 8, 6)
-
-    def forward(self, x):
-        y = torch.relu(self.c(x))
-        a, b = torch.chunk(y, 2, dim=1)
-        c, d = y.split([3, 5], dim=1)
-        e = y.split(4, dim=1)[1]
-        z = self.l(torch.flatten(a + b + d[:, 1:] + e + c[:, :1] + y[:, 1:8:2] + y[:, -4:], 1))
-        p, q = z.split(3, dim=-1)
-        return torch.cat([q, p], dim=1)
 
 
 def test_split_and_slice_through_both_frontends_onnxruntime_and_the_snn(tmp_path):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import randomize_batchnorm
+from helpers import SplitNet, randomize_batchnorm
 from snnconv.errors import SnnconvError, UnsupportedOpError
 from snnconv.frontends.torch import check_equivalence, from_torch
 from snnconv.models.zoo import build_model
@@ -191,23 +191,8 @@ def test_chunk_and_split_become_slices():
     converted SNN simulates them (they used to crash with "'list' object has no attribute 'shape'")."""
     from snnconv.runtime.interpreter import run_ann
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c = nn.Conv2d(3, 8, 3, padding=1)
-            self.l = nn.Linear(4 * 8 * 8, 6)
-
-        def forward(self, x):
-            y = torch.relu(self.c(x))
-            a, b = torch.chunk(y, 2, dim=1)
-            c, d = y.split([3, 5], dim=1)
-            e = y.split(4, dim=1)[1]
-            z = self.l(torch.flatten(a + b + d[:, 1:] + e + c[:, :1], 1))
-            p, q = z.split(3, dim=-1)
-            return torch.cat([q, p], dim=1)
-
     torch.manual_seed(0)
-    m = Net().eval()
+    m = SplitNet().eval()
     x = torch.randn(4, 3, 8, 8)
     g, table = from_torch(m, (3, 8, 8))
     assert "chunk.default | 1 | yes" in table and "split_with_sizes.default" in table
