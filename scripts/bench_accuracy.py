@@ -303,7 +303,40 @@ def plot_suite(path: Path, suite: str, sd: dict) -> None:
     plt.close(fig)
 
 
-def render(data: dict) -> str:
+#: issue 20's hybrid fine-tuning targets: (network in finetune_snn.json, T, largest gap below its ANN, points)
+FINETUNE_TARGETS = [("resnet20_45k", 2, 1.0), ("resnet20_45k", 1, 3.0), ("mnist_cnn_l2_55k", 1, 0.2)]
+
+
+def finetune_section(ft: dict | None) -> list[str]:
+    """Binary spikes after hybrid fine-tuning (rows of docs/benchmarks/finetune_snn.json) next to the targets."""
+    if not ft or not ft.get("rows"):
+        return []
+    lines = ["## Binary spikes at T = 1, 2 after hybrid fine-tuning (`snnconv finetune-snn`)", "",
+             f"From `finetune_snn.json` (details, history and memory in [finetune_snn.md](finetune_snn.md)); "
+             f"command: `{ft.get('command', '?')}`. Binary (not graded) spikes; the epoch kept is chosen on the "
+             "validation split, the test set is read once before and once after.", "",
+             "| network | T | started from | test before | test after | ANN test | gap | energy uJ (SNN / ANN) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    rows = {(r["network"], r["timesteps"]): r for r in ft["rows"]}
+    for r in ft["rows"]:
+        energy = f"{r['energy_uj_after']:.3g} / {r['ann_energy_uj']:.3g}" if "energy_uj_after" in r else "-"
+        ann = r.get("ann_test")
+        lines.append(f"| {r['network']} | {r['timesteps']} | {r.get('started_from', 'conversion')} | "
+                     f"{r['test_before']:.2f} | **{r['test_after']:.2f}** | "
+                     + (f"{ann:.2f} | {r['test_after'] - ann:+.2f}" if ann is not None else "- | -") + f" | {energy} |")
+    lines += ["", "Issue 20 targets:", ""]
+    for net, t, tol in FINETUNE_TARGETS:
+        r = rows.get((net, t))
+        if r is None:
+            lines.append(f"- {net} T={t} within {tol} of its ANN: not measured yet")
+            continue
+        gap = r["test_after"] - r["ann_test"]
+        lines.append(f"- {net} T={t} within {tol} of its ANN: gap {gap:+.2f} on {r['test_samples']} test images"
+                     + (" -> met" if gap >= -tol else " -> NOT met"))
+    return lines + [""]
+
+
+def render(data: dict, finetune: dict | None = None) -> str:
     lines = ["# Accuracy of the conversion methods vs timesteps", "",
              "Produced by `scripts/bench_accuracy.py` (commands per suite below) on the project's 2-core CPU machine,",
              "shared with other jobs. Every number is measured here unless it is in the *published anchors* table.",
@@ -357,7 +390,6 @@ def render(data: dict) -> str:
                   + ", ".join(f"{r['method']} {r.get('val_samples', 0)}" for r in rows) + ".", ""]
         lines += best_on_validation(rows, ts, anns)
         lines += ["Firing rate / energy per sample (uJ) at each T:", "",
-                  "Firing rate / energy per sample (uJ) at each T:", "",
                   "| method | spikes | " + " | ".join(f"T={t}" for t in ts) + " |", "|---|---|" + "---|" * len(ts)]
         for r in rows:
             sp = r["spikes"]
@@ -373,6 +405,7 @@ def render(data: dict) -> str:
                          f"{'QCFS weights with clips as clip(0, lambda); ' if r['qcfs_as_clip'] else ''}"
                          f"calibration images {r['calib_samples']}; convert {r['convert_seconds']} s, total {r['seconds']} s")
         lines.append("")
+    lines += finetune_section(finetune)
     lines += ["## Published anchors (their ANNs and training, CIFAR-10)", "", "| what | T | accuracy | source |", "|---|---|---:|---|"]
     for a in ANCHORS:
         for t, v in a["acc"].items():
@@ -452,8 +485,14 @@ def main() -> None:
         cur.setdefault("methods", {})[m] = row  # only this row: a parallel run of the same suite keeps its own
         data["environment"] = {**environment(), "date": time.strftime("%Y-%m-%d")}
         jpath.write_text(json.dumps(data, indent=1))
-        (out / "accuracy.md").write_text(render(data))
+        (out / "accuracy.md").write_text(render(data, read_finetune(out)))
     write_outputs(out)
+
+
+def read_finetune(out: Path) -> dict | None:
+    """The hybrid fine-tuning rows (scripts/bench_finetune_snn.py) beside accuracy.json, if measured."""
+    path = out / "finetune_snn.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_outputs(out: Path) -> None:
@@ -461,7 +500,7 @@ def write_outputs(out: Path) -> None:
     if not (out / "accuracy.json").is_file():  # nothing measured yet
         return
     data = json.loads((out / "accuracy.json").read_text())
-    (out / "accuracy.md").write_text(render(data))
+    (out / "accuracy.md").write_text(render(data, read_finetune(out)))
     for suite, sd in data.get("suites", {}).items():
         if sd.get("methods"):
             plot_suite(out / f"accuracy_{suite}.png", suite, sd)
