@@ -53,3 +53,47 @@ class SplitNet(nn.Module):
         p, q = z.split(3, dim=-1)
         return torch.cat([q, p], dim=1)
 
+
+class LeakyUp(nn.Module):
+    """LeakyReLU, nearest and bilinear upsampling, concat: ops both frontends used to refuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 16 * 16 * 2, 5)
+
+    def forward(self, x):
+        y = nn.functional.leaky_relu(self.c(x), 0.1)
+        a = nn.functional.interpolate(y, scale_factor=2, mode="nearest")
+        b = nn.functional.interpolate(self.d(y), scale_factor=2, mode="bilinear", align_corners=False)
+        return self.head(torch.cat([a, b], 1).flatten(1))
+
+
+class Decoder(nn.Module):
+    """Encoder-decoder with transposed convolutions (strided, padded, output padding, grouped, BN after)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.up1 = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.up2 = nn.ConvTranspose2d(6, 4, 2, stride=1, groups=2, dilation=2)
+        self.head = nn.Linear(4 * 10 * 10, 5)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.2, 0.2)
+            self.bn.running_var.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.up1(torch.relu(self.enc(x)))))
+        return self.head(torch.relu(self.up2(y)).flatten(1))
+
+
+def conv1d_net() -> nn.Module:
+    """Conv1d: strided, padded, dilated and grouped."""
+    return nn.Sequential(nn.Conv1d(3, 8, 5, stride=2, padding=2), nn.ReLU(), nn.Conv1d(8, 4, 3, dilation=2, groups=2),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12, 5))
+
+
+#: the op networks of issue 18 point 4 with their per-sample input shapes (tests and scripts/bench_generality.py)
+OP_NETS = {"conv1d": (conv1d_net, (3, 32)), "leaky_relu+upsample": (LeakyUp, (3, 8, 8)),
+           "conv_transpose2d": (Decoder, (3, 8, 8)), "chunk+split+slice": (SplitNet, (3, 8, 8))}

@@ -22,7 +22,7 @@ from snnconv.errors import SnnconvError, UnsupportedOpError  # noqa: E402
 from snnconv.frontends.onnx import check_onnx_equivalence, from_onnx, onnxruntime_run  # noqa: E402
 from snnconv.frontends.torch import from_torch  # noqa: E402
 from snnconv.runtime.interpreter import run_ann  # noqa: E402
-from helpers import SplitNet  # noqa: E402
+from helpers import Decoder, LeakyUp, SplitNet, conv1d_net  # noqa: E402
 
 
 def torch_to_onnx(model: nn.Module, shape: tuple, path: Path) -> Path:
@@ -312,8 +312,7 @@ def test_conv1d_through_both_frontends_and_the_snn(tmp_path):
     from snnconv.runtime.simulator import Simulator
 
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv1d(3, 8, 5, stride=2, padding=2), nn.ReLU(), nn.Conv1d(8, 4, 3, dilation=2, groups=2),
-                      nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12, 5)).eval()
+    m = conv1d_net().eval()
     x = torch.randn(6, 3, 32)
     with torch.no_grad():
         want = m(x)
@@ -325,21 +324,6 @@ def test_conv1d_through_both_frontends_and_the_snn(tmp_path):
     snn, _ = convert_graph(g_t, [torch.randn(64, 3, 32)], conversion_pipeline())
     out = Simulator(snn, 64, collect_stats=False).run(x)[-1]
     assert (out - want).abs().max() < 0.05 * want.abs().max()
-
-
-class LeakyUp(nn.Module):
-    """LeakyReLU, nearest and bilinear upsampling, concat: ops both frontends used to refuse."""
-
-    def __init__(self):
-        super().__init__()
-        self.c, self.d = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
-        self.head = nn.Linear(4 * 16 * 16 * 2, 5)
-
-    def forward(self, x):
-        y = nn.functional.leaky_relu(self.c(x), 0.1)
-        a = nn.functional.interpolate(y, scale_factor=2, mode="nearest")
-        b = nn.functional.interpolate(self.d(y), scale_factor=2, mode="bilinear", align_corners=False)
-        return self.head(torch.cat([a, b], 1).flatten(1))
 
 
 def test_leaky_relu_and_upsampling_through_both_frontends_and_the_snn(tmp_path):
@@ -361,25 +345,6 @@ def test_leaky_relu_and_upsampling_through_both_frontends_and_the_snn(tmp_path):
     assert snn.kinds()["neuron"] == 2  # both halves of the LeakyReLU spike
     out = Simulator(snn, 128, collect_stats=False).run(x)[-1]
     assert (out - want).abs().max() < 0.05 * want.abs().max()
-
-
-class Decoder(nn.Module):
-    """Encoder-decoder with transposed convolutions (strided, padded, output padding, grouped, BN after)."""
-
-    def __init__(self):
-        super().__init__()
-        self.enc = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.up1 = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1)
-        self.bn = nn.BatchNorm2d(6)
-        self.up2 = nn.ConvTranspose2d(6, 4, 2, stride=1, groups=2, dilation=2)
-        self.head = nn.Linear(4 * 10 * 10, 5)
-        with torch.no_grad():
-            self.bn.running_mean.uniform_(-0.2, 0.2)
-            self.bn.running_var.uniform_(0.5, 1.5)
-
-    def forward(self, x):
-        y = torch.relu(self.bn(self.up1(torch.relu(self.enc(x)))))
-        return self.head(torch.relu(self.up2(y)).flatten(1))
 
 
 def test_conv_transpose2d_through_both_frontends_onnxruntime_and_the_snn(tmp_path):
