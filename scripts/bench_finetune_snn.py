@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--networks", default="mnist_cnn")
     ap.add_argument("--timesteps", default="1,2")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", default="2", help="epochs for every T, or per T as 'T:E,...' (e.g. 2:6,1:3)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--train-samples", type=int, default=None, help="default: the whole training part")
@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "finetune_snn"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    per_t = dict(tuple(int(v) for v in item.split(":")) for item in args.epochs.split(",")) if ":" in args.epochs else {}
+    epochs_for = lambda t: per_t[t] if per_t else int(args.epochs)  # noqa: E731
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     rows = {}
     for key in args.networks.split(","):
@@ -78,7 +80,7 @@ def main() -> None:
             state = Path(args.state_dir) / f"{key}_T{t}{'_chain' if args.chain else ''}.state.pt" if args.state_dir else None
             if state is not None:
                 state.parent.mkdir(parents=True, exist_ok=True)
-            res = finetune(start if args.chain else snn, train_part, val, t, args.epochs, args.lr, args.batch_size,
+            res = finetune(start if args.chain else snn, train_part, val, t, epochs_for(t), args.lr, args.batch_size,
                            augment=not dataset.startswith("mnist"), log=log, state_path=state)
             conv_stats = simulate(snn, test, t, layer_error=False)
             stats = simulate(res["graph"], test, t, layer_error=False)
@@ -88,7 +90,7 @@ def main() -> None:
                 "checkpoint_sha256": sha256(ckpt), "started_from": f"T={prev_t} fine-tuned" if args.chain and prev_t
                 else "conversion",
                 "train_samples": len(train_part), "val_samples": len(val), "test_samples": len(test),
-                "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                "epochs": epochs_for(t), "lr": args.lr, "batch_size": args.batch_size,
                 "val_before": res["history"][0]["val_acc"], "val_after": res["val_accuracy"],
                 "best_epoch": res["best_epoch"], "test_before": before, "test_after": after, "ann_test": ann_test,
                 "energy_uj_after": stats.energy_uj()[t - 1], "synops_after": stats.synops_per_sample()[t - 1],
