@@ -27,3 +27,32 @@ def test_render_and_plot_from_committed_json(tmp_path):
         bench.plot_suite(png, suite, sd)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Issue 3 targets:" in md
+
+
+def test_finetune_targets_are_judged_from_the_rows():
+    """The hybrid fine-tuning section judges each target from its row's gap, and says what is missing."""
+    bench = _bench()
+    row = {"network": "resnet20_45k", "timesteps": 2, "test_before": 70.0, "test_after": 83.5, "ann_test": 84.17,
+           "test_samples": 10000, "energy_uj_after": 10.0, "ann_energy_uj": 190.0}
+    md = "\n".join(bench.finetune_section({"command": "c", "rows": [row]}))
+    assert "resnet20_45k T=2 within 1.0 of its ANN: gap -0.67 on 10000 test images -> met" in md
+    assert "resnet20_45k T=1 within 3.0 of its ANN: not measured yet" in md
+    md = "\n".join(bench.finetune_section({"command": "c", "rows": [{**row, "test_after": 82.0}]}))
+    assert "gap -2.17 on 10000 test images -> NOT met" in md
+    assert bench.finetune_section(None) == []
+
+
+def test_generality_choices_read_validation_not_test():
+    """bench_generality picks the variant and T on the validation columns; the test gap is read after."""
+    spec = importlib.util.spec_from_file_location("bench_generality", ROOT / "scripts" / "bench_generality.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    rows = [{"variant": "a", "ann_val": 80.0, "ann_test": 79.0,
+             "per_t": {"4": {"val": 79.5, "test": 70.0}, "16": {"val": 79.9, "test": 78.9}}},
+            {"variant": "b", "ann_val": 80.0, "ann_test": 79.0,
+             "per_t": {"4": {"val": 78.0, "test": 79.0}, "16": {"val": 79.0, "test": 79.5}}}]
+    r, t, gap = gen.chosen_on_validation(rows, 1.0)  # smallest T within 1 point on validation: a at T=4
+    assert (r["variant"], t, gap) == ("a", "4", -9.0)
+    r, t, gap = gen.chosen_on_validation(rows, 1.0, fixed_t=16)  # at T=16 the closest on validation: a
+    assert (r["variant"], t) == ("a", "16") and abs(gap + 0.1) < 1e-9
+    assert gen.chosen_on_validation(rows, 0.05) is None
