@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, footer, save, sha256  # noqa: E402
+from benchlib import REPO, command, footer, save, sha256  # noqa: E402
 
 from snnconv.api import ann_accuracy, conversion_pipeline, conversion_warnings, convert_graph, ingest, resolve_model, \
     simulate  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
                      "ann_energy_uj": ann_test[1] * 4.6e-6, "val_samples": len(val), "test_samples": len(test),
                      "per_t": {str(t): {"val": v[t - 1], "test": acc[t - 1], "energy_uj": energy[t - 1]} for t in ts},
                      "census": census_counts(spiking_census(snn)), "warnings": conversion_warnings(snn),
-                     "seconds": round(time.time() - t0, 1)})
+                     "seconds": round(time.time() - t0, 1), "command": command("bench_variants.py", args.data_dir)})
         print(f"[{name}] val " + " ".join(f"T{t}={v[t - 1]:.2f}" for t in ts) + " | test " +
               " ".join(f"T{t}={acc[t - 1]:.2f}" for t in ts), flush=True)
     save(args.out, rows, key=lambda r: (r["network"], r["variant"]), markdown=markdown, script="bench_variants.py",
@@ -104,7 +104,9 @@ def markdown(data: dict) -> str:
     for net in dict.fromkeys(r["network"] for r in data["rows"]):
         rows = [r for r in data["rows"] if r["network"] == net]
         ts = sorted({int(t) for r in rows for t in r["per_t"]})
-        lines += [f"## {net}", "", f"ANN: validation {rows[0]['ann_val']:.2f}%, test {rows[0]['ann_test']:.2f}% "
+        cmds = list(dict.fromkeys(r["command"] for r in rows if "command" in r))
+        lines += [f"## {net}", ""] + ([f"Command: {'; '.join(f'`{c}`' for c in cmds)}", ""] if cmds else []) + [
+                  f"ANN: validation {rows[0]['ann_val']:.2f}%, test {rows[0]['ann_test']:.2f}% "
                   f"({rows[0]['test_samples']} test images), {rows[0]['ann_energy_uj']:.3g} uJ/sample", "",
                   "| variant | conversion | " + " | ".join(f"T={t}" for t in ts) + " | census | warnings |",
                   "|---|---|" + "---:|" * len(ts) + "---|---|"]
