@@ -125,7 +125,8 @@ def cnn_section(title: str, page: str, d: dict | None, tol: float, t_max: int, w
     lines = [f"## {title}", ""]
     if not d:
         return lines + [f"Not measured yet (see `scripts/bench_variants.py`; page {page}.md).", ""]
-    lines += [f"From [{page}.md]({page}.md), command(s): `{d['command']}`.", "",
+    cmds = list(dict.fromkeys(r.get("command", d["command"]) for r in d["rows"]))
+    lines += [f"From [{page}.md]({page}.md), command(s): {'; '.join(f'`{c}`' for c in cmds)}.", "",
               "| network | variant | conversion | ANN val / test | " + " | ".join(
                   f"T={t}" for t in sorted({int(t) for r in d["rows"] for t in r["per_t"]})) + " | census |",
               "|---|---|---|---|" + "---:|" * len({int(t) for r in d["rows"] for t in r["per_t"]}) + "---|"]
