@@ -101,8 +101,15 @@ def main() -> None:
             log(f"[{key} T={t}] test {before:.2f}% -> {after:.2f}% (val {res['history'][0]['val_acc']:.2f} -> "
                 f"{res['val_accuracy']:.2f}, epoch {res['best_epoch']})")
             save(args.out, list(rows.values()), key=lambda r: (r["network"], r["timesteps"]), markdown=markdown,
-                 script="bench_finetune_snn.py", data_dir=args.data_dir)  # after every row: progress is kept
+                 script="bench_finetune_snn.py", data_dir=args.data_dir, hide={"<state-dir>": args.state_dir})  # after every row: progress is kept
             start, prev_t = res["graph"], t
+
+
+def train_seconds(row: dict) -> float:
+    """Training + validation time summed over the epochs of the history (right across resumed runs; rows
+    from before the per-epoch times were kept show the process's time)."""
+    epochs = [h["seconds"] for h in row["history"] if "seconds" in h]
+    return round(sum(epochs), 1) if epochs else row["seconds"]
 
 
 def markdown(data: dict) -> str:
@@ -116,7 +123,7 @@ def markdown(data: dict) -> str:
              "validation images (the fine-tuning did not): their validation numbers run high; judge them on the test "
              "columns. `mnist_cnn_l2_55k` was trained on the training part only: its validation numbers are clean.", "",
              "| network | T | conversion | train imgs | epochs | val before | val after | test before | test after | "
-             "ANN test | gap to ANN | energy uJ (SNN / ANN) | started from | kept epoch | BPTT MB/batch | seconds |",
+             "ANN test | gap to ANN | energy uJ (SNN / ANN) | started from | kept epoch | BPTT MB/batch | training s |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
     for r in data["rows"]:
         lines.append(f"| {r['network']} | {r['timesteps']} | {r['conversion']} | {r['train_samples']} | {r['epochs']} | "
@@ -126,7 +133,7 @@ def markdown(data: dict) -> str:
                      + (f"{r['energy_uj_after']:.3g} / {r['ann_energy_uj']:.3g}" if "energy_uj_after" in r else "-")
                      + f" | {r.get('started_from', 'conversion')} | {r['best_epoch']} | "
                      f"{r['bptt_activation_mb_per_batch']} | "
-                     f"{r['seconds']} |")
+                     f"{train_seconds(r)} |")
     return "\n".join(lines + footer(data))
 
 

@@ -52,11 +52,15 @@ def load_model_and_data(args, eval_samples: int) -> tuple:
     return model, shape, source, method, train, test, batches
 
 
-def command(script: str, data_dir: str | None) -> str:
-    """The command that was run, with the machine's data folder written as ``../shared/datasets``."""
+def command(script: str, data_dir: str | None, hide: dict[str, str | None] | None = None) -> str:
+    """The command that was run, with the machine's data folder written as ``../shared/datasets`` and each
+    path of ``hide`` (e.g. a run folder) as its placeholder: no machine paths in committed files."""
     argv = " ".join(sys.argv[1:])
     if data_dir:
         argv = argv.replace(data_dir, "../shared/datasets")
+    for placeholder, path in (hide or {}).items():
+        if path:
+            argv = argv.replace(path, placeholder)
     return f"python scripts/{script} {argv}".strip()
 
 
@@ -78,7 +82,8 @@ def environment_block(env: dict) -> list[str]:
 
 
 def save(out: str | Path, rows: list[dict], key: Callable[[dict], tuple], markdown: Callable[[dict], str],
-         script: str, data_dir: str | None, keep: Callable[[dict], bool] = lambda r: True, **fields) -> dict:
+         script: str, data_dir: str | None, keep: Callable[[dict], bool] = lambda r: True,
+         hide: dict[str, str | None] | None = None, **fields) -> dict:
     """Write ``out``.json and ``out``.md: the new ``rows`` merged over the rows of earlier runs (same ``key``
     replaced; old rows kept when ``keep(row)``), the command, the environment and ``fields``; prints the
     markdown. Returns the data written."""
@@ -90,7 +95,7 @@ def save(out: str | Path, rows: list[dict], key: Callable[[dict], tuple], markdo
     old = json.loads(js.read_text()) if js.is_file() else {}
     merged = {key(r): r for r in old.get("rows", []) if keep(r)}
     merged.update({key(r): r for r in rows})
-    data = {"command": command(script, data_dir), "rows": list(merged.values()), **fields,
+    data = {"command": command(script, data_dir, hide), "rows": list(merged.values()), **fields,
             "environment": environment()}
     js.write_text(json.dumps(data, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
     text = markdown(data)
