@@ -118,7 +118,9 @@ def markdown(data: dict) -> str:
              "Converted network (QCFS thresholds) fine-tuned by BPTT over T steps with the rectangular surrogate "
              "(Wu et al. 2018): weights, biases, per-channel thresholds and initial membranes, Adam with cosine "
              "decay. The epoch kept is the best on the validation split (5,000 training images held out; epoch 0 "
-             "is the conversion itself); the test set is scored once before and once after. Caveat: the `mnist_cnn` and `resnet20` checkpoints "
+             "is the network the run started from); the test set is scored once before and once after. `val before` is the "
+             "network the run started from (the conversion, or with `--chain` the larger T's fine-tuned network); "
+             "`test before` is always the conversion at that T. Caveat: the `mnist_cnn` and `resnet20` checkpoints "
              "were trained on the whole training split before the validation split existed, so their ANN saw the "
              "validation images (the fine-tuning did not): their validation numbers run high; judge them on the test "
              "columns. `mnist_cnn_l2_55k` was trained on the training part only: its validation numbers are clean.", "",
