@@ -78,7 +78,7 @@ def _load_zoo_module(name: str, ckpt: dict, path: Path, cfg: RunConfig, shape) -
     """A zoo architecture with the checkpoint's weights (and its QCFS activations when trained with them)."""
     _, ncls = dataset_info(cfg.dataset)
     model = with_activation(build_model(name, num_classes=ncls, in_channels=shape[0]), ckpt.get("activation", "relu"),
-                            ckpt.get("levels", 0))
+                            ckpt.get("levels", 0), ckpt.get("maxpool_to_avgpool", True))
     checkpoints.apply_state_dict(model, ckpt, str(path))
     return model.eval(), shape, {"weights": str(path), "checkpoint_accuracy": ckpt.get("accuracy"),
                                  "activation": ckpt.get("activation", "relu"), "levels": ckpt.get("levels", 0)}
@@ -181,10 +181,13 @@ def inspect_target(target: str, dataset: str = "cifar10", log_fn=print) -> tuple
 
 def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batch_size: int = 128, lr: float = 0.1,
           out: str | None = None, seed: int = 0, log_fn=print, activation: str = "relu", levels: int = 0,
-          init_from: str | None = None, bf16: bool = False, device: str = "cpu", overwrite: bool = False) -> dict:
+          init_from: str | None = None, bf16: bool = False, device: str = "cpu", overwrite: bool = False,
+          keep_maxpool: bool = False) -> dict:
     """Train a zoo model with ``snnconv.training.ann`` and store it in the model cache (or ``out``).
 
-    ``activation='qcfs'`` trains conversion-aware (QCFS, Bu et al. 2022) with ``levels`` steps.
+    ``activation='qcfs'`` trains conversion-aware (QCFS, Bu et al. 2022) with ``levels`` steps; as in
+    that paper, max pooling is trained as average pooling unless ``keep_maxpool`` (the run says so, and the
+    checkpoint records it as ``maxpool_to_avgpool``, which loading follows).
     ``init_from`` (a checkpoint of the same architecture) fine-tunes instead of training from
     scratch; QCFS thresholds then start at the 99.9th percentile of each layer's ReLU input, or,
     from a QCFS checkpoint with other ``levels``, at its trained thresholds (re-quantized to ``levels``).
@@ -203,12 +206,13 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
            f"(snnconv.data.datasets.split_validation); the {len(test_split)} test images are scored once at the end")
     if init_from:
         src = checkpoints.load_checkpoint(Path(init_from))
-        model = with_activation(model, src.get("activation", "relu"), src.get("levels", 0))
+        to_avg = src.get("maxpool_to_avgpool", True) if src.get("activation", "relu") == "qcfs" else not keep_maxpool
+        model = with_activation(model, src.get("activation", "relu"), src.get("levels", 0), to_avg)
         checkpoints.apply_state_dict(model, src, init_from)
         if activation == "qcfs" and src.get("activation", "relu") == "relu":
             from snnconv.models.qcfs import init_thresholds, to_qcfs
 
-            model = to_qcfs(model, levels)
+            model = to_qcfs(model, levels, to_avg)
             init_thresholds(model, [x for x, _ in train_split.subset(1024, seed).batches(256)])
         elif activation == "qcfs" and levels != src.get("levels", 0):
             from snnconv.models.qcfs import QCFS
@@ -217,10 +221,16 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
                 if isinstance(m, QCFS):
                     m.levels = levels
     else:
-        model = with_activation(model, activation, levels)
+        to_avg = not keep_maxpool
+        model = with_activation(model, activation, levels, to_avg)
+    pools = sum(isinstance(m, nn.MaxPool2d) for m in build_model(model_name, num_classes=ncls, in_channels=in_ch).modules())
+    if activation == "qcfs" and pools:
+        log_fn(f"{model_name}: {pools} max pooling layer(s) " + ("trained as average pooling (QCFS, Bu et al. 2022; "
+               "--keep-maxpool keeps them)" if to_avg else "kept as max pooling (--keep-maxpool)"))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       augment=not dataset.startswith("mnist"), bf16=bf16, device=device)
-    meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels if activation == "qcfs" else 0}
+    meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels if activation == "qcfs" else 0,
+            "maxpool_to_avgpool": bool(activation == "qcfs" and to_avg)}
     result = train_ann(model, train_split, val_split, test_split, cfg, path, meta, log=log_fn)
     log_fn(f"saved {path} (validation accuracy {result['val_accuracy']:.2f}%, test accuracy {result['accuracy']:.2f}%)")
     return {"path": str(path), "accuracy": result["accuracy"], "val_accuracy": result["val_accuracy"]}

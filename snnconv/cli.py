@@ -133,6 +133,8 @@ def train(
     out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
     activation: str = typer.Option("relu", help="relu, or qcfs (conversion-aware, Bu et al. ICLR 2022)"),
     levels: int = typer.Option(4, help="QCFS quantization levels L (with --activation qcfs)"),
+    keep_maxpool: bool = typer.Option(False, "--keep-maxpool", help="with qcfs: keep max pooling (default: trained as "
+                                      "average pooling, as in Bu et al. 2022)"),
     bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing checkpoint at --out (or in the model cache)"),
@@ -144,7 +146,8 @@ def train(
 
     build_model(model)
     do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30, 0))[0], batch_size, lr, out, seed,
-             log_fn=_err, activation=activation, levels=levels, bf16=bf16, device=device, overwrite=overwrite)
+             log_fn=_err, activation=activation, levels=levels, bf16=bf16, device=device, overwrite=overwrite,
+             keep_maxpool=keep_maxpool)
 
 
 @app.command()
@@ -159,6 +162,8 @@ def finetune(
     seed: int = typer.Option(0),
     out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
     levels: int = typer.Option(4, help="QCFS quantization levels L"),
+    keep_maxpool: bool = typer.Option(False, "--keep-maxpool", help="with qcfs: keep max pooling (default: trained as "
+                                      "average pooling, as in Bu et al. 2022)"),
     bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing checkpoint at --out (or in the model cache)"),
@@ -172,7 +177,7 @@ def finetune(
     if not Path(weights).is_file():
         raise SnnconvError(f"weights file {weights} not found")
     do_train(model, dataset, data_dir, epochs, batch_size, lr, out, seed, log_fn=_err, activation="qcfs",
-             levels=levels, init_from=weights, bf16=bf16, device=device, overwrite=overwrite)
+             levels=levels, init_from=weights, bf16=bf16, device=device, overwrite=overwrite, keep_maxpool=keep_maxpool)
 
 
 @app.command()

@@ -115,3 +115,22 @@ def test_finetune_qcfs_checkpoint_to_other_levels(tmp_path):
     assert res["accuracy"] == pytest.approx(evaluate_ann(model, test))
     l4, _, _ = resolve_model(RunConfig(model="mnist_cnn", dataset="mnist-bundled", weights=str(src)))
     assert evaluate_ann(l4, test) != pytest.approx(res["accuracy"])  # the test can tell L=2 from L=4
+
+
+@pytest.mark.parametrize("to_avg", [None, True, False])
+def test_qcfs_checkpoints_load_with_the_pooling_they_were_trained_with(tmp_path, to_avg):
+    """QCFS training replaces max pooling by average pooling unless --keep-maxpool; the checkpoint records
+    which (maxpool_to_avgpool, absent in older checkpoints = replaced), and loading builds that network."""
+    from snnconv.api import ingest, resolve_model
+    from snnconv.checkpoints import save_checkpoint
+    from snnconv.config import RunConfig
+
+    net = to_qcfs(build_model("vgg11"), levels=4, avgpool=to_avg is not False)
+    ck = {"model": "vgg11", "dataset": "cifar10", "activation": "qcfs", "levels": 4, "state_dict": net.state_dict()}
+    if to_avg is not None:
+        ck["maxpool_to_avgpool"] = to_avg
+    save_checkpoint(tmp_path / "v.pt", ck)
+    m, shape, _ = resolve_model(RunConfig(model="vgg11", dataset="cifar10", weights=str(tmp_path / "v.pt")),
+                                log_fn=lambda _: None)
+    kinds = ingest(m, shape)[0].kinds()
+    assert (kinds.get("maxpool2d", 0), kinds.get("avgpool2d", 0)) == ((0, 5) if to_avg is not False else (5, 0))
