@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from benchlib import REPO, environment_block, save  # noqa: E402
-from helpers import OP_NETS  # noqa: E402
+from helpers import OP_NETS, torch_to_onnx  # noqa: E402
 
 from snnconv.api import conversion_pipeline, convert_graph  # noqa: E402
 from snnconv.frontends.onnx import from_onnx, onnxruntime_run  # noqa: E402
@@ -47,12 +46,7 @@ def op_row(name: str, make, shape: tuple, timesteps: int, folder: Path) -> dict:
     x = torch.randn(8, *shape)
     with torch.no_grad():
         want = m(x)
-    path = folder / f"{name.replace('+', '_')}.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(m, (torch.randn(1, *shape),), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    path = torch_to_onnx(m, shape, folder / f"{name.replace('+', '_')}.onnx")
     import onnx
 
     ops = sorted({n.op_type for n in onnx.load(str(path)).graph.node})
@@ -97,7 +91,7 @@ def decoder_section(d: dict | None) -> list[str]:
         met += [int(t)] if ok and int(t) <= 16 else []
         lines.append(f"| {t} | {p['next_token_agreement']:.2f} | {p['perplexity']:.3f} | {100 * rel:+.2f} % | "
                      f"{p['energy_uj']:.3g} | {'yes' if ok else 'no'} |")
-    lines += ["", f"Target (agreement >= 95 %, perplexity within 5 % at some T <= 16): "
+    lines += ["", "Target (agreement >= 95 %, perplexity within 5 % at some T <= 16): "
               + (f"met at T = {', '.join(map(str, met))} (every T is reported; none is chosen)" if met else "NOT met"), ""]
     return lines
 
@@ -128,11 +122,10 @@ def cnn_section(title: str, page: str, d: dict | None, tol: float, t_max: int, w
     if not d:
         return lines + [f"Not measured yet (see `scripts/bench_variants.py`; page {page}.md).", ""]
     cmds = list(dict.fromkeys(r.get("command", d["command"]) for r in d["rows"]))
-    lines += [f"From [{page}.md]({page}.md), command(s): {'; '.join(f'`{c}`' for c in cmds)}.", "",
-              "| network | variant | conversion | ANN val / test | " + " | ".join(
-                  f"T={t}" for t in sorted({int(t) for r in d["rows"] for t in r["per_t"]})) + " | census |",
-              "|---|---|---|---|" + "---:|" * len({int(t) for r in d["rows"] for t in r["per_t"]}) + "---|"]
     ts = sorted({int(t) for r in d["rows"] for t in r["per_t"]})
+    lines += [f"From [{page}.md]({page}.md), command(s): {'; '.join(f'`{c}`' for c in cmds)}.", "",
+              "| network | variant | conversion | ANN val / test | " + " | ".join(f"T={t}" for t in ts) + " | census |",
+              "|---|---|---|---|" + "---:|" * len(ts) + "---|"]
     for r in d["rows"]:
         cells = [f"{r['per_t'][str(t)]['val']:.2f} / {r['per_t'][str(t)]['test']:.2f}" if str(t) in r["per_t"] else "-"
                  for t in ts]

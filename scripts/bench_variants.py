@@ -31,6 +31,7 @@ from snnconv.config import ConversionConfig, RunConfig, parse_timesteps  # noqa:
 from snnconv.data.datasets import load_dataset, load_part  # noqa: E402
 from snnconv.errors import SnnconvError  # noqa: E402
 from snnconv.passes.spiking_transformer import census_counts, spiking_census  # noqa: E402
+from snnconv.runtime.simulator import E_MAC_PJ  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -84,7 +85,7 @@ def main() -> None:
         acc, energy = st.accuracy(), st.energy_uj()
         rows.append({"network": args.model, "variant": name, "conversion": conv, "checkpoint": weights,
                      "checkpoint_sha256": sha256(args.weights), "ann_val": ann_val, "ann_test": ann_test[0],
-                     "ann_energy_uj": ann_test[1] * 4.6e-6, "val_samples": len(val), "test_samples": len(test),
+                     "ann_energy_uj": ann_test[1] * E_MAC_PJ * 1e-6, "val_samples": len(val), "test_samples": len(test),
                      "per_t": {str(t): {"val": v[t - 1], "test": acc[t - 1], "energy_uj": energy[t - 1]} for t in ts},
                      "census": census_counts(spiking_census(snn)), "warnings": conversion_warnings(snn),
                      "seconds": round(time.time() - t0, 1), "command": command("bench_variants.py", args.data_dir)})

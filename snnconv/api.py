@@ -200,6 +200,7 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     check_output_file(path, overwrite, what="checkpoint")  # before any work: never replaces a file unasked
     in_ch, ncls = dataset_info(dataset)
     model = build_model(model_name, num_classes=ncls, in_channels=in_ch)
+    pools = sum(isinstance(m, nn.MaxPool2d) for m in model.modules())  # before QCFS may swap them
     train_split, val_split = load_train_val(dataset, data_dir)
     test_split = load_dataset(dataset, data_dir, train=False)
     log_fn(f"training on {len(train_split)} images, validating on {len(val_split)} held out of the training split "
@@ -223,7 +224,6 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     else:
         to_avg = not keep_maxpool
         model = with_activation(model, activation, levels, to_avg)
-    pools = sum(isinstance(m, nn.MaxPool2d) for m in build_model(model_name, num_classes=ncls, in_channels=in_ch).modules())
     if activation == "qcfs" and pools:
         log_fn(f"{model_name}: {pools} max pooling layer(s) " + ("trained as average pooling (QCFS, Bu et al. 2022; "
                "--keep-maxpool keeps them)" if to_avg else "kept as max pooling (--keep-maxpool)"))

@@ -1,6 +1,9 @@
 """Helpers shared by several test modules (imported as ``helpers``; tests/ is on sys.path)."""
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -97,3 +100,13 @@ def conv1d_net() -> nn.Module:
 #: the op networks of issue 18 point 4 with their per-sample input shapes (tests and scripts/bench_generality.py)
 OP_NETS = {"conv1d": (conv1d_net, (3, 32)), "leaky_relu+upsample": (LeakyUp, (3, 8, 8)),
            "conv_transpose2d": (Decoder, (3, 8, 8)), "chunk+split+slice": (SplitNet, (3, 8, 8))}
+
+
+def torch_to_onnx(model: nn.Module, shape: tuple, path: Path) -> Path:
+    """The legacy (TorchScript) exporter: works offline without onnxscript; dynamic batch axis."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.randn(1, *shape),), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    return path

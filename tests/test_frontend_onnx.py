@@ -4,8 +4,6 @@ torch -> IR -> ONNX -> IR round trip."""
 from __future__ import annotations
 
 import sys
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,23 +14,12 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from helpers import randomize_batchnorm  # noqa: E402
 from snnconv.backends.onnx_export import export_onnx  # noqa: E402
 from snnconv.errors import SnnconvError, UnsupportedOpError  # noqa: E402
 from snnconv.frontends.onnx import check_onnx_equivalence, from_onnx, onnxruntime_run  # noqa: E402
 from snnconv.frontends.torch import from_torch  # noqa: E402
 from snnconv.runtime.interpreter import run_ann  # noqa: E402
-from helpers import Decoder, LeakyUp, SplitNet, conv1d_net  # noqa: E402
-
-
-def torch_to_onnx(model: nn.Module, shape: tuple, path: Path) -> Path:
-    """The legacy (TorchScript) exporter: works offline without onnxscript; dynamic batch axis."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.randn(1, *shape),), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
-    return path
+from helpers import Decoder, LeakyUp, SplitNet, conv1d_net, randomize_batchnorm, torch_to_onnx  # noqa: E402
 
 
 class TinyCNN(nn.Module):
