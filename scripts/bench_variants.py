@@ -49,6 +49,29 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, out
 
 
+def qcfs_at_levels(model: torch.nn.Module, shape, ts: list[int], parts: dict) -> dict:
+    """Accuracy of the QCFS ANN with its quantizers set to ``L = T`` levels, per T and part.
+
+    A QCFS neuron with shift 1/2 simulated for T steps computes the QCFS function with T levels (Bu et al.,
+    ICLR 2022, Theorem 2), so this is the function the SNN approximates at T: when it moves away from the
+    trained L, the SNN follows it. Empty when the model has no QCFS quantizers."""
+    import copy
+
+    from snnconv.models.qcfs import QCFS
+
+    probe = copy.deepcopy(model).eval()
+    quantizers = [m for m in probe.modules() if isinstance(m, QCFS)]
+    out: dict = {}
+    if not quantizers:
+        return out
+    for t in ts:
+        for q in quantizers:
+            q.levels = t
+        graph, _ = ingest(probe, shape)
+        out[str(t)] = {name: ann_accuracy(graph, part)[0] for name, part in parts.items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -74,6 +97,7 @@ def main() -> None:
     val = load_part(args.dataset, args.data_dir, "val").subset(args.val_samples, 0)
     test = load_dataset(args.dataset, args.data_dir, train=False).subset(args.test_samples, 0)
     ann_val, ann_test = ann_accuracy(graph, val)[0], ann_accuracy(graph, test)
+    at_levels = qcfs_at_levels(model, shape, ts, {"val": val, "test": test})
     weights = str(Path(args.weights).resolve().relative_to(REPO)) if Path(args.weights).resolve().is_relative_to(REPO) \
         else Path(args.weights).name
     rows = []
@@ -86,6 +110,7 @@ def main() -> None:
         rows.append({"network": args.model, "variant": name, "conversion": conv, "checkpoint": weights,
                      "checkpoint_sha256": sha256(args.weights), "ann_val": ann_val, "ann_test": ann_test[0],
                      "ann_energy_uj": ann_test[1] * E_MAC_PJ * 1e-6, "val_samples": len(val), "test_samples": len(test),
+                     "ann_levels_t": at_levels,
                      "per_t": {str(t): {"val": v[t - 1], "test": acc[t - 1], "energy_uj": energy[t - 1]} for t in ts},
                      "census": census_counts(spiking_census(snn)), "warnings": conversion_warnings(snn),
                      "seconds": round(time.time() - t0, 1), "command": command("bench_variants.py", args.data_dir)})
@@ -116,6 +141,13 @@ def markdown(data: dict) -> str:
                      else "-" for t in ts]
             lines.append(f"| {r['variant']} | `{r['conversion']}` | " + " | ".join(cells) +
                          f" | {r['census']} | {'; '.join(r['warnings']) or '-'} |")
+        levels = rows[-1].get("ann_levels_t")
+        if levels:
+            lines += ["", "The QCFS ANN with its quantizers set to L = T levels (the function a QCFS SNN approximates "
+                      "at T; Bu et al. 2022): validation % / test %", "",
+                      "| " + " | ".join(f"T={t}" for t in ts) + " |", "|" + "---:|" * len(ts),
+                      "| " + " | ".join(f"{levels[str(t)]['val']:.2f} / {levels[str(t)]['test']:.2f}"
+                                        if str(t) in levels else "-" for t in ts) + " |"]
         lines += ["", "Chosen on validation at each T (test % read after the choice, energy per sample):", "",
                   "| T | variant | validation % | test % | energy (uJ) |", "|---:|---|---:|---:|---:|"]
         for t in ts:

@@ -542,12 +542,16 @@ class ClassificationTask(Task):
 
 def conversion_warnings(snn: Graph) -> list[str]:
     """What the report must say about a converted graph whose conversion is known to be lossy."""
-    pools = [k for k, n in snn.nodes.items() if n.kind == "maxpool2d" and n.spike_mode == "gate"]
-    if pools:  # say it, do not hide it (issue 18): the gate converges slowly and biases the layers after it
-        return [f"max pooling ({len(pools)} layer(s), first '{pools[0]}') runs with the spike-gating scheme of "
-                f"Rueckauer et al. 2017, which converges slowly and loses fidelity in the layers after it; "
-                f"use --maxpool count (exact, the default) or average pooling (e.g. vgg16_avg)"]
-    return []
+    schemes = {"gate": "the spike-gating scheme of Rueckauer et al. 2017, which converges slowly",
+               "wta": "first-spike winner-take-all, which passes the earliest input rather than the most active"}
+    out = []
+    for mode, what in schemes.items():  # say it, do not hide it (issue 18): both bias the layers after the pool
+        pools = [k for k, n in snn.nodes.items() if n.kind == "maxpool2d" and n.spike_mode == mode]
+        if pools:
+            out.append(f"max pooling ({len(pools)} layer(s), first '{pools[0]}') runs with {what} and loses "
+                       f"fidelity in the layers after it; use --maxpool count (exact, the default) or average "
+                       f"pooling (e.g. vgg16_avg)")
+    return out
 
 
 def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_fn) -> dict:

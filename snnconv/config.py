@@ -51,7 +51,7 @@ class ConversionConfig:
     calibration_timesteps: int = 4  # calibration: the T the SNN is calibrated for
     signed: bool = False  # negative spikes cancel over-firing (signed_neurons pass)
     qcfs_as_clip: bool = False  # max/percentile/calibration on QCFS weights: quantized clips as clip(0, lambda)
-    maxpool: str = "count"  # how the SNN runs max pooling: count (exact max of accumulated inputs) | gate
+    maxpool: str = "count"  # how the SNN runs max pooling: count (exact max of accumulated inputs) | gate | wta
 
 
 @dataclass
@@ -68,7 +68,7 @@ CHOICES = {  # key -> allowed values, checked at load time
     "conversion.reset": ("subtract", "zero"),
     "conversion.neuron": ("if", "lif"),
     "conversion.calibration": ("bias", "potential"),
-    "conversion.maxpool": ("count", "gate"),
+    "conversion.maxpool": ("count", "gate", "wta"),
     "encoding": ENCODINGS,
 }
 #: keys that may be written as a mapping grouping related flat keys

@@ -367,3 +367,17 @@ def test_calibration_sweep_equals_resimulation(mode):
                 assert torch.equal(va, vb), (k, f)
                 changed += 1
     assert changed > 0 and out["sweep"][1]["mean_abs_error_before"] == out["resimulate"][1]["mean_abs_error_before"]
+
+
+def test_census_counts_a_layer_after_an_average_pool_of_spikes_as_spike_driven():
+    """Average pooling of spikes folds into the next layer's weights: only the first conv reads analog input."""
+    from snnconv.passes.spiking_transformer import spiking_census
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    graph, _ = from_torch(model, (3, 8, 8))
+    snn, _ = convert(graph, [{"name": "threshold_balance"}], [torch.randn(16, 3, 8, 8)])
+    roles = {r["node"]: r["role"] for r in spiking_census(snn) if snn.nodes[r["node"]].kind in ("conv2d", "linear")}
+    assert sorted(roles.values()) == ["synaptic_analog", "synaptic_spikes", "synaptic_spikes"]
+    first = next(n for n, node in snn.nodes.items() if node.kind == "conv2d")
+    assert roles[first] == "synaptic_analog"

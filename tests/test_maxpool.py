@@ -37,6 +37,26 @@ def test_count_mode_total_is_the_max_of_the_input_totals(chunk):
     assert torch.all((out == 0) | (out == theta.view(1, 1, 3, 1, 1).expand_as(out)))  # binary in, binary out
 
 
+def test_wta_mode_passes_only_the_first_input_to_fire():
+    """Window [a, b, c, d]: b fires first (step 0), a fires more often later; the pool keeps passing b."""
+    T = 6
+    x = torch.zeros(T, 1, 1, 2, 2)
+    x[0, 0, 0, 0, 1] = 1.0  # b fires at step 0
+    x[1:, 0, 0, 0, 0] = 1.0  # a fires at every later step
+    x[3, 0, 0, 0, 1] = 1.0  # b fires again at step 3
+    x[0, 0, 0, 1, 0] = 0.5  # c fires at step 0 with a smaller input: the tie goes to b
+    g = Graph()
+    g.add("input", Input(shape=(1, 2, 2)))
+    g.add("pool", MaxPool2d((2, 2), (2, 2), spike_mode="wta"), ["input"])
+    g.outputs = ["pool"]
+    sim = Simulator(g.infer_shapes(), T, collect_stats=False)
+    state = {}
+    out = torch.cat([sim._wta_maxpool("pool", sim.graph.nodes["pool"], x[i:i + 2], state) for i in range(0, T, 2)])
+    assert out.flatten().tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]  # b's train, across chunks
+    count = sim._count_maxpool("pool", sim.graph.nodes["pool"], x, {})
+    assert count.sum() == 5.0  # the exact max (a's total) which wta misses
+
+
 @pytest.fixture(scope="module")
 def maxpool_cnn():
     torch.manual_seed(0)
@@ -56,7 +76,7 @@ def maxpool_cnn():
 def test_count_mode_converts_a_maxpool_cnn_better_than_the_gate(maxpool_cnn):
     g, calib, te = maxpool_cnn
     res = {}
-    for mode in ("count", "gate"):
+    for mode in ("count", "gate", "wta"):
         snn, _ = convert_graph(g, calib, conversion_pipeline(ConversionConfig(maxpool=mode)))
         assert {n.spike_mode for n in snn.nodes.values() if n.kind == "maxpool2d"} == {mode}
         st = simulate(snn, te, 32, layer_error=True)
@@ -66,4 +86,7 @@ def test_count_mode_converts_a_maxpool_cnn_better_than_the_gate(maxpool_cnn):
     last = list(err_c)[-1]  # the network's last spiking layer: the error the pools pass on
     assert err_c[last] < err_g[last] / 2, (err_c, err_g)
     assert acc_c[31] >= ann - 1.5, (acc_c, ann)
-    assert not warn_c and warn_g and "gate" not in warn_c  # only the lossy mode is flagged in the report
+    assert not warn_c and warn_g and "gate" not in warn_c  # only the lossy modes are flagged in the report
+    acc_w, err_w, warn_w = res["wta"]
+    assert err_c[last] < err_w[last] / 2, (err_c, err_w)
+    assert warn_w and "winner-take-all" in warn_w[0]

@@ -21,7 +21,7 @@ class AvgPool2d(Node):
 
 
 #: how the SNN runs max pooling (see :class:`MaxPool2d`)
-MAXPOOL_MODES = ("count", "gate")
+MAXPOOL_MODES = ("count", "gate", "wta")
 
 
 @register_node
@@ -41,6 +41,11 @@ class MaxPool2d(Node):
     * ``"gate"``: the gating scheme of Rueckauer et al. (Front. Neurosci. 2017, §2.2.3): each window passes
       the current spikes of the input that has fired most so far; spikes of an input that only later
       becomes the winner are never sent, so the output converges slowly and biases the layers after it.
+    * ``"wta"``: winner-take-all by lateral inhibition: the first input of a window to fire wins it and
+      the others are inhibited for the rest of the run; the window then passes only the winner's
+      spikes (ties at that step go to the largest input). In a latency code the first spike *is* the
+      maximum (Masquelier & Thorpe, PLoS Comput. Biol. 2007; Kheradpisheh et al., Neural Netw. 2018);
+      in a rate code it is exact only when the earliest input is also the most active one.
     """
 
     kind = "maxpool2d"

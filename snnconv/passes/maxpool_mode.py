@@ -3,7 +3,8 @@
 ``count`` (the IR default) emits the change of the window maximum of the accumulated inputs, so the
 pooled spike count equals the maximum of the input spike counts at every step (exact in rate);
 ``gate`` is the gating scheme of Rueckauer et al. (Front. Neurosci. 2017, §2.2.3), which passes the
-spikes of the input that has fired most so far. See :class:`snnconv.ir.MaxPool2d` for both and
+spikes of the input that has fired most so far; ``wta`` is winner-take-all by lateral inhibition (the first
+input of a window to fire wins it for the rest of the run; Masquelier & Thorpe 2007). See :class:`snnconv.ir.MaxPool2d` for both and
 tests/test_maxpool.py / docs/design.md for the comparison on a trained max-pool CNN.
 """
 from __future__ import annotations

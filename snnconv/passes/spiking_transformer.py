@@ -50,6 +50,9 @@ from snnconv.runtime.interpreter import run_ann
 
 SYNAPTIC = ("linear", "conv2d")
 VIEWS = ("reshape", "permute", "identity", "flatten")
+# linear pools between a neuron and a synaptic layer: an average of spikes folds into the next layer's weights
+# (each spike still triggers one weighted update), so that layer counts as spike-driven in the census
+SPIKE_POOLS = ("avgpool2d", "adaptive_avgpool2d")
 NEURON_KINDS = ("neuron", "signed_neuron", "adaptive_lif", "cuba_lif", "izhikevich", "hodgkin_huxley")
 
 
@@ -191,7 +194,7 @@ def spiking_census(graph: Graph) -> list[dict]:
             role = "operator"
         elif node.synaptic:
             src = graph.preds(name)[0]
-            while graph.nodes[src].kind in VIEWS and graph.preds(src):
+            while graph.nodes[src].kind in VIEWS + SPIKE_POOLS and graph.preds(src):
                 src = graph.preds(src)[0]
             role = "synaptic_spikes" if graph.nodes[src].spiking else "synaptic_analog"
         else:

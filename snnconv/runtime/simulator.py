@@ -17,7 +17,8 @@ Max pooling (``MaxPool2d.spike_mode``): ``count`` emits the change of the window
 accumulated inputs (exact: the output total is the max of the input totals at every step); ``gate`` is
 the gating scheme of Rueckauer et al. (Front. Neurosci. 2017, §2.2.3): each window passes the spikes of
 the input that has fired the most so far (accumulated output, including the current step), which
-converges to the max of the input rates.
+converges to the max of the input rates; ``wta`` latches each window onto its first input to fire
+(winner-take-all by lateral inhibition) and passes that input's spikes.
 
 Devices: ``device`` (``cpu``, ``cuda``, ``cuda:N``) holds the graph's tensors, the inputs, the states and
 every intermediate on that device; statistics are accumulated on the CPU (a few numbers per chunk) and
@@ -236,6 +237,8 @@ class Simulator:
         if node.kind == "maxpool2d":
             if node.spike_mode == "gate":
                 return self._gated_maxpool(name, node, cur, state)
+            if node.spike_mode == "wta":
+                return self._wta_maxpool(name, node, cur, state)
             return self._count_maxpool(name, node, cur, state)
         y, counts, state[name] = NEURON_DYNAMICS[node.kind](node, cur, state.get(name))
         if self.collect:
@@ -278,6 +281,22 @@ class Simulator:
                                   return_indices=True)
             outs.append(cur[t].flatten(2).gather(2, idx.flatten(2)).view_as(idx))
         state[name] = acc
+        return torch.stack(outs)
+
+    def _wta_maxpool(self, name, node, cur, state):
+        """``wta`` mode: each window latches onto its first input to fire and passes only that input's spikes."""
+        winner = state.get(name)
+        outs = []
+        for t in range(cur.shape[0]):
+            x = cur[t]
+            m, idx = F.max_pool2d(x, node.kernel_size, node.stride, node.padding, node.dilation, node.ceil_mode,
+                                  return_indices=True)
+            if winner is None:
+                winner = torch.full_like(idx, -1)
+            winner = torch.where((winner < 0) & (m > 0), idx, winner)
+            passed = x.flatten(2).gather(2, winner.clamp(min=0).flatten(2)).view_as(m)
+            outs.append(passed * (winner >= 0))
+        state[name] = winner
         return torch.stack(outs)
 
     # -- statistics ------------------------------------------------------------------------------
