@@ -157,7 +157,7 @@ def markdown(data: dict) -> str:
                          read("silu"), 1.0, 16, "SNN within 1 point of its ANN at some T <= 16")
     lines += cnn_section("Max-pool VGG-11, CIFAR-10: max-pool conversion methods and average pooling", "maxpool",
                          read("maxpool"), 1.0, 16, "SNN within 1 point of its ANN at T = 16 with the best max-pool method",
-                         fixed_t=16, judged={"vgg11"})
+                         fixed_t=16, judged={"vgg11_maxpool_L16", "vgg11_maxpool_L4"})
     lines += ["## Ops through both frontends (random weights: parity, not accuracy)", "",
               "Each network is exported with `torch.onnx.export` (opset 17), ingested by the PyTorch and the ONNX "
               "frontend, run as an ANN and compared with the module (max abs difference) and with ONNX Runtime; then "

@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--weights", required=True)
+    ap.add_argument("--network", default=None, help="the rows' network label (default: --model); rows of one "
+                    "label share one ANN, so give each checkpoint its own")
     ap.add_argument("--variant", action="append", required=True, metavar="NAME=KEY:VALUE,...")
     ap.add_argument("--timesteps", default="1,2,4,8,16,32")
     ap.add_argument("--calib-samples", type=int, default=1024)
@@ -107,7 +109,8 @@ def main() -> None:
         v = simulate(snn, val, max(ts), args.batch_size, layer_error=False).accuracy()
         st = simulate(snn, test, max(ts), args.batch_size, layer_error=False)
         acc, energy = st.accuracy(), st.energy_uj()
-        rows.append({"network": args.model, "variant": name, "conversion": conv, "checkpoint": weights,
+        rows.append({"network": args.network or args.model, "model": args.model, "variant": name, "conversion": conv,
+                     "checkpoint": weights,
                      "checkpoint_sha256": sha256(args.weights), "ann_val": ann_val, "ann_test": ann_test[0],
                      "ann_energy_uj": ann_test[1] * E_MAC_PJ * 1e-6, "val_samples": len(val), "test_samples": len(test),
                      "ann_levels_t": at_levels,
@@ -134,12 +137,12 @@ def markdown(data: dict) -> str:
         lines += [f"## {net}", ""] + ([f"Command: {'; '.join(f'`{c}`' for c in cmds)}", ""] if cmds else []) + [
                   f"ANN: validation {rows[0]['ann_val']:.2f}%, test {rows[0]['ann_test']:.2f}% "
                   f"({rows[0]['test_samples']} test images), {rows[0]['ann_energy_uj']:.3g} uJ/sample", "",
-                  "| variant | conversion | " + " | ".join(f"T={t}" for t in ts) + " | census | warnings |",
-                  "|---|---|" + "---:|" * len(ts) + "---|---|"]
+                  "| variant | conversion | test images | ANN test | " + " | ".join(f"T={t}" for t in ts) + " | census | warnings |",
+                  "|---|---|---:|---:|" + "---:|" * len(ts) + "---|---|"]
         for r in rows:
             cells = [f"{r['per_t'][str(t)]['val']:.2f} / {r['per_t'][str(t)]['test']:.2f}" if str(t) in r["per_t"]
                      else "-" for t in ts]
-            lines.append(f"| {r['variant']} | `{r['conversion']}` | " + " | ".join(cells) +
+            lines.append(f"| {r['variant']} | `{r['conversion']}` | {r['test_samples']} | {r['ann_test']:.2f} | " + " | ".join(cells) +
                          f" | {r['census']} | {'; '.join(r['warnings']) or '-'} |")
         levels = rows[-1].get("ann_levels_t")
         if levels:
