@@ -37,6 +37,14 @@ RUNS = {
     "ResNet-20 (500 CIFAR-10 test images, qcfs)": ["--model", "resnet20", "--dataset", "cifar10", "--weights", R20,
                                                    "--method", "qcfs", "--eval-samples", "500", "--timesteps",
                                                    "1,2,4,8,16"],
+    # one run per other neuron model (the per-model IR neuron classes): signed, graded, leaky
+    "MNIST (full test set, qcfs, signed IF)": ["--model", "mnist_cnn", "--dataset", "mnist", "--weights", MNIST_QCFS,
+                                               "--method", "qcfs", "--signed", "--timesteps", "1,2,4,8,16,32"],
+    "MNIST (bundled subset, sfn, multi-level IF)": ["--model", "mnist_cnn", "--dataset", "mnist-bundled", "--weights",
+                                                    MNIST_QCFS, "--method", "sfn", "--timesteps", "1,2,4,8"],
+    "MNIST (bundled subset, percentile, LIF)": ["--model", "mnist_cnn", "--dataset", "mnist-bundled", "--weights",
+                                                MNIST, "--method", "percentile", "--neuron", "lif", "--leak", "0.95",
+                                                "--timesteps", "1,2,4,8,16,32"],
 }
 FIELDS = ("ann_accuracy", "snn_accuracy_all_t", "energy")
 

@@ -215,6 +215,45 @@ def test_spiking_neuron_rejects_non_positive_threshold(threshold):
         SpikingNeuron(threshold)
 
 
+@pytest.mark.parametrize("kwargs, cls, own", [
+    ({}, "IFNeuron", set()),
+    ({"model": "lif", "leak": 0.9}, "LIFNeuron", {"leak"}),
+    ({"levels": 3}, "MultiLevelIFNeuron", {"levels"}),
+    ({"model": "lif", "leak": 0.9, "levels": 3}, "MultiLevelLIFNeuron", {"leak", "levels"}),
+    ({"signed": True}, "SignedIFNeuron", {"levels"}),
+    ({"model": "lif", "leak": 0.8, "signed": True, "levels": 2}, "SignedLIFNeuron", {"leak", "levels"}),
+])
+def test_each_neuron_model_is_its_own_class_with_only_its_parameters(kwargs, cls, own):
+    import dataclasses
+
+    from snnconv import ir
+    from snnconv.ir.node import Node
+
+    n = SpikingNeuron(torch.tensor([0.5, 1.0]), v_init=0.5, **kwargs)
+    assert type(n).__name__ == cls and isinstance(n, SpikingNeuron) and n.kind == "neuron"
+    common = {"shape", "threshold", "reset", "v_init", "v_reset", "refractory", "presim", "v_offset"}
+    assert {f.name for f in dataclasses.fields(n)} == common | own
+    for k, v in kwargs.items():
+        assert getattr(n, k) == v
+    assert "math::" in type(n).__doc__  # its equations
+    back = Node.from_dict(n.to_dict())  # the IR file keeps the model
+    assert type(back) is type(n) and back.parameters().keys() == n.parameters().keys()
+    assert getattr(ir, cls) is type(n)
+
+
+def test_replace_moves_a_neuron_to_the_model_its_parameters_name():
+    n = SpikingNeuron(torch.tensor(1.0), v_init=0.5)
+    signed = n.replace(signed=True)
+    assert type(signed).__name__ == "SignedIFNeuron" and signed.v_init == 0.5 and signed.signed
+    assert type(signed.replace(signed=False, levels=4)).__name__ == "MultiLevelIFNeuron"
+    assert type(n.replace(model="lif", leak=0.9)).__name__ == "LIFNeuron"
+    with pytest.raises(ValueError, match="only the 'lif' model leaks"):
+        n.replace(leak=0.9)
+    from snnconv.ir import MultiLevelIFNeuron
+    with pytest.raises(ValueError, match="IFNeuron"):
+        MultiLevelIFNeuron(torch.tensor(1.0), levels=1)
+
+
 def test_spiking_neuron_accepts_valid_settings():
     n = SpikingNeuron(torch.tensor([0.5, 1.0]), model="lif", leak=0.9, reset="zero", levels=3, v_init=0.5)
     assert n.spiking and n.levels == 3

@@ -7,7 +7,8 @@ from snnconv.ir.graph import Graph
 from snnconv.ir.hodgkin_huxley import HodgkinHuxley
 from snnconv.ir.izhikevich import Izhikevich
 from snnconv.ir.layers import BatchNorm, Conv2d, ConvTranspose2d, Linear
-from snnconv.ir.neurons import SpikingNeuron
+from snnconv.ir.neurons import (IFNeuron, LIFNeuron, MultiLevelIFNeuron, MultiLevelLIFNeuron, SignedIFNeuron,
+                                SignedLIFNeuron, SpikingNeuron)
 from snnconv.ir.node import NODE_TYPES, Node
 from snnconv.ir.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, Upsample
 from snnconv.ir.structure import Add, Concat, Flatten, Identity, Input, Reshape, Scale
@@ -15,6 +16,7 @@ from snnconv.ir.transformer import (Activation, ConcatConst, Embedding, LayerNor
                                    SignedNeuron, Slice, Softmax)
 
 __all__ = ["Graph", "Node", "NODE_TYPES", "Input", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm", "Clip", "SpikingNeuron",
+           "IFNeuron", "LIFNeuron", "MultiLevelIFNeuron", "MultiLevelLIFNeuron", "SignedIFNeuron", "SignedLIFNeuron",
            "AdaptiveLIF", "CubaLIF", "FunctionNeuron", "Izhikevich", "HodgkinHuxley",
            "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d", "Upsample", "Add", "Concat", "Flatten", "Reshape", "Identity", "Scale",
            "LayerNorm", "Activation", "Softmax", "MatMul", "Mul", "Embedding", "Permute", "Select", "Slice", "ConcatConst",

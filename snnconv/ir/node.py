@@ -56,11 +56,16 @@ class Node:
             d[f.name] = list(v) if isinstance(v, tuple) else v
         return d
 
+    @classmethod
+    def field_names(cls) -> set[str]:
+        """The keys :meth:`from_dict` accepts for this kind."""
+        return {f.name for f in dataclasses.fields(cls)}
+
     @staticmethod
     def from_dict(d: dict) -> "Node":
         d = dict(d)
         cls = NODE_TYPES[d.pop("kind")]
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = cls.field_names()
         kwargs = {}
         for k, v in d.items():
             if k not in fields:

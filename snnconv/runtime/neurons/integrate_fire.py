@@ -1,6 +1,8 @@
-"""Multi-step integrate-and-fire dynamics (IF, LIF, multi-threshold), fused over a time chunk.
+"""Multi-step integrate-and-fire dynamics (IF, LIF, multi-threshold, signed), fused over a time chunk.
 
-Implements the update of :class:`snnconv.ir.SpikingNeuron` (equations there). The loop over
+Implements the update of the six integrate-and-fire models of :mod:`snnconv.ir.neurons` (IF, LIF and
+their graded and signed forms; the equations are in their docstrings), which share the IR kind
+``"neuron"``. The loop over
 time is the only sequential part of the simulator; everything inside one step is a handful of
 in-place tensor ops so no per-step temporaries are kept. A refractory period needs a per-neuron
 step counter and runs in :func:`integrate_fire_refractory`; without one the fast path
