@@ -81,6 +81,20 @@ def accuracy(graph, split, T, bs=250):
     return sim.stats.accuracy()[-1]
 
 
+def nir_files(snn, x, T: int, tmp: Path, stem: str) -> dict:
+    """Per pooling form: export the SNN to NIR, import it back (identical run?) and verify it in the peers."""
+    files = {}
+    for pool in ("avg", "sum"):
+        path = tmp / f"{stem}_{pool}.nir"
+        info = export_nir(snn, path, pool=pool)
+        back = import_nir(path)
+        rt = torch.equal(Simulator(back, T).run(x), Simulator(lower_for_nir(snn, pool), T).run(x))
+        rep = verify(path, x, T)
+        files[pool] = {"export": {k: v for k, v in info.items() if k != "path"}, "round_trip_identical": rt,
+                       "verify": {k: v for k, v in rep.items() if k != "file"}}
+    return files
+
+
 def part_nir(tmp: Path) -> dict:
     res = {"environment": environment(), "command": "SNNCONV_DATA_DIR=../shared/datasets python scripts/bench_export.py --part nir"}
     snn, src = mnist_snn()
@@ -88,19 +102,12 @@ def part_nir(tmp: Path) -> dict:
     x, _ = next(iter(test.subset(8, 2).batches(8)))
     T = 32
     entry = {"model": "mnist_cnn", "weights": src["weights"], "conversion": "percentile 99.9 per channel, reset zero, v_init 0",
-             "timesteps": T, "samples": 8, "files": {}}
+             "timesteps": T, "samples": 8}
     acc_split = test.subset(200, 3)
     t0 = time.time()
     entry["accuracy_200_test_T32"] = {"threshold_form": accuracy(snn, acc_split, T),
                                        "nir_form": accuracy(lower_for_nir(snn), acc_split, T)}
-    for pool in ("avg", "sum"):
-        path = tmp / f"mnist_{pool}.nir"
-        info = export_nir(snn, path, pool=pool)
-        back = import_nir(path)
-        rt = torch.equal(Simulator(back, T).run(x), Simulator(lower_for_nir(snn, pool), T).run(x))
-        rep = verify(path, x, T)
-        entry["files"][pool] = {"export": {k: v for k, v in info.items() if k != "path"}, "round_trip_identical": rt,
-                                "verify": {k: v for k, v in rep.items() if k != "file"}}
+    entry["files"] = nir_files(snn, x, T, tmp, "mnist")
     entry["lowering"] = lowering_agreement(snn, x, T)
     entry["seconds"] = round(time.time() - t0, 1)
     res["mnist_cnn"] = entry
@@ -110,15 +117,8 @@ def part_nir(tmp: Path) -> dict:
     cx, _ = next(iter(load_dataset("cifar10", None, train=False).subset(2, 2).batches(2)))
     T = 16
     r = {"model": "resnet20", "weights": weights, "conversion": "percentile 99.9 per channel, reset zero, v_init 0",
-         "timesteps": T, "samples": 2, "files": {}}
-    for pool in ("avg", "sum"):
-        path = tmp / f"resnet20_{pool}.nir"
-        info = export_nir(rsnn, path, pool=pool)
-        back = import_nir(path)
-        rt = torch.equal(Simulator(back, T).run(cx), Simulator(lower_for_nir(rsnn, pool), T).run(cx))
-        rep = verify(path, cx, T)
-        r["files"][pool] = {"export": {k: v for k, v in info.items() if k != "path"}, "round_trip_identical": rt,
-                            "verify": {k: v for k, v in rep.items() if k != "file"}}
+         "timesteps": T, "samples": 2}
+    r["files"] = nir_files(rsnn, cx, T, tmp, "resnet20")
     r["lowering"] = lowering_agreement(rsnn, cx, T)
     res["resnet20"] = r
     return res
