@@ -246,7 +246,6 @@ class HSEO(Pass):
                 "calibration_accuracy": [acc0, acc1], "calibration_synops": [syn0, syn1], "params": params}
         if sel_info:
             info["selection"] = sel_info
-        graph.meta["hseo"] = info
         out.meta["hseo"] = info
         ctx.log(self.name, f"CMA-ES over {len(start)} parameters, {res.evaluations} evaluations at T={c.timesteps}: "
                            f"calibration accuracy {acc0:.2f}% -> {acc1:.2f}%, SynOps {syn0:.4g} -> {syn1:.4g}"
