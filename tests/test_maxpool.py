@@ -87,6 +87,10 @@ def test_count_mode_converts_a_maxpool_cnn_better_than_the_gate(maxpool_cnn):
     assert err_c[last] < err_g[last] / 2, (err_c, err_g)
     assert acc_c[31] >= ann - 1.5, (acc_c, ann)
     assert not warn_c and warn_g and "gate" not in warn_c  # only the lossy modes are flagged in the report
+    from snnconv.passes.spiking_transformer import spiking_census
+    roles = [r["role"] for r in spiking_census(snn) if r["kind"] in ("conv2d", "linear", "maxpool2d")]
+    assert roles == ["synaptic_analog", "operator", "synaptic_spikes", "operator", "synaptic_spikes",
+                     "synaptic_spikes"]  # only the first conv reads analog input; the pools send spikes
     acc_w, err_w, warn_w = res["wta"]
     assert err_c[last] < err_w[last] / 2, (err_c, err_w)
     assert warn_w and "winner-take-all" in warn_w[0]

@@ -50,9 +50,10 @@ from snnconv.runtime.interpreter import run_ann
 
 SYNAPTIC = ("linear", "conv2d")
 VIEWS = ("reshape", "permute", "identity", "flatten")
-# linear pools between a neuron and a synaptic layer: an average of spikes folds into the next layer's weights
-# (each spike still triggers one weighted update), so that layer counts as spike-driven in the census
-SPIKE_POOLS = ("avgpool2d", "adaptive_avgpool2d")
+# pools between a neuron and a synaptic layer that keep it spike-driven in the census: an average of spikes folds
+# into the next layer's weights (each spike still triggers one weighted update), and every SNN max-pool mode
+# sends spikes (count: binary increments of the window maximum; gate and wta: the spikes of one input)
+SPIKE_POOLS = ("avgpool2d", "adaptive_avgpool2d", "maxpool2d")
 NEURON_KINDS = ("neuron", "signed_neuron", "adaptive_lif", "cuba_lif", "izhikevich", "hodgkin_huxley")
 
 
