@@ -49,6 +49,20 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, out
 
 
+def census_only(args, graph, calib, variants: dict) -> None:
+    """Recompute the census and warnings of existing rows (they depend on the converted graph only)."""
+    import json
+
+    data = json.loads(Path(args.out).with_suffix(".json").read_text())
+    network = args.network or args.model
+    rows = [r for r in data["rows"] if r["network"] == network and r["variant"] in variants]
+    for r in rows:
+        snn, _ = convert_graph(graph, calib, conversion_pipeline(ConversionConfig(**variants[r["variant"]])))
+        r["census"], r["warnings"] = census_counts(spiking_census(snn)), conversion_warnings(snn)
+    save(args.out, rows, key=lambda r: (r["network"], r["variant"]), markdown=markdown, script="bench_variants.py",
+         data_dir=args.data_dir)
+
+
 def qcfs_at_levels(model: torch.nn.Module, shape, ts: list[int], parts: dict) -> dict:
     """Accuracy of the QCFS ANN with its quantizers set to ``L = T`` levels, per T and part.
 
@@ -88,6 +102,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="docs/benchmarks/<name> (writes .json and .md)")
+    ap.add_argument("--census-only", action="store_true",
+                    help="re-derive the census and warnings of the existing rows of --network for the given "
+                         "variants from their conversion (no simulation; accuracies kept)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     variants = [parse_variant(v) for v in args.variant]
@@ -96,6 +113,8 @@ def main() -> None:
                                                    weights=args.weights), log_fn=lambda _: None)
     graph, _ = ingest(model, shape)
     calib = [x for x, _ in load_part(args.dataset, args.data_dir, "train").subset(args.calib_samples, 1).batches(256)]
+    if args.census_only:
+        return census_only(args, graph, calib, dict(variants))
     val = load_part(args.dataset, args.data_dir, "val").subset(args.val_samples, 0)
     test = load_dataset(args.dataset, args.data_dir, train=False).subset(args.test_samples, 0)
     ann_val, ann_test = ann_accuracy(graph, val)[0], ann_accuracy(graph, test)
