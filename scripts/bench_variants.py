@@ -71,16 +71,13 @@ def qcfs_at_levels(model: torch.nn.Module, shape, ts: list[int], parts: dict) ->
     trained L, the SNN follows it. Empty when the model has no QCFS quantizers."""
     import copy
 
-    from snnconv.models.qcfs import QCFS
+    from snnconv.models.qcfs import set_levels
 
     probe = copy.deepcopy(model).eval()
-    quantizers = [m for m in probe.modules() if isinstance(m, QCFS)]
     out: dict = {}
-    if not quantizers:
-        return out
     for t in ts:
-        for q in quantizers:
-            q.levels = t
+        if not set_levels(probe, t):
+            return out
         graph, _ = ingest(probe, shape)
         out[str(t)] = {name: ann_accuracy(graph, part)[0] for name, part in parts.items()}
     return out

@@ -216,11 +216,9 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
             model = to_qcfs(model, levels, to_avg)
             init_thresholds(model, [x for x, _ in train_split.subset(1024, seed).batches(256)])
         elif activation == "qcfs" and levels != src.get("levels", 0):
-            from snnconv.models.qcfs import QCFS
+            from snnconv.models.qcfs import set_levels
 
-            for m in model.modules():  # a QCFS net re-trained for another L keeps its thresholds
-                if isinstance(m, QCFS):
-                    m.levels = levels
+            set_levels(model, levels)  # a QCFS net re-trained for another L keeps its thresholds
     else:
         to_avg = not keep_maxpool
         model = with_activation(model, activation, levels, to_avg)

@@ -80,6 +80,14 @@ def to_qcfs(model: nn.Module, levels: int = 4, avgpool: bool = True, threshold: 
     return model
 
 
+def set_levels(model: nn.Module, levels: int) -> int:
+    """Set every QCFS quantizer of ``model`` to ``levels`` (thresholds kept); returns how many there are."""
+    quantizers = [m for m in model.modules() if isinstance(m, QCFS)]
+    for q in quantizers:
+        q.levels = levels
+    return len(quantizers)
+
+
 @torch.no_grad()
 def init_thresholds(model: nn.Module, batches, percentile: float = 99.9) -> None:
     """Set every QCFS threshold to the ``percentile`` of its input on ``batches`` (used when

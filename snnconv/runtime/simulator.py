@@ -279,7 +279,7 @@ class Simulator:
             acc = acc + cur[t]
             _, idx = F.max_pool2d(acc, node.kernel_size, node.stride, node.padding, node.dilation, node.ceil_mode,
                                   return_indices=True)
-            outs.append(cur[t].flatten(2).gather(2, idx.flatten(2)).view_as(idx))
+            outs.append(_window_pick(cur[t], idx))
         state[name] = acc
         return torch.stack(outs)
 
@@ -294,8 +294,7 @@ class Simulator:
             if winner is None:
                 winner = torch.full_like(idx, -1)
             winner = torch.where((winner < 0) & (m > 0), idx, winner)
-            passed = x.flatten(2).gather(2, winner.clamp(min=0).flatten(2)).view_as(m)
-            outs.append(passed * (winner >= 0))
+            outs.append(_window_pick(x, winner.clamp(min=0)) * (winner >= 0))
         state[name] = winner
         return torch.stack(outs)
 
@@ -361,3 +360,8 @@ class Simulator:
             err = float((rate - ref).norm() / ref.norm().clamp_min(1e-12))
             self.stats.layer_error[name] = self.stats.layer_error.get(name, 0.0) + err
         self.stats.error_batches += 1
+
+
+def _window_pick(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[B, C, H, W]`` at the flat per-channel positions ``idx`` ``[B, C, Ho, Wo]`` (max-pool indices)."""
+    return x.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
