@@ -207,7 +207,10 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
            f"(snnconv.data.datasets.split_validation); the {len(test_split)} test images are scored once at the end")
     if init_from:
         src = checkpoints.load_checkpoint(Path(init_from))
-        to_avg = src.get("maxpool_to_avgpool", True) if src.get("activation", "relu") == "qcfs" else not keep_maxpool
+        # a QCFS source is rebuilt with the pooling it was trained with, unless --keep-maxpool asks for max
+        # pooling (pools hold no weights, so an average-pool checkpoint loads into the max-pool network)
+        to_avg = (not keep_maxpool and src.get("maxpool_to_avgpool", True) if src.get("activation", "relu") == "qcfs"
+                  else not keep_maxpool)
         model = with_activation(model, src.get("activation", "relu"), src.get("levels", 0), to_avg)
         checkpoints.apply_state_dict(model, src, init_from)
         if activation == "qcfs" and src.get("activation", "relu") == "relu":

@@ -134,3 +134,28 @@ def test_qcfs_checkpoints_load_with_the_pooling_they_were_trained_with(tmp_path,
                                 log_fn=lambda _: None)
     kinds = ingest(m, shape)[0].kinds()
     assert (kinds.get("maxpool2d", 0), kinds.get("avgpool2d", 0)) == ((0, 5) if to_avg is not False else (5, 0))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_finetune_keep_maxpool_from_an_average_pool_qcfs_checkpoint(tmp_path, monkeypatch, keep):
+    """``finetune --keep-maxpool`` from a QCFS checkpoint trained with average pooling fine-tunes the max-pool
+    network (the pools hold no weights); without the flag the checkpoint's average pooling is kept."""
+    import snnconv.training.ann as ann
+    from snnconv.api import ingest, train
+    from snnconv.checkpoints import save_checkpoint
+
+    net = to_qcfs(build_model("vgg11", in_channels=1), levels=4, avgpool=True)
+    save_checkpoint(tmp_path / "v.pt", {"model": "vgg11", "dataset": "mnist", "activation": "qcfs", "levels": 4,
+                                         "maxpool_to_avgpool": True, "state_dict": net.state_dict()})
+    seen = {}
+
+    def fake_train(model, train_split, val_split, test_split, cfg, path, meta, log):  # records, trains nothing
+        seen.update(meta=meta, kinds=ingest(model.eval(), (1, 32, 32))[0].kinds())
+        return {"accuracy": 0.0, "val_accuracy": 0.0}
+
+    monkeypatch.setattr(ann, "train_ann", fake_train)
+    train("vgg11", "mnist-bundled", None, epochs=1, out=str(tmp_path / "ft.pt"), log_fn=lambda m: None,
+          activation="qcfs", levels=4, init_from=str(tmp_path / "v.pt"), keep_maxpool=keep)
+    pools = (seen["kinds"].get("maxpool2d", 0), seen["kinds"].get("avgpool2d", 0))
+    assert pools == ((5, 0) if keep else (0, 5))
+    assert seen["meta"]["maxpool_to_avgpool"] is (not keep)

@@ -14,7 +14,6 @@ from collections import Counter
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from snnconv.frontends import Frontend, register_frontend

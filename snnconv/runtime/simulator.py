@@ -138,7 +138,7 @@ class Simulator:
     @torch.no_grad()
     def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, layer_error: bool = False) -> torch.Tensor:
         """Simulate one batch ``x`` ``[B, ...]``; returns readout logits for every t: ``[T, B, classes]``."""
-        g, B = self.graph, x.shape[0]
+        B = x.shape[0]
         home = x.device  # results go back where the input came from
         if self.device is not None:
             x = x.to(self.device)

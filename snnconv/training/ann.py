@@ -14,7 +14,6 @@ from torch import nn
 
 from snnconv.checkpoints import load_checkpoint, save_checkpoint
 from snnconv.data.datasets import Split
-from snnconv.errors import SnnconvError
 from snnconv.progress import ProgressLines, progress
 from snnconv.runtime.device import resolve_device
 
