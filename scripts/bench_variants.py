@@ -160,10 +160,12 @@ def markdown(data: dict) -> str:
                      else "-" for t in ts]
             lines.append(f"| {r['variant']} | `{r['conversion']}` | {r['test_samples']} | {r['ann_test']:.2f} | " + " | ".join(cells) +
                          f" | {r['census']} | {'; '.join(r['warnings']) or '-'} |")
-        levels = rows[-1].get("ann_levels_t")
-        if levels:
+        src = next((r for r in reversed(rows) if r.get("ann_levels_t")), None)
+        if src:
+            levels = src["ann_levels_t"]
             lines += ["", "The QCFS ANN with its quantizers set to L = T levels (the function a QCFS SNN approximates "
-                      "at T; Bu et al. 2022): validation % / test %", "",
+                      f"at T; Bu et al. 2022): validation % / test % ({src['val_samples']} validation, "
+                      f"{src['test_samples']} test images)", "",
                       "| " + " | ".join(f"T={t}" for t in ts) + " |", "|" + "---:|" * len(ts),
                       "| " + " | ".join(f"{levels[str(t)]['val']:.2f} / {levels[str(t)]['test']:.2f}"
                                         if str(t) in levels else "-" for t in ts) + " |"]
