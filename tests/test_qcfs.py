@@ -20,16 +20,24 @@ def reference_qcfs(x, lam, levels, shift):
     return lam * (u + (q - u).detach())
 
 
+LAYOUTS = {"flat": lambda t: t.reshape(-1), "nchw": lambda t: t,
+           "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
+           "strided": lambda t: t.transpose(1, 3)}
+
+
 @pytest.mark.parametrize("levels", [1, 4, 8])
-def test_qcfs_forward_and_ste_gradients(levels):
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_qcfs_forward_and_ste_gradients(levels, layout):
+    """Forward and straight-through gradients of the op on every memory layout training meets (the backward
+    takes a product-free path for contiguous and channels-last tensors)."""
     torch.manual_seed(levels)
-    x = (torch.randn(500) * 2).requires_grad_()
+    x = LAYOUTS[layout](torch.randn(4, 5, 5, 5) * 2).requires_grad_()
     lam = torch.tensor(1.3, requires_grad=True)
     y = qcfs(x, lam, levels, 0.5)
     # forward: lambda/L * clip(floor(xL/lambda + 1/2), 0, L)
     expect = lam.detach() / levels * torch.clamp(torch.floor(x.detach() * levels / lam.detach() + 0.5), 0, levels)
     assert torch.allclose(y.detach(), expect, atol=1e-6)
-    g = torch.randn(500)
+    g = LAYOUTS[layout](torch.randn(4, 5, 5, 5))
     gx, glam = torch.autograd.grad(y, (x, lam), g)
     # the formula: dy/dx = 1 inside [0, lambda], 0 outside; dy/dlambda = q(u) - u inside, q(u) = 1 above
     u = x.detach() / lam.detach()
@@ -41,6 +49,18 @@ def test_qcfs_forward_and_ste_gradients(levels):
     x2, lam2 = x.detach().clone().requires_grad_(), lam.detach().clone().requires_grad_()
     rx, rlam = torch.autograd.grad(reference_qcfs(x2, lam2, levels, 0.5), (x2, lam2), g)
     assert torch.allclose(gx, rx) and torch.allclose(glam, rlam, rtol=1e-5, atol=1e-5)
+
+
+def test_qcfs_gradients_with_a_negative_threshold_follow_the_reference():
+    """A threshold driven below 0 takes the general backward: still autograd through the reference."""
+    torch.manual_seed(0)
+    g = torch.randn(300)
+    x = (torch.randn(300) * 2).requires_grad_()
+    lam = torch.tensor(-0.7, requires_grad=True)
+    gx, glam = torch.autograd.grad(qcfs(x, lam, 4, 0.5), (x, lam), g)
+    x2, lam2 = x.detach().clone().requires_grad_(), lam.detach().clone().requires_grad_()
+    rx, rlam = torch.autograd.grad(reference_qcfs(x2, lam2, 4, 0.5), (x2, lam2), g)
+    assert gx.abs().sum() > 0 and torch.allclose(gx, rx) and torch.allclose(glam, rlam, rtol=1e-5, atol=1e-5)
 
 
 def test_qcfs_module_threshold_is_learnable():

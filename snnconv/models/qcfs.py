@@ -22,8 +22,10 @@ from torch import nn
 
 @torch.library.custom_op("snnconv::qcfs", mutates_args=())
 def qcfs(x: torch.Tensor, lam: torch.Tensor, levels: int, shift: float) -> torch.Tensor:
-    u = torch.clamp(x / lam, 0.0, 1.0)
-    return torch.floor(u * levels + shift) / levels * lam
+    # floor(clamp(x / lam, 0, 1) * L + shift) / L * lam, in place on one buffer: the same operations in the
+    # same order (bit-identical to the out-of-place form) without a fresh activation-sized tensor per step
+    out = torch.div(x, lam)
+    return out.clamp_(0.0, 1.0).mul_(levels).add_(shift).floor_().div_(levels).mul_(lam)
 
 
 @qcfs.register_fake
@@ -36,13 +38,34 @@ def _qcfs_setup(ctx, inputs, output):
     ctx.save_for_backward(x, lam, output)
 
 
+def _flat(t: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view of ``t`` in its memory order (contiguous or channels-last), or None."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)
+    return None
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum(a * b) without the product tensor when both share a memory layout."""
+    fa, fb = _flat(a), _flat(b)
+    if fa is not None and fb is not None and a.stride() == b.stride():
+        return torch.dot(fa, fb)
+    return (a * b).sum()
+
+
 def _qcfs_backward(ctx, grad):
-    # Straight-through floor: d/dz = 1 inside the clip range; d/dlambda = q - z/lambda inside, q = 1 above.
+    # Straight-through floor: d/dz = 1 inside the clip range; d/dlambda = q - z/lambda inside, q = 1 above,
+    # i.e. dL/dlambda = (sum(grad * q * lambda) - sum(grad_z * z)) / lambda with q * lambda the output.
     x, lam, out = ctx.saved_tensors
-    u = x / lam
-    inside = ((u >= 0) & (u <= 1)).to(grad.dtype)
-    gx = grad * inside
-    glam = (grad * (out / lam - u * inside)).sum().reshape(lam.shape)
+    if bool((lam <= 0).any()):  # the range test below assumes lambda > 0
+        u = x / lam
+        inside = ((u >= 0) & (u <= 1)).to(grad.dtype)
+        return grad * inside, (grad * (out / lam - u * inside)).sum().reshape(lam.shape), None, None
+    inside = (x >= 0).logical_and_(x <= lam)
+    gx = torch.where(inside, grad, 0.0)
+    glam = ((_dot(grad, out) - _dot(gx, x)) / lam).reshape(lam.shape)
     return gx, glam, None, None
 
 
