@@ -56,8 +56,9 @@ def convert(
                                                   "conversion (after --signed)"),
     signed: Optional[bool] = typer.Option(None, "--signed/--no-signed", help="negative spikes cancel over-firing"),
     maxpool: Optional[str] = typer.Option(None, help="max pooling in the SNN: count (exact max of accumulated "
-                                                     "inputs, default) | gate (Rueckauer et al. 2017) | wta "
-                                                     "(first-spike winner-take-all)"),
+                                                     "inputs, default) | tree (the count mode built from signed "
+                                                     "IF neurons: exportable to NIR and the peers) | gate "
+                                                     "(Rueckauer et al. 2017) | wta (first-spike winner-take-all)"),
     qcfs_as_clip: Optional[bool] = typer.Option(None, "--qcfs-as-clip/--no-qcfs-as-clip",
                                                 help="treat trained QCFS activations as plain clip(0, lambda)"),
     calib_samples: Optional[int] = typer.Option(None, help="calibration samples from the training split"),

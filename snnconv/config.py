@@ -51,7 +51,9 @@ class ConversionConfig:
     calibration_timesteps: int = 4  # calibration: the T the SNN is calibrated for
     signed: bool = False  # negative spikes cancel over-firing (signed_neurons pass)
     qcfs_as_clip: bool = False  # max/percentile/calibration on QCFS weights: quantized clips as clip(0, lambda)
-    maxpool: str = "count"  # how the SNN runs max pooling: count (exact max of accumulated inputs) | gate | wta
+    # how the SNN runs max pooling: count (exact max of accumulated inputs) | tree (the count mode built from
+    # signed IF neurons, exportable) | gate | wta
+    maxpool: str = "count"
 
 
 @dataclass
@@ -68,7 +70,7 @@ CHOICES = {  # key -> allowed values, checked at load time
     "conversion.reset": ("subtract", "zero"),
     "conversion.neuron": ("if", "lif"),
     "conversion.calibration": ("bias", "potential"),
-    "conversion.maxpool": ("count", "gate", "wta"),
+    "conversion.maxpool": ("count", "tree", "gate", "wta"),
     "encoding": ENCODINGS,
 }
 #: keys that may be written as a mapping grouping related flat keys

@@ -49,7 +49,7 @@ class Recipe:
             passes.append("leak_compensation")
         if c.signed:
             passes.append("signed_neurons")
-        if c.maxpool != "count":  # the IR's default max-pool mode is count
+        if c.maxpool not in ("count", "tree"):  # the IR's default max-pool mode is count
             passes.append({"name": "maxpool_mode", "mode": c.maxpool})
         if self.calibrates(c):
             if self.name == "sfn":
@@ -59,6 +59,8 @@ class Recipe:
             # computes clip(0, lambda), not ReLU: calibrate towards that function
             passes.append({"name": "calibration", "mode": c.calibration, "timesteps": c.calibration_timesteps,
                            "target": "clip" if c.qcfs_as_clip or self.name == "qcfs" else "relu"})
+        if c.maxpool == "tree":  # last: calibration compares neurons with ANN layers, the tree's have none
+            passes.append("maxpool_tree")
         return passes
 
     def check(self, graph, c) -> None:

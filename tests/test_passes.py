@@ -288,7 +288,7 @@ def test_activation_scales_layer_max_matches_recorded_max():
 def test_builtin_passes_are_registered():
     """Every built-in pass is registered under its own name, and the registry holds nothing else."""
     expected = {"calibration", "dequantize_clips", "device_noise", "fold_batchnorm", "hseo", "leak_compensation",
-                "maxpool_mode", "prune", "quantize", "remove_identity", "sfn", "signed_neurons", "spiking_activations",
+                "maxpool_mode", "maxpool_tree", "prune", "quantize", "remove_identity", "sfn", "signed_neurons", "spiking_activations",
                 "spiking_transformer", "srp",
                 "threshold_balance"}
     assert set(PASSES) == expected

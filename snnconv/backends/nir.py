@@ -214,6 +214,19 @@ def _sum_pool(kernel, stride, padding, channels: int) -> Conv2d:
     return Conv2d(torch.ones(channels, 1, *kernel), None, tuple(stride), tuple(padding), (1, 1), channels)
 
 
+def _dense_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """The ``groups=1`` weight of a grouped convolution: each group's kernels on its own input channels, zeros
+    elsewhere (block diagonal over the groups)."""
+    if groups == 1:
+        return w
+    cout, cin_g = w.shape[:2]
+    dense = torch.zeros(cout, cin_g * groups, *w.shape[2:], dtype=w.dtype)
+    per = cout // groups
+    for gi in range(groups):
+        dense[gi * per:(gi + 1) * per, gi * cin_g:(gi + 1) * cin_g] = w[gi * per:(gi + 1) * per]
+    return dense
+
+
 def _is_sum_pool(n) -> bool:
     c = n.weight.shape[0]
     return (n.kind == "conv2d" and n.bias is None and n.groups == c > 1 and n.weight.shape[1] == 1
@@ -392,9 +405,11 @@ def to_nir(lowered: Graph, dt: float = 1.0):
         elif n.kind == "conv2d":
             in_shape = g.nodes[g.edges[name][0]].shape
             bias = _np(n.bias) if n.bias is not None else np.zeros(n.weight.shape[0], np.float32)
-            nodes[name] = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(n.weight), stride=tuple(n.stride),
-                                     padding=tuple(n.padding), dilation=tuple(n.dilation), groups=int(n.groups),
-                                     bias=bias)
+            # written with groups=1: nir 1.0 types a conv's input as weight.shape[1] channels whatever its groups,
+            # so a grouped conv fails nir.read's type check; the block-diagonal dense weight is the same map
+            nodes[name] = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(_dense_weight(n.weight, n.groups)),
+                                     stride=tuple(n.stride), padding=tuple(n.padding), dilation=tuple(n.dilation),
+                                     groups=1, bias=bias)
         elif n.kind == "linear":
             nodes[name] = (nir.Affine(weight=_np(n.weight), bias=_np(n.bias)) if n.bias is not None
                            else nir.Linear(weight=_np(n.weight)))
