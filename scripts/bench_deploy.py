@@ -34,6 +34,7 @@ from snnconv.data.datasets import load_dataset, load_part  # noqa: E402
 TARGETS = ("spikingjelly", "snntorch", "norse", "sinabs")
 MNIST_QCFS = "snnconv/assets/mnist_cnn_qcfs4-mnist.pt"
 R20_QCFS = "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_swa.pt"
+VGG_MAXPOOL = "docs/benchmarks/checkpoints/vgg11mp_qcfs16_cifar10.pt"
 
 #: network -> (model, dataset, checkpoint, [(row name, ConversionConfig kwargs)])
 NETWORKS = {
@@ -51,6 +52,13 @@ NETWORKS = {
         ("qcfs_l4_signed_bc4", {"method": "qcfs", "signed": True, "calibrate": True, "calibration_timesteps": 4}),
         ("clip_reset_zero_bc4", {"method": "percentile", "qcfs_as_clip": True, "reset": "zero", "v_init": 0.0,
                                  "calibrate": True, "calibration_timesteps": 4}),
+    ]),
+    # max pooling kept (maxpool.md): the count mode is an operator NIR cannot write; the tree builds it from
+    # signed IF neurons (ternary units on binary spikes; 2-level units on signed spikes: graded)
+    "vgg11_maxpool": ("vgg11", "cifar10", VGG_MAXPOOL, [
+        ("qcfs_count_signed", {"method": "qcfs", "signed": True}),
+        ("qcfs_tree", {"method": "qcfs", "maxpool": "tree"}),
+        ("qcfs_tree_signed", {"method": "qcfs", "signed": True, "maxpool": "tree"}),
     ]),
 }
 

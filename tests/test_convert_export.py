@@ -90,7 +90,16 @@ def test_max_pool_refused(tmp_path, snnconv_cli):
     out = tmp_path / "run"
     line = _error_line(snnconv_cli("convert", "--model", tmp_path / "maxpool.onnx", *SMALL[2:], *NIR_OK,
                                    "--output-dir", out, "--export", "nir"))
-    assert "max pooling" in line and not out.exists() and not leftovers(out)
+    assert "max pooling" in line and "--maxpool tree" in line and not out.exists() and not leftovers(out)
+    # the option the message names: the same file converts, exports, and the NIR file holds no max pool
+    tree = tmp_path / "tree"
+    proc = snnconv_cli("convert", "--model", tmp_path / "maxpool.onnx", *SMALL[2:], "--maxpool", "tree",
+                       "--output-dir", tree, "--export", "nir")
+    assert proc.returncode == 0, proc.stderr
+    import nir
+
+    kinds = {type(n).__name__ for n in nir.read(tree / "snn.nir").nodes.values()}
+    assert "IF" in kinds and not any("Max" in k for k in kinds)
 
 
 def test_failure_while_writing_leaves_no_folder(tmp_path, snnconv_cli, monkeypatch):

@@ -56,7 +56,8 @@ from snnconv.ir.structure import Add
 
 #: Why an IR node kind cannot be written, and the option that makes the graph exportable.
 _REFUSED_KINDS = {
-    "maxpool2d": "max pooling has no NIR node; use average pooling (e.g. model vgg16_avg, nn.AvgPool2d)",
+    "maxpool2d": "max pooling has no NIR node; convert with --maxpool tree (the exact count mode built from signed "
+                 "IF neurons) or use average pooling",
     "batchnorm": "batch norm is not folded; run the fold_batchnorm pass",
     "clip": "activation is not converted to a neuron; run threshold_balance",
     "concat": "concatenation has no NIR node",
