@@ -19,9 +19,9 @@ from snnconv.errors import SnnconvError
 from snnconv.runtime.simulator import Simulator
 
 
-def _net(cfg=ConversionConfig()):
+def _net(cfg=ConversionConfig(), pool=nn.AvgPool2d):
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(3, 4, 3, padding=1),
+    m = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), pool(2), nn.Conv2d(3, 4, 3, padding=1),
                       nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 10), nn.ReLU(), nn.Linear(10, 3)).eval()
     return convert_module(m, (1, 6, 6), [torch.rand(32, 1, 6, 6)], cfg)
 
@@ -107,6 +107,9 @@ CASES = {
     "residual-signed": lambda: _res(ConversionConfig(signed=True)),
     "graded-sfn": lambda: _net(ConversionConfig(method="sfn")),
     "reset-zero": lambda: _net(ConversionConfig(reset="zero", v_init=0.0)),
+    # max pooling as the signed-neuron tree (snnconv.passes.maxpool_tree): one source per population
+    "maxpool-tree": lambda: _net(ConversionConfig(maxpool="tree"), nn.MaxPool2d),
+    "maxpool-tree-signed": lambda: _net(ConversionConfig(maxpool="tree", signed=True), nn.MaxPool2d),
 }
 
 
@@ -123,6 +126,8 @@ def test_lava_run_equals_the_integer_reference(case, tmp_path):
         assert any(n.spiking and n.levels > 1 for n in g.nodes.values())
     if case == "residual-signed":
         assert any(n.spiking and n.signed for n in g.nodes.values())
+    if case.startswith("maxpool"):
+        assert not any(n.kind == "maxpool2d" for n in g.nodes.values()) and "2.tree0" in g.nodes
     x = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(3))
     rep = lava.export_lava(g, tmp_path / "out", x=x, calib_x=CALIB, timesteps=6, log_fn=lambda *_: None)
     comp = rep["comparison"]
