@@ -3,6 +3,8 @@
     python scripts/bench_accuracy.py --suite mnist --data-dir ../shared/datasets
     python scripts/bench_accuracy.py --suite cifar10 --data-dir ../shared/datasets --eval-samples 1000 \\
         --methods qcfs,sfn
+    python scripts/bench_accuracy.py --suite resnet18 --data-dir ../shared/datasets \\
+        --methods qcfs,qcfs_signed,sfn,qcfs_l4_signed_bc4 --timesteps 1,2,4,8,16,32   # issue 21's suite
 
 For each suite (model/dataset) it loads the ANN checkpoints, converts with each method and
 simulates once to max(T); accuracy, firing rate, SynOps and energy at every smaller T come from
@@ -70,7 +72,13 @@ SUITES = {
               "qcfs_levels": {2: str(BUNDLED_DIR / "mnist_cnn_qcfs2-mnist-55k.pt")}},
     "cifar10": {"model": "resnet20", "dataset": "cifar10", "relu": None,
                 "qcfs": "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt", "qcfs_levels": {}},
+    # the headline network (issue 21): the checkpoint `snnconv convert --model resnet18 --dataset cifar10` finds,
+    # written by `snnconv train --model resnet18 --dataset cifar10 --activation qcfs --levels 4` (45k images)
+    "resnet18": {"model": "resnet18", "dataset": "cifar10", "relu": None,
+                 "qcfs": "docs/benchmarks/checkpoints/resnet18-cifar10.pt", "qcfs_levels": {}},
 }
+#: suite -> the ANN accuracy its issue asks for (full test set, checkpoint chosen on validation)
+ANN_TARGET = {"cifar10": 88.0, "resnet18": 93.0}
 LEVEL_METHOD = re.compile(r"(qcfs|qcfs_signed|qcfs_srp|sfn)_l(\d+)")
 
 
@@ -237,9 +245,11 @@ def targets(suite: str, sd: dict) -> list[str]:
              "cifar10": [(m, t, tol) for m in ("qcfs", "qcfs_signed", "qcfs_srp") for t, tol in ((4, 1.0), (8, 0.3))]
              + [("qcfs_signed_bc4", 4, 1.0), ("qcfs_signed_bc8", 8, 0.3), ("qcfs_l4_signed_bc4", 4, 1.0),
                 ("qcfs_l4_signed_bc4", 8, 0.3), ("qcfs_l4_signed", 8, 0.3)]
-             + [("sfn", 1, None), ("sfn_l4", 1, None)]}[suite]
+             + [("sfn", 1, None), ("sfn_l4", 1, None)],
+             # issue 21: within 0.5 of its own ANN at T=4 with binary spikes, at T=1 with graded spikes
+             "resnet18": [("qcfs", 4, 0.5), ("qcfs_signed", 4, 0.5), ("sfn", 1, 0.5)]}[suite]
     out = []
-    if suite == "cifar10":  # the issue asks for these gaps on a ResNet-20 whose own ANN reaches 88%
+    if suite in ANN_TARGET:  # the gaps are asked of a network whose own ANN reaches ANN_TARGET
         # the checkpoint is chosen on the validation split (never on the test set), then its test accuracy is judged
         used = {r["ann_key"] for r in sd.get("methods", {}).values()}
         cands = [a for k, a in sd.get("ann", {}).items() if k in used and a["activation"] == "qcfs"
@@ -247,11 +257,12 @@ def targets(suite: str, sd: dict) -> list[str]:
         scored = [a for a in cands if a.get("val_acc") is not None and a.get("val_held_out")]
         if scored:
             best = max(scored, key=lambda a: a["val_acc"])
-            out.append(f"- target QCFS ANN >= 88% on the full test set, checkpoint chosen on the validation split: "
-                       f"`{Path(best['weights']).name}` (validation {best['val_acc']:.2f}%), test {best['acc']:.2f}%"
-                       + (" -> met" if best["acc"] >= 88 else " -> NOT met"))
+            goal = ANN_TARGET[suite]
+            out.append(f"- target QCFS ANN >= {goal:g}% on the full test set, checkpoint chosen on the validation "
+                       f"split: `{Path(best['weights']).name}` (validation {best['val_acc']:.2f}%), test "
+                       f"{best['acc']:.2f}%" + (" -> met" if best["acc"] >= goal else " -> NOT met"))
         elif cands:
-            out.append("- target QCFS ANN >= 88%: not judged: no checkpoint here was trained without the validation "
+            out.append(f"- target QCFS ANN >= {ANN_TARGET[suite]:g}%: not judged: no checkpoint here was trained without the validation "
                        "split, so none can be chosen without looking at the test set")
     for m, t, tol in goals:
         r = sd.get("methods", {}).get(m)
@@ -265,7 +276,7 @@ def targets(suite: str, sd: dict) -> list[str]:
         out.append(f"- target {m} T={t}" + (f" within {tol}" if tol else " (report the gap)") +
                    f": measured gap {gap:+.2f} points to ANN {sd['ann'][r['ann_key']]['acc']:.2f} "
                    f"on {r['samples']} images{verdict}")
-    return ["Issue 3 targets:", ""] + out + [""]
+    return [("Issue 21 targets:" if suite == "resnet18" else "Issue 3 targets:"), ""] + out + [""]
 
 
 def plot_suite(path: Path, suite: str, sd: dict) -> None:
