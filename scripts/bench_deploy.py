@@ -100,7 +100,7 @@ def run_network(key: str, args, ts: list[int], log) -> list[dict]:
                 log(f"[{key}/{name}] export refused: {e}")
                 continue
             row["dynamics"] = info["dynamics"]
-            rep = verify_targets(Path(d) / "snn.nir", x, max(ts), TARGETS, y, report_t=ts)
+            rep = verify_targets(Path(d) / "snn.nir", x, max(ts), TARGETS, y, report_t=ts, batch_size=args.verify_batch)
         row["snnconv_file_accuracy"] = rep["snnconv_per_t"]
         row["targets"] = {t: {k: v for k, v in e.items() if k != "layers"} for t, e in rep["targets"].items()}
         row["seconds"] = round(time.time() - t0, 1)
@@ -156,6 +156,8 @@ def parse_args(out: str, mnist_samples: int | None, cifar_samples: int, extra=No
     ap.add_argument("--cifar-samples", type=int, default=cifar_samples)
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--verify-batch", type=int, default=250, help="images per verification batch (spike trains "
+                    "of every layer are kept per batch: lower it for wide networks)")
     ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / out))
     if extra:
         extra(ap)
