@@ -314,8 +314,11 @@ def plot_suite(path: Path, suite: str, sd: dict) -> None:
     plt.close(fig)
 
 
-#: issue 20's hybrid fine-tuning targets: (network in finetune_snn.json, T, largest gap below its ANN, points)
-FINETUNE_TARGETS = [("resnet20_45k", 2, 1.0), ("resnet20_45k", 1, 3.0), ("mnist_cnn_l2_55k", 1, 0.2)]
+#: issue 20's hybrid fine-tuning targets: (networks in finetune_snn.json, T, largest gap below the ANN, points);
+#: of several routes to one ANN (resnet20_45k_l2 is resnet20_45k fine-tuned at L=2 first), the one with the best
+#: validation accuracy after fine-tuning is judged
+FINETUNE_TARGETS = [(("resnet20_45k", "resnet20_45k_l2"), 2, 1.0), (("resnet20_45k", "resnet20_45k_l2"), 1, 3.0),
+                    (("mnist_cnn_l2_55k",), 1, 0.2)]
 
 
 def finetune_section(ft: dict | None) -> list[str]:
@@ -336,14 +339,17 @@ def finetune_section(ft: dict | None) -> list[str]:
                      f"{r['test_before']:.2f} | **{r['test_after']:.2f}** | "
                      + (f"{ann:.2f} | {r['test_after'] - ann:+.2f}" if ann is not None else "- | -") + f" | {energy} |")
     lines += ["", "Issue 20 targets:", ""]
-    for net, t, tol in FINETUNE_TARGETS:
-        r = rows.get((net, t))
-        if r is None:
-            lines.append(f"- {net} T={t} within {tol} of its ANN: not measured yet")
+    for nets, t, tol in FINETUNE_TARGETS:
+        cands = [rows[(n, t)] for n in nets if (n, t) in rows]
+        if not cands:
+            lines.append(f"- {nets[0]} T={t} within {tol} of its ANN: not measured yet")
             continue
+        r = max(cands, key=lambda c: c["val_after"])  # the route is chosen on validation
         gap = r["test_after"] - r["ann_test"]
-        lines.append(f"- {net} T={t} within {tol} of its ANN: gap {gap:+.2f} on {r['test_samples']} test images"
-                     + (" -> met" if gap >= -tol else " -> NOT met"))
+        chosen = (f" (route `{r['network']}`, chosen on validation {r['val_after']:.2f} among "
+                  + ", ".join(f"`{c['network']}`" for c in cands) + ")") if len(cands) > 1 else ""
+        lines.append(f"- {nets[0]} T={t} within {tol} of its ANN: gap {gap:+.2f} on {r['test_samples']} test images"
+                     + chosen + (" -> met" if gap >= -tol else " -> NOT met"))
     return lines + [""]
 
 
