@@ -344,7 +344,7 @@ def finetune_section(ft: dict | None) -> list[str]:
         if not cands:
             lines.append(f"- {nets[0]} T={t} within {tol} of its ANN: not measured yet")
             continue
-        r = max(cands, key=lambda c: c["val_after"])  # the route is chosen on validation
+        r = cands[0] if len(cands) == 1 else max(cands, key=lambda c: c["val_after"])  # the route: on validation
         gap = r["test_after"] - r["ann_test"]
         chosen = (f" (route `{r['network']}`, chosen on validation {r['val_after']:.2f} among "
                   + ", ".join(f"`{c['network']}`" for c in cands) + ")") if len(cands) > 1 else ""

@@ -39,6 +39,10 @@ def test_finetune_targets_are_judged_from_the_rows():
     assert "resnet20_45k T=1 within 3.0 of its ANN: not measured yet" in md
     md = "\n".join(bench.finetune_section({"command": "c", "rows": [{**row, "test_after": 82.0}]}))
     assert "gap -2.17 on 10000 test images -> NOT met" in md
+    # two routes to one ANN: the one better on validation is judged, even when the other is better on test
+    other = {**row, "network": "resnet20_45k_l2", "test_after": 83.9, "val_after": 80.0}
+    md = "\n".join(bench.finetune_section({"command": "c", "rows": [{**row, "val_after": 81.0}, other]}))
+    assert "gap -0.67 on 10000 test images (route `resnet20_45k`, chosen on validation 81.00" in md
     assert bench.finetune_section(None) == []
 
 
