@@ -44,6 +44,7 @@ from snnconv.ir import Conv2d, Graph, SpikingNeuron
 from snnconv.passes.base import Pass, PassContext, register_pass
 from snnconv.passes.contracts import HAS_NEURONS
 
+
 def max_tree_layers(k: int) -> list[torch.Tensor]:
     """The pairwise max tree over ``k`` window inputs as layers of ReLU units: ``A_1 .. A_n``, with
     ``v_l = relu(A_l v_{l-1})``, ``v_0`` the window's inputs (>= 0) and ``v_n`` one value, their maximum.
