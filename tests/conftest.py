@@ -39,6 +39,21 @@ def data_dir() -> Path:
     return root
 
 
+#: the peer simulators the exports are checked in (snnconv.interop)
+PEERS = ("spikingjelly", "snntorch", "norse", "sinabs")
+
+
+@pytest.fixture(scope="module", params=PEERS)
+def target(request):
+    """Each peer target by name; skips (a failure in CI, below) when it does not import."""
+    from snnconv.interop import TARGETS
+
+    why = TARGETS[request.param].available()
+    if why:
+        pytest.skip(f"target {request.param} does not import: {why}")
+    return request.param
+
+
 # -- no silent skips in CI ------------------------------------------------------------------------------
 #: set (CI sets it, see .ci/run): a test that skips because a peer simulator, the Lava venv or a dataset is
 #: missing FAILS instead, so a green CI means every peer, Lava and dataset test really ran

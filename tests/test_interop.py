@@ -14,18 +14,10 @@ from snnconv.config import ConversionConfig
 from snnconv.errors import SnnconvError
 from snnconv.interop import TARGETS
 from snnconv.interop.base import load
+from conftest import PEERS as ALL  # the peer targets the fixture `target` runs over
 from test_nir import SmallCNN, SmallResNet, _convert, _x
 
-ALL = ("spikingjelly", "snntorch", "norse", "sinabs")
 ACCURATE = ConversionConfig()  # the default: subtractive reset, v_init 0.5, per-channel thresholds
-
-
-@pytest.fixture(scope="module", params=ALL)
-def target(request):
-    why = TARGETS[request.param].available()
-    if why:
-        pytest.skip(f"target {request.param} does not import: {why}")
-    return request.param
 
 
 @pytest.fixture(scope="module")

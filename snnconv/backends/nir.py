@@ -286,13 +286,9 @@ def lower_for_nir(graph: Graph, pool: str = "avg", dynamics: str = "nir") -> Gra
     def realise(src: str, dst: str, f: torch.Tensor) -> None:
         """Insert a diagonal scaling by ``f`` on the edge src -> dst."""
         shape = g.nodes[src].shape
-        name = g.unique_name(f"{src}.nir_scale")
-        order = list(g.nodes)
-        pos = order.index(dst)
         node = _diag_node(f, shape)
         node.shape = shape
-        g.nodes = {k: g.nodes[k] for k in order[:pos]} | {name: node} | {k: g.nodes[k] for k in order[pos:]}
-        g.edges[name] = [src]
+        name = g.insert_before(dst, g.unique_name(f"{src}.nir_scale"), node, [src])
         g.edges[dst] = [name if s == src else s for s in g.edges[dst]]
 
     for name in list(g.nodes):

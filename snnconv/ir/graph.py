@@ -90,6 +90,16 @@ class Graph:
         node.shape = self.nodes[src].shape
         return name
 
+    def insert_before(self, dst: str, name: str, node: Node, srcs: list[str] | tuple[str, ...]) -> str:
+        """Add ``node`` reading ``srcs`` just before ``dst`` in the node order (edges into ``dst`` unchanged)."""
+        if name in self.nodes:
+            raise ValueError(f"duplicate node name {name!r}")
+        order = list(self.nodes)
+        pos = order.index(dst)
+        self.nodes = {k: self.nodes[k] for k in order[:pos]} | {name: node} | {k: self.nodes[k] for k in order[pos:]}
+        self.edges[name] = list(srcs)
+        return name
+
     def copy(self) -> "Graph":
         """A copy with independent nodes (tensors are cloned so passes never alias the source)."""
         g = Graph()

@@ -91,7 +91,7 @@ def lower_maxpool(graph: Graph, name: str) -> list[str]:
     layers = max_tree_layers(kh * kw)
     up_levels, up_signed = getattr(up, "levels", 1), bool(getattr(up, "signed", False))
     unit_levels = up_levels * (2 if up_signed else 1)  # the largest change of a difference in one step
-    new: dict[str, tuple] = {}  # name -> (node, sources), in order
+    plan = []  # (node name, node, its source), in order; the last is the output neuron and keeps the pool's name
     prev = src
     for i, a in enumerate(layers):
         n_out, n_in = a.shape
@@ -109,21 +109,16 @@ def lower_maxpool(graph: Graph, name: str) -> list[str]:
                   if last else SpikingNeuron(threshold=_per_unit(up.threshold, n_out), v_init=0.5, levels=unit_levels,
                                              signed=True))
         neuron.shape = (channels * n_out, ho, wo)
-        new[f"{head}.syn"] = (syn, [prev])
-        new[head] = (neuron, [f"{head}.syn"])
+        plan += [(f"{head}.syn", syn, prev), (head, neuron, f"{head}.syn")]
         prev = head
-    for n in new:
-        if n != name and n in graph.nodes:
-            raise SnnconvError(f"max pool '{name}': node name '{n}' is taken")
-    order = list(graph.nodes)
-    pos = order.index(name)
-    nodes = {k: graph.nodes[k] for k in order[:pos]}
-    nodes.update({k: v[0] for k, v in new.items()})
-    nodes.update({k: graph.nodes[k] for k in order[pos + 1:]})
-    graph.nodes = nodes
-    for k, (_, srcs) in new.items():
-        graph.edges[k] = srcs
-    return [k for k in new if k != name]
+    clash = next((n for n, _, _ in plan[:-1] if n in graph.nodes), None)
+    if clash:  # checked before the graph is touched
+        raise SnnconvError(f"max pool '{name}': node name '{clash}' is taken")
+    for n, node, source in plan[:-1]:
+        graph.insert_before(name, n, node, [source])
+    _, neuron, source = plan[-1]  # the pool's own node becomes the tree's output neuron: its consumers keep reading it
+    graph.nodes[name], graph.edges[name] = neuron, [source]
+    return [n for n, _, _ in plan[:-1]]
 
 
 def _per_unit(theta: torch.Tensor, n: int) -> torch.Tensor:
