@@ -103,7 +103,9 @@ class ZooFrontend(Frontend):
             if cfg.weights:
                 raise SnnconvError(f"weights file {path} not found")
             if not cfg.train_if_missing:
-                raise SnnconvError(f"no trained weights for {name} on {cfg.dataset} (looked in {path}); get them with: "
+                places = ", ".join(str(p) for p in (path.parent, checkpoints.BUNDLED_DIR, checkpoints.REPO_CHECKPOINTS))
+                raise SnnconvError(f"no trained weights for {name} on {cfg.dataset} (looked for {path.name} in {places}); "
+                                   f"get them with: "
                                    f"{train_command(name, cfg.dataset)}, or pass --weights PATH, "
                                    f"or add --train-if-missing")
             log_fn(f"no weights for {name}/{cfg.dataset}: training first ({train_command(name, cfg.dataset)})")

@@ -278,7 +278,8 @@ BAD = {
                         None, ["median"]),
     "no-cached-weights": (lambda t: ["--model", "resnet20", "--dataset", "cifar10"],
                           lambda t: {"SNNCONV_CACHE_DIR": str(t / "empty-cache")},
-                          ["resnet20", "snnconv train --model resnet20 --dataset cifar10"]),
+                          ["resnet20", "snnconv train --model resnet20 --dataset cifar10",
+                           "looked for resnet20-cifar10.pt in", "empty-cache"]),
     "timesteps-zero": (lambda t: [*MNIST, "--timesteps", "0"], None, ["timesteps", "'0'"]),
     "timesteps-not-a-number": (lambda t: [*MNIST, "--timesteps", "abc"], None, ["timesteps", "'abc'"]),
 }
