@@ -321,6 +321,12 @@ FINETUNE_TARGETS = [(("resnet20_45k", "resnet20_45k_l2"), 2, 1.0), (("resnet20_4
                     (("mnist_cnn_l2_55k",), 1, 0.2)]
 
 
+def route(r: dict) -> str:
+    """A fine-tuning route in words: network, where it started, epochs, distillation."""
+    kd = f", KD {r['distill']:g}" if r.get("distill") else ""
+    return f"`{r['network']}` ({r.get('started_from', 'conversion')}, {r['epochs']} ep{kd})"
+
+
 def finetune_section(ft: dict | None) -> list[str]:
     """Binary spikes after hybrid fine-tuning (rows of docs/benchmarks/finetune_snn.json) next to the targets."""
     if not ft or not ft.get("rows"):
@@ -329,25 +335,24 @@ def finetune_section(ft: dict | None) -> list[str]:
              f"From `finetune_snn.json` (details, history and memory in [finetune_snn.md](finetune_snn.md)); "
              f"command: `{ft.get('command', '?')}`. Binary (not graded) spikes; the epoch kept is chosen on the "
              "validation split, the test set is read once before and once after.", "",
-             "| network | T | started from | test before | test after | ANN test | gap | energy uJ (SNN / ANN) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
-    rows = {(r["network"], r["timesteps"]): r for r in ft["rows"]}
+             "| network | T | started from | epochs | KD | val after | test before | test after | ANN test | gap | "
+             "energy uJ (SNN / ANN) |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in ft["rows"]:
         energy = f"{r['energy_uj_after']:.3g} / {r['ann_energy_uj']:.3g}" if "energy_uj_after" in r else "-"
         ann = r.get("ann_test")
         lines.append(f"| {r['network']} | {r['timesteps']} | {r.get('started_from', 'conversion')} | "
-                     f"{r['test_before']:.2f} | **{r['test_after']:.2f}** | "
+                     f"{r['epochs']} | {r.get('distill') or '-'} | {r['val_after']:.2f} | {r['test_before']:.2f} | **{r['test_after']:.2f}** | "
                      + (f"{ann:.2f} | {r['test_after'] - ann:+.2f}" if ann is not None else "- | -") + f" | {energy} |")
     lines += ["", "Issue 20 targets:", ""]
     for nets, t, tol in FINETUNE_TARGETS:
-        cands = [rows[(n, t)] for n in nets if (n, t) in rows]
+        cands = [r for r in ft["rows"] if r["network"] in nets and r["timesteps"] == t]
         if not cands:
             lines.append(f"- {nets[0]} T={t} within {tol} of its ANN: not measured yet")
             continue
         r = cands[0] if len(cands) == 1 else max(cands, key=lambda c: c["val_after"])  # the route: on validation
         gap = r["test_after"] - r["ann_test"]
-        chosen = (f" (route `{r['network']}`, chosen on validation {r['val_after']:.2f} among "
-                  + ", ".join(f"`{c['network']}`" for c in cands) + ")") if len(cands) > 1 else ""
+        chosen = (f" (route {route(r)}, chosen on validation {r['val_after']:.2f} among "
+                  + ", ".join(route(c) for c in cands) + ")") if len(cands) > 1 else ""
         lines.append(f"- {nets[0]} T={t} within {tol} of its ANN: gap {gap:+.2f} on {r['test_samples']} test images"
                      + chosen + (" -> met" if gap >= -tol else " -> NOT met"))
     return lines + [""]

@@ -24,6 +24,7 @@ from benchlib import REPO, footer, save, sha256  # noqa: E402
 
 from snnconv.api import ann_accuracy, conversion_pipeline, convert_graph, ingest, resolve_model, simulate  # noqa: E402
 from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
+from snnconv.runtime.interpreter import run_ann  # noqa: E402
 from snnconv.runtime.simulator import E_MAC_PJ  # noqa: E402
 from snnconv.data.datasets import load_dataset, load_part, load_train_val  # noqa: E402
 from snnconv.training.snn_finetune import activation_memory_mb, finetune  # noqa: E402
@@ -59,6 +60,10 @@ def main() -> None:
     ap.add_argument("--chain", action="store_true",
                     help="largest T first; each smaller T starts from the previous T's fine-tuned network "
                          "(gradual timestep reduction, Chowdhury et al. 2021) instead of from the conversion")
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="distil from the ANN the gap is judged against (the network's reference ANN) with this "
+                         "weight (Hinton et al. 2015; 0 = labels only)")
+    ap.add_argument("--temperature", type=float, default=4.0, help="softmax temperature of --distill")
     ap.add_argument("--state-dir", default=None,
                     help="keep each run's resumable state here (re-run the same command to continue)")
     ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "finetune_snn"))
@@ -79,19 +84,23 @@ def main() -> None:
         snn, _ = convert_graph(g, calib, conversion_pipeline(ConversionConfig(**conv)))
         test = load_dataset(dataset, args.data_dir, train=False).subset(args.test_samples, 0)
         ann_test, ann_macs = ann_accuracy(g, test)
-        own_ann_test = ann_test
+        own_ann_test, ref_graph = ann_test, g
         if reference:  # the gap is judged against the ANN this network was derived from
             ref, _, _ = resolve_model(RunConfig(model=model, dataset=dataset, data_dir=args.data_dir,
                                                 weights=str(REPO / reference[0])), log_fn=lambda _: None)
-            ann_test, ann_macs = ann_accuracy(ingest(ref, shape)[0], test)
+            ref_graph = ingest(ref, shape)[0]
+            ann_test, ann_macs = ann_accuracy(ref_graph, test)
+        teacher = (lambda x, rg=ref_graph: run_ann(rg, x)) if args.distill > 0 else None
         start, prev_t = snn, None
         for t in sorted((int(v) for v in args.timesteps.split(",")), reverse=args.chain):
             t0 = time.time()
-            state = Path(args.state_dir) / f"{key}_T{t}{'_chain' if args.chain else ''}.state.pt" if args.state_dir else None
+            tag = f"{key}_T{t}{'_chain' if args.chain else ''}{f'_kd{args.distill:g}' if args.distill else ''}"
+            state = Path(args.state_dir) / f"{tag}.state.pt" if args.state_dir else None
             if state is not None:
                 state.parent.mkdir(parents=True, exist_ok=True)
             res = finetune(start if args.chain else snn, train_part, val, t, epochs_for(t), args.lr, args.batch_size,
-                           augment=not dataset.startswith("mnist"), log=log, state_path=state)
+                           augment=not dataset.startswith("mnist"), log=log, state_path=state, teacher=teacher,
+                           distill=args.distill, temperature=args.temperature)
             conv_stats = simulate(snn, test, t, layer_error=False)
             stats = simulate(res["graph"], test, t, layer_error=False)
             before, after = conv_stats.accuracy()[t - 1], stats.accuracy()[t - 1]
@@ -100,7 +109,9 @@ def main() -> None:
                 "checkpoint_sha256": sha256(ckpt), "started_from": f"T={prev_t} fine-tuned" if args.chain and prev_t
                 else "conversion",
                 "train_samples": len(train_part), "val_samples": len(val), "test_samples": len(test),
-                "epochs": epochs_for(t), "lr": args.lr, "batch_size": args.batch_size,
+                "epochs": epochs_for(t), "lr": args.lr, "batch_size": args.batch_size, "distill": args.distill,
+                "temperature": args.temperature if args.distill else None,
+                "teacher": (reference[0] if reference else ckpt) if args.distill else None,
                 "val_before": res["history"][0]["val_acc"], "val_after": res["val_accuracy"],
                 "best_epoch": res["best_epoch"], "test_before": before, "test_after": after, "ann_test": ann_test,
                 "own_ann_test": own_ann_test, "ann_reference": reference[0] if reference else ckpt,
@@ -111,9 +122,15 @@ def main() -> None:
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
             log(f"[{key} T={t}] test {before:.2f}% -> {after:.2f}% (val {res['history'][0]['val_acc']:.2f} -> "
                 f"{res['val_accuracy']:.2f}, epoch {res['best_epoch']})")
-            save(args.out, list(rows.values()), key=lambda r: (r["network"], r["timesteps"]), markdown=markdown,
+            save(args.out, list(rows.values()), key=row_key, markdown=markdown,
                  script="bench_finetune_snn.py", data_dir=args.data_dir, hide={"<state-dir>": args.state_dir})  # after every row: progress is kept
             start, prev_t = res["graph"], t
+
+
+def row_key(r: dict) -> tuple:
+    """One row per route: network, T, where it started, epochs and distillation weight (a re-run of the same
+    route replaces its row; another route is kept beside it and the targets choose among them on validation)."""
+    return (r["network"], r["timesteps"], r.get("started_from", "conversion"), r["epochs"], r.get("distill", 0.0))
 
 
 def train_seconds(row: dict) -> float:
@@ -136,12 +153,14 @@ def markdown(data: dict) -> str:
              "validation images (the fine-tuning did not): their validation numbers run high; judge them on the test "
              "columns. `mnist_cnn_l2_55k` was trained on the training part only: its validation numbers are clean. `ANN test` is "
              "the ANN the network came from (for `resnet20_45k_l2`, the L=4 `resnet20_45k` it was fine-tuned from at "
-             "L=2; its own L=2 ANN is in `own ANN`).", "",
-             "| network | T | conversion | train imgs | epochs | val before | val after | test before | test after | "
+             "L=2; its own L=2 ANN is in `own ANN`). `KD`: the weight of knowledge distillation from the `ANN test` network "
+             "(Hinton et al. 2015; temperature in the JSON), `-` for labels only.", "",
+             "| network | T | conversion | train imgs | epochs | KD | val before | val after | test before | test after | "
              "ANN test | own ANN | gap to ANN | energy uJ (SNN / ANN) | started from | kept epoch | BPTT MB/batch | "
-             "training s |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
+             "training s |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
     for r in data["rows"]:
         lines.append(f"| {r['network']} | {r['timesteps']} | {r['conversion']} | {r['train_samples']} | {r['epochs']} | "
+                     f"{r.get('distill') or '-'} | "
                      f"{r['val_before']:.2f} | {r['val_after']:.2f} | {r['test_before']:.2f} | "
                      f"**{r['test_after']:.2f}** | {r.get('ann_test', float('nan')):.2f} | "
                      f"{r.get('own_ann_test', r.get('ann_test', float('nan'))):.2f} | "

@@ -275,23 +275,34 @@ def average_weights(model_name: str, dataset: str, data_dir: str | None, weights
 
 def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, out: str, epochs: int = 2,
                  lr: float = 1e-4, batch_size: int = 64, seed: int = 0, overwrite: bool = False, log_fn=print,
-                 max_batches: int | None = None) -> dict:
+                 max_batches: int | None = None, teacher: str | None = None, distill: float = 0.5,
+                 temperature: float = 4.0) -> dict:
     """Hybrid fine-tuning of a converted SNN (:mod:`snnconv.training.snn_finetune`) for ``timesteps`` steps on
     the training part of ``dataset``; the epoch kept is chosen on the validation split, the test split is
     scored once (before and after, by the simulator). Writes the fine-tuned IR graph to ``out``; the run's
-    state is kept in ``<out stem>.state.pt``, so re-running a killed command continues from it."""
+    state is kept in ``<out stem>.state.pt``, so re-running a killed command continues from it.
+
+    ``teacher`` (any model reference ``convert`` takes: a checkpoint, zoo name, ``.onnx`` or ``hf:`` folder):
+    distil from that ANN with weight ``distill`` at ``temperature`` (Hinton et al. 2015)."""
     from snnconv.output import atomic_file, check_output_file
     from snnconv.training.snn_finetune import activation_memory_mb, finetune
 
     check_output_file(out, overwrite)
     graph = Graph.load(snn)
+    teach = None
+    if teacher is not None:
+        tm, tshape, _ = resolve_model(RunConfig(model=teacher, dataset=dataset, data_dir=data_dir), log_fn)
+        tgraph, _ = ingest(tm, tshape)
+        teach = lambda x: run_ann(tgraph, x)  # noqa: E731
+        log_fn(f"finetune-snn: distilling from {teacher} (weight {distill}, temperature {temperature})")
     train_part, val = load_train_val(dataset, data_dir)
     test = load_dataset(dataset, data_dir, train=False)
     log_fn(f"finetune-snn: {snn} on {len(train_part)} training images, validation {len(val)}, T={timesteps}; "
            f"BPTT keeps about {activation_memory_mb(graph, timesteps, batch_size):.0f} MB of activations per batch")
     state = Path(out).with_name(Path(out).stem + ".state.pt")  # resumable: re-run the same command
     res = finetune(graph, train_part, val, timesteps, epochs, lr, batch_size, augment=not dataset.startswith("mnist"),
-                   seed=seed, log=log_fn, max_batches=max_batches, state_path=state)
+                   seed=seed, log=log_fn, max_batches=max_batches, state_path=state, teacher=teach,
+                   distill=distill if teach is not None else 0.0, temperature=temperature)
     before = simulate(graph, test, timesteps, layer_error=False).accuracy()[timesteps - 1]
     after = simulate(res["graph"], test, timesteps, layer_error=False).accuracy()[timesteps - 1]
     with atomic_file(out, overwrite) as tmp:

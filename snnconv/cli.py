@@ -213,6 +213,10 @@ def finetune_snn(
     lr: float = typer.Option(1e-4, help="Adam learning rate (cosine decay)"),
     batch_size: int = typer.Option(64),
     seed: int = typer.Option(0),
+    teacher: Optional[str] = typer.Option(None, help="distil from this ANN (a checkpoint, zoo name, .onnx or "
+                                          "hf:<folder>), e.g. the network the SNN was converted from"),
+    distill: float = typer.Option(0.5, help="with --teacher: weight of the teacher's soft targets (0..1)"),
+    temperature: float = typer.Option(4.0, help="with --teacher: softmax temperature of the distillation"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --out"),
 ):
     """Hybrid fine-tuning: train a converted SNN through time with surrogate gradients (BPTT over T steps;
@@ -221,7 +225,8 @@ def finetune_snn(
 
     if timesteps < 1 or epochs < 0:
         raise SnnconvError("--timesteps must be >= 1 and --epochs >= 0")
-    run(snn, dataset, data_dir, timesteps, out, epochs, lr, batch_size, seed, overwrite, log_fn=_err)
+    run(snn, dataset, data_dir, timesteps, out, epochs, lr, batch_size, seed, overwrite, log_fn=_err,
+        teacher=teacher, distill=distill, temperature=temperature)
 
 
 @app.command()

@@ -33,7 +33,7 @@ def test_finetune_targets_are_judged_from_the_rows():
     """The hybrid fine-tuning section judges each target from its row's gap, and says what is missing."""
     bench = _bench()
     row = {"network": "resnet20_45k", "timesteps": 2, "test_before": 70.0, "test_after": 83.5, "ann_test": 84.17,
-           "test_samples": 10000, "energy_uj_after": 10.0, "ann_energy_uj": 190.0}
+           "test_samples": 10000, "energy_uj_after": 10.0, "ann_energy_uj": 190.0, "epochs": 6, "val_after": 81.0}
     md = "\n".join(bench.finetune_section({"command": "c", "rows": [row]}))
     assert "resnet20_45k T=2 within 1.0 of its ANN: gap -0.67 on 10000 test images -> met" in md
     assert "resnet20_45k T=1 within 3.0 of its ANN: not measured yet" in md
@@ -42,7 +42,11 @@ def test_finetune_targets_are_judged_from_the_rows():
     # two routes to one ANN: the one better on validation is judged, even when the other is better on test
     other = {**row, "network": "resnet20_45k_l2", "test_after": 83.9, "val_after": 80.0}
     md = "\n".join(bench.finetune_section({"command": "c", "rows": [{**row, "val_after": 81.0}, other]}))
-    assert "gap -0.67 on 10000 test images (route `resnet20_45k`, chosen on validation 81.00" in md
+    assert "gap -0.67 on 10000 test images (route `resnet20_45k` (conversion, 6 ep), chosen on validation 81.00" in md
+    # two routes of one network (labels only, distilled): the same rule
+    kd = {**row, "distill": 0.5, "test_after": 83.0, "val_after": 81.5}
+    md = "\n".join(bench.finetune_section({"command": "c", "rows": [row, kd]}))
+    assert "gap -1.17 on 10000 test images (route `resnet20_45k` (conversion, 6 ep, KD 0.5), chosen on validation 81.50" in md
     assert bench.finetune_section(None) == []
 
 

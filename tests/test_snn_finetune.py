@@ -100,3 +100,57 @@ def test_cli_writes_the_tuned_graph_and_refuses_existing_out(tmp_path, monkeypat
     assert "test accuracy" in proc.stderr and Graph.load(tmp_path / "tuned.pt").nodes
     proc = run_main(*args, monkeypatch=monkeypatch, capsys=capsys)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+def test_distillation_loss_is_cross_entropy_plus_the_softened_kl():
+    from snnconv.training.snn_finetune import distillation_loss
+
+    torch.manual_seed(0)
+    s, a, y = torch.randn(16, 10), torch.randn(16, 10), torch.randint(0, 10, (16,))
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert torch.equal(distillation_loss(s, y), ce) and torch.equal(distillation_loss(s, y, a, 0.0), ce)
+    p, q = torch.softmax(a / 3, 1), torch.softmax(s / 3, 1)
+    kl = (p * (p.log() - q.log())).sum(1).mean()
+    assert torch.allclose(distillation_loss(s, y, a, 0.25, 3.0), 0.75 * ce + 0.25 * 9 * kl, atol=1e-6)
+    assert distillation_loss(a, y, a, 1.0).abs() < 1e-6  # a student equal to its teacher: nothing to learn
+
+
+def _ann_teacher():
+    from snnconv.runtime.interpreter import run_ann
+
+    m, shape, _ = resolve_model(RunConfig(model=str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt"), dataset="mnist-bundled"))
+    g, _ = ingest(m, shape)
+    return lambda x: run_ann(g, x)
+
+
+def test_distillation_alone_teaches_the_snn():
+    """With weight 1 the labels are never used: the T=1 network learns from the ANN's soft targets only."""
+    snn = _mnist_snn()
+    tr, val = split_validation(load_dataset("mnist-bundled", None, train=True), "mnist-bundled")
+    res = finetune(snn, tr, val, timesteps=1, epochs=2, lr=1e-3, batch_size=32, augment=False, log=lambda *_: None,
+                   teacher=_ann_teacher(), distill=1.0, temperature=2.0)
+    assert res["best_epoch"] > 0 and res["val_accuracy"] > res["history"][0]["val_acc"] + 5
+    teacher = _ann_teacher()  # a teacher that names the next class: the SNN follows it, not the labels
+    wrong = finetune(snn, tr, val, timesteps=2, epochs=3, lr=3e-3, batch_size=32, augment=False, log=lambda *_: None,
+                     teacher=lambda x: teacher(x).roll(1, dims=1), distill=1.0, temperature=2.0)
+    assert wrong["best_epoch"] == 0 and wrong["history"][-1]["val_acc"] < wrong["history"][0]["val_acc"] - 20
+    with pytest.raises(SnnconvError, match="same classes"):
+        finetune(snn, tr, val, timesteps=1, epochs=1, batch_size=32, augment=False, log=lambda *_: None,
+                 teacher=lambda x: torch.zeros(len(x), 3), distill=0.5, max_batches=1)
+    for bad in ({"distill": 1.5, "teacher": _ann_teacher()}, {"distill": 0.5}):
+        with pytest.raises(SnnconvError, match="distillation|teacher"):
+            finetune(snn, tr, val, timesteps=1, log=lambda *_: None, **bad)
+
+
+def test_cli_distils_from_a_teacher_checkpoint(tmp_path, monkeypatch, capsys):
+    from test_cli import run_main
+
+    _mnist_snn().save(tmp_path / "snn.pt")
+    args = ["finetune-snn", "--snn", tmp_path / "snn.pt", "--dataset", "mnist-bundled", "--timesteps", "1",
+            "--epochs", "1", "--lr", "1e-3", "--out", tmp_path / "tuned.pt"]
+    proc = run_main(*args, "--teacher", BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt", monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 0, proc.stderr
+    assert "distilling from" in proc.stderr and Graph.load(tmp_path / "tuned.pt").nodes
+    proc = run_main(*args[:-1], tmp_path / "t2.pt", "--teacher", tmp_path / "nope.pt", monkeypatch=monkeypatch,
+                    capsys=capsys)
+    assert proc.returncode == 2 and "nope.pt" in proc.stderr and not (tmp_path / "t2.pt").exists()

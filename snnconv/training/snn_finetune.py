@@ -13,6 +13,13 @@ reset (:math:`v \leftarrow v - \theta s`), signed spikes (binary, Wang et al. 20
 kept as in :class:`snnconv.ir.SpikingNeuron`. Every choice (the epoch kept, the learning rate) is
 made on the validation split; the test split is scored once by the caller.
 
+Knowledge distillation (optional, ``teacher`` and ``distill`` > 0): the loss becomes
+:math:`(1-\alpha)\,\mathrm{CE}(s, y) + \alpha\,\tau^2\,\mathrm{KL}(\mathrm{softmax}(a/\tau)\,\|\,
+\mathrm{softmax}(s/\tau))` with :math:`s` the SNN readout and :math:`a` the logits of a teacher ANN on the
+same augmented batch (Hinton, Vinyals & Dean 2015, "Distilling the knowledge in a neural network"; used to
+train low-latency SNNs from their ANN by Takuya et al., COOL CHIPS 2021, and Xu et al., CVPR 2023). The
+natural teacher is the ANN the SNN was converted from, or the higher-precision ANN that one was derived from.
+
 Memory: BPTT keeps every step's activations, so it grows linearly with ``T`` (``T x`` one ANN
 forward's activations; the layers before the first neuron run once, not ``T`` times). The result
 is an IR graph like any conversion's: simulate, export, verify and report it as usual.
@@ -158,6 +165,19 @@ class DiffSNN(nn.Module):
         return g
 
 
+def distillation_loss(student: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None = None,
+                      alpha: float = 0.0, temperature: float = 4.0) -> torch.Tensor:
+    """Cross-entropy, mixed with weight ``alpha`` with the teacher's softened distribution
+    (Hinton et al. 2015; the ``temperature ** 2`` factor keeps the soft term's gradient scale)."""
+    ce = nn.functional.cross_entropy(student, target)
+    if teacher is None or alpha == 0:
+        return ce
+    kl = nn.functional.kl_div(nn.functional.log_softmax(student / temperature, dim=1),
+                              nn.functional.log_softmax(teacher / temperature, dim=1),
+                              reduction="batchmean", log_target=True)
+    return (1 - alpha) * ce + alpha * temperature ** 2 * kl
+
+
 @torch.no_grad()
 def accuracy(net: DiffSNN, split, timesteps: int, batch_size: int = 256) -> float:
     correct = 0
@@ -168,16 +188,27 @@ def accuracy(net: DiffSNN, split, timesteps: int, batch_size: int = 256) -> floa
 
 def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: float = 1e-4, batch_size: int = 64,
              augment: bool = True, seed: int = 0, log=print, max_batches: int | None = None,
-             state_path: str | Path | None = None, state_every: float = 300.0) -> dict:
+             state_path: str | Path | None = None, state_every: float = 300.0, teacher=None, distill: float = 0.0,
+             temperature: float = 4.0) -> dict:
     """Fine-tune ``graph`` for ``timesteps`` steps on ``train``; keep the epoch (0 = the conversion itself)
     with the best ``val`` accuracy. Returns ``{"graph", "history", "best_epoch", "val_accuracy"}``.
 
     With ``state_path`` the run is resumable: the full state (parameters, optimizer, scheduler, epoch,
     batch reached, the best epoch's parameters) is written there atomically every ``state_every``
     seconds and after every epoch; calling again with the same settings continues from it. A state
-    written for other settings is refused, never silently mixed in."""
+    written for other settings is refused, never silently mixed in.
+
+    With ``teacher`` (a module or callable giving class logits for an input batch) and ``distill`` = alpha
+    in (0, 1], the loss is :func:`distillation_loss` at ``temperature``; the teacher is not trained."""
     from snnconv.checkpoints import load_checkpoint, save_checkpoint
 
+    if not 0 <= distill <= 1 or temperature <= 0:
+        raise SnnconvError(f"finetune-snn: distillation weight must be in [0, 1] (got {distill}) and temperature "
+                           f"> 0 (got {temperature})")
+    if distill > 0 and teacher is None:
+        raise SnnconvError("finetune-snn: a distillation weight needs a teacher network")
+    if isinstance(teacher, nn.Module):
+        teacher.eval()
     torch.manual_seed(seed)
     net = DiffSNN(graph)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -185,9 +216,21 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
     if max_batches:
         steps = min(steps, max_batches)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
-    loss_fn = nn.CrossEntropyLoss()
     settings = {"timesteps": timesteps, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
                 "train_samples": len(train), "val_samples": len(val), "max_batches": max_batches or 0}
+    if distill > 0:  # (states written without distillation keep their settings)
+        settings.update(distill=distill, temperature=temperature)
+
+    def loss_of(x, y):
+        out = net(x, timesteps)
+        if distill == 0:
+            return distillation_loss(out, y)
+        with torch.no_grad():
+            soft = teacher(x)
+        if soft.shape != out.shape:
+            raise SnnconvError(f"finetune-snn: the teacher gives outputs of shape {tuple(soft.shape)}, the SNN "
+                               f"{tuple(out.shape)}; the teacher must be a network for the same classes")
+        return distillation_loss(out, y, soft, distill, temperature)
     start, first, partial, best_params = 1, 0, (0.0, 0), None
     if state_path is not None and Path(state_path).is_file():
         st = load_checkpoint(state_path)
@@ -224,7 +267,7 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
         for i, (x, y) in enumerate(batches, start=skip):
             if i >= steps:
                 break
-            total += optimizer_step(opt, sched, loss_fn(net(x, timesteps), y)) * len(y)
+            total += optimizer_step(opt, sched, loss_of(x, y)) * len(y)
             seen += len(y)
             lines.update(i + 1, total / seen)
             if time.time() - last_save > state_every and i + 1 < steps:
