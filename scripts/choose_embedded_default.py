@@ -23,10 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO, command, sha256  # noqa: E402
 
-from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model, simulate  # noqa: E402
+from choose_recipe import criterion_text, score  # noqa: E402
+
 from snnconv.checkpoints import BUNDLED_DIR  # noqa: E402
-from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
-from snnconv.data.datasets import load_train_val  # noqa: E402
 
 #: name -> (bundled checkpoint, conversion settings)
 CANDIDATES = {
@@ -39,7 +38,6 @@ CANDIDATES = {
     "qcfs_l2_signed": ("mnist_cnn_qcfs2-mnist-55k.pt", {"method": "qcfs", "signed": True}),
     "sfn_l2 (graded)": ("mnist_cnn_qcfs2-mnist-55k.pt", {"method": "sfn"}),
 }
-CRITERION_T = (1, 2, 4, 8)
 
 
 def main() -> None:
@@ -50,23 +48,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "snnconv" / "assets" / "embedded_default.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    train, val = load_train_val("mnist", args.data_dir)
-    calib = [x for x, _ in train.subset(args.calib_samples, 1).batches(256)]
-    rows = {}
-    for name, (ckpt, conv) in CANDIDATES.items():
-        model, shape, _ = resolve_model(RunConfig(model="mnist_cnn", dataset="mnist", data_dir=args.data_dir,
-                                                  weights=str(BUNDLED_DIR / ckpt)), log_fn=lambda m: None)
-        graph, _ = ingest(model, shape)
-        snn, _ = convert_graph(graph, calib, conversion_pipeline(ConversionConfig(**conv)))
-        acc = simulate(snn, val, max(CRITERION_T), layer_error=False).accuracy()
-        rows[name] = {"weights": ckpt, "conversion": conv, "val_accuracy": {str(t): acc[t - 1] for t in CRITERION_T},
-                      "criterion": sum(acc[t - 1] for t in CRITERION_T) / len(CRITERION_T)}
-        print(f"{name:<24} val {' / '.join(f'{acc[t - 1]:.2f}' for t in CRITERION_T)}  mean {rows[name]['criterion']:.2f}",
-              file=sys.stderr, flush=True)
+    rows, n_val = score({k: (BUNDLED_DIR / c, conv) for k, (c, conv) in CANDIDATES.items()}, "mnist_cnn", "mnist",
+                        args.data_dir, args.calib_samples)
     best = max(rows, key=lambda k: rows[k]["criterion"])
     data = {"chosen": best, "weights": rows[best]["weights"], "conversion": rows[best]["conversion"],
-            "criterion": f"mean validation accuracy over T = {', '.join(map(str, CRITERION_T))}",
-            "validation": f"{len(val)} images held out of the MNIST training split (seed 0), never trained on; "
+            "criterion": criterion_text(),
+            "validation": f"{n_val} images held out of the MNIST training split (seed 0), never trained on; "
                           f"calibration: {args.calib_samples} images of the training part (seed 1)",
             "command": command("choose_embedded_default.py", args.data_dir),
             "checkpoints": {c: sha256(BUNDLED_DIR / c) for c in sorted({v[0] for v in CANDIDATES.values()})},

@@ -55,6 +55,47 @@ def train_command(model: str, dataset: str) -> str:
             f"bf16 hardware; minutes on a GPU with --device cuda)")
 
 
+def zoo_weights(model: str, dataset: str) -> Path:
+    """The weights ``convert --model <model> --dataset <dataset>`` takes: the model cache's, else the package's,
+    else the committed benchmark checkpoints' (the cache path, absent, when there are none)."""
+    key = checkpoint_key(dataset)
+    path = checkpoints.cached_checkpoint(model, key)
+    if not path.is_file():
+        path = checkpoints.bundled_checkpoint(model, key) or checkpoints.repo_checkpoint(model, key) or path
+    return path
+
+
+def recipe_card(weights: str | Path) -> dict | None:
+    """The recipe chosen for a checkpoint on the validation split, when one was: ``<stem>.recipe.json`` beside
+    the weights (``resnet18-cifar10.pt`` -> ``resnet18-cifar10.recipe.json``, written by
+    ``scripts/choose_recipe.py``): the conversion settings (``conversion``), the name of the choice
+    (``chosen``), its ``criterion`` and the ``checkpoint_sha256`` it was chosen for. A card written for other
+    weights (hash mismatch) is not used (``None``, with ``"stale"`` said by the caller); a malformed one is a
+    one-line error naming the file and key."""
+    import dataclasses
+    import hashlib
+    import json
+
+    path = Path(weights)
+    card_path = path.with_name(path.stem + ".recipe.json")
+    if not card_path.is_file() or not path.is_file():
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as e:
+        raise SnnconvError(f"recipe card {card_path}: not readable JSON ({e})") from None
+    known = {f.name for f in dataclasses.fields(ConversionConfig)}
+    for key, kind in (("conversion", dict), ("chosen", str), ("criterion", str), ("checkpoint_sha256", str)):
+        if not isinstance(card.get(key) if isinstance(card, dict) else None, kind):
+            raise SnnconvError(f"recipe card {card_path}: key '{key}' missing or not a {kind.__name__}")
+    bad = sorted(set(card["conversion"]) - known)
+    if bad:
+        raise SnnconvError(f"recipe card {card_path}: key 'conversion.{bad[0]}' is not a conversion setting")
+    card["path"] = str(card_path)
+    card["stale"] = hashlib.sha256(path.read_bytes()).hexdigest() != card["checkpoint_sha256"]
+    return card
+
+
 def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, ...], dict]:
     """The trained model to convert, its per-sample input shape and where its weights came from, loaded by the
     registered frontend that takes ``cfg.model`` (:mod:`snnconv.frontends`): a zoo name, a checkpoint, a
@@ -95,10 +136,8 @@ class ZooFrontend(Frontend):
         return ref in MODELS
 
     def load(self, cfg, shape, log_fn):
-        name, key = cfg.model, checkpoint_key(cfg.dataset)
-        path = Path(cfg.weights) if cfg.weights else checkpoints.cached_checkpoint(name, key)
-        if not cfg.weights and not path.is_file():  # then the package's, then the benchmarks' committed ones
-            path = checkpoints.bundled_checkpoint(name, key) or checkpoints.repo_checkpoint(name, key) or path
+        name = cfg.model
+        path = Path(cfg.weights) if cfg.weights else zoo_weights(name, cfg.dataset)
         if not path.is_file():
             if cfg.weights:
                 raise SnnconvError(f"weights file {path} not found")
@@ -463,12 +502,16 @@ def embedded_default() -> dict:
 
 
 def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: bool = False,
-                       log_fn=lambda *_: None) -> RunConfig:
+                       log_fn=lambda *_: None, conversion_given: bool | None = None) -> RunConfig:
     """Fill what ``snnconv convert`` leaves to defaults: with ``embedded`` (no model, dataset or config given)
     the bundled MNIST CNN on the full MNIST test set when the data dir holds it, else on the MNIST subset
     shipped in the package (offline), converted with the checkpoint and recipe chosen on the validation
     split (:func:`embedded_default`, said through ``log_fn``) unless weights or conversion options were given
-    (``recipe_given``); the output folder ``artifacts/<model>-<dataset>``."""
+    (``recipe_given``); the output folder ``artifacts/<model>-<dataset>``.
+
+    Any other zoo model or checkpoint whose weights have a recipe card (:func:`recipe_card`) is converted
+    with the card's recipe, chosen on the validation split, unless conversion settings were given
+    (``conversion_given``: options, a config file or explicit passes; default ``recipe_given``)."""
     from snnconv.checkpoints import BUNDLED_DIR
     from snnconv.data.datasets import _find_mnist, default_data_dir
 
@@ -479,6 +522,19 @@ def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: boo
             setattr(cfg.conversion, key, value)
         log_fn(f"embedded default: {choice['weights']} with recipe '{choice['chosen']}', chosen on the MNIST "
                f"validation split ({choice['criterion']}; snnconv/assets/embedded_default.json)")
+    elif not (recipe_given if conversion_given is None else conversion_given) and cfg.passes is None:
+        weights = (cfg.weights or (zoo_weights(cfg.model, cfg.dataset) if cfg.model in MODELS else None)
+                   or (cfg.model if cfg.model.endswith((".pt", ".pth")) else None))
+        card = recipe_card(weights) if weights else None
+        if card and card["stale"]:
+            log_fn(f"note: {card['path']} was chosen for other weights than {weights} (sha256 differs): not used; "
+                   f"the default conversion settings apply")
+        elif card:
+            for key, value in card["conversion"].items():
+                setattr(cfg.conversion, key, value)
+            log_fn(f"recipe '{card['chosen']}' ({', '.join(f'{k}={v}' for k, v in card['conversion'].items())}), "
+                   f"chosen for these weights on the validation split ({card['criterion']}; {Path(card['path']).name}); "
+                   f"any conversion option replaces it")
     if embedded:
         root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
         cfg.dataset = "mnist" if _find_mnist(root, "t10k-images-idx3-ubyte") else "mnist-bundled"

@@ -214,6 +214,48 @@ def test_embedded_default_uses_the_recipe_chosen_on_validation(tmp_path, snnconv
     assert json.loads((tmp_path / "emb-max" / "report.json").read_text())["conversion"]["method"] == "max"
 
 
+def test_a_recipe_card_beside_the_weights_chooses_the_conversion(tmp_path, snnconv_cli, monkeypatch):
+    """scripts/choose_recipe.py scores the candidate recipes on the validation split and writes the card beside
+    the checkpoint; `convert --model M --dataset D` then uses it, unless a conversion option is given, the card
+    was written for other weights (hash), or it is malformed (one-line error naming the card and key)."""
+    import shutil
+
+    from snnconv.checkpoints import BUNDLED_DIR
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("SNNCONV_CACHE_DIR", str(cache))
+    weights = cache / "mnist_cnn-mnist.pt"
+    shutil.copy(BUNDLED_DIR / "mnist_cnn_qcfs2-mnist-55k.pt", weights)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "choose_recipe.py"
+    proc = subprocess.run([sys.executable, str(script), "--model", "mnist_cnn", "--dataset", "mnist-bundled",
+                           "--weights", str(weights), "--data-dir", str(tmp_path), "--calib-samples", "64",
+                           "--threads", "1"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    card_path = cache / "mnist_cnn-mnist.recipe.json"
+    card = json.loads(card_path.read_text())
+    assert card["chosen"] == max(card["candidates"], key=lambda k: card["candidates"][k]["criterion"])
+    assert len(card["candidates"]) == 4 and "test set was not read" in card["validation"]
+    run = ["convert", "--model", "mnist_cnn", "--dataset", "mnist-bundled", "--timesteps", "2", "--eval-samples",
+           "16", "--calib-samples", "32", "--output-dir"]
+    proc = snnconv_cli(*run, tmp_path / "a")
+    assert proc.returncode == 0, proc.stderr
+    assert f"recipe '{card['chosen']}'" in proc.stderr and "mnist_cnn-mnist.recipe.json" in proc.stderr
+    r = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert all(r["conversion"][k] == v for k, v in card["conversion"].items())
+    proc = snnconv_cli(*run, tmp_path / "b", "--method", "max")  # an explicit option wins
+    assert proc.returncode == 0 and "recipe '" not in proc.stderr
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["conversion"]["method"] == "max"
+    card_path.write_text(json.dumps({**card, "checkpoint_sha256": "0" * 64}))  # chosen for other weights
+    proc = snnconv_cli(*run, tmp_path / "c")
+    assert proc.returncode == 0 and "sha256 differs" in proc.stderr and "recipe '" not in proc.stderr
+    assert json.loads((tmp_path / "c" / "report.json").read_text())["conversion"]["method"] == "percentile"
+    card_path.write_text(json.dumps({**card, "conversion": {"methd": "qcfs"}}))
+    proc = snnconv_cli(*run, tmp_path / "d")
+    assert proc.returncode == 2 and "mnist_cnn-mnist.recipe.json" in proc.stderr and "conversion.methd" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()
+
+
 # -- bad input -------------------------------------------------------------------------------------
 
 def _ckpt_random(tmp):
