@@ -154,3 +154,34 @@ def test_cli_distils_from_a_teacher_checkpoint(tmp_path, monkeypatch, capsys):
     proc = run_main(*args[:-1], tmp_path / "t2.pt", "--teacher", tmp_path / "nope.pt", monkeypatch=monkeypatch,
                     capsys=capsys)
     assert proc.returncode == 2 and "nope.pt" in proc.stderr and not (tmp_path / "t2.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def tuned_mnist():
+    """A T=1 MNIST SNN after a short BPTT fine-tuning (its thresholds, initial membranes and weights moved)."""
+    snn = _mnist_snn()
+    tr, val = split_validation(load_dataset("mnist-bundled", None, train=True), "mnist-bundled")
+    res = finetune(snn, tr, val, timesteps=1, epochs=1, lr=1e-3, batch_size=32, augment=False, log=lambda *_: None)
+    assert res["best_epoch"] == 1
+    return snn, res["graph"]
+
+
+def test_the_finetuned_network_leaves_snnconv_spike_for_spike(tuned_mnist, target, tmp_path):
+    """The network finetune-snn hands back exports to NIR like any conversion and runs in every peer with
+    snnconv's spikes and readout (the deliverable is the fine-tuned network, not only its reported accuracy)."""
+    from snnconv.backends.nir import export_nir, import_nir
+    from snnconv.backends.verify import reference_run
+    from snnconv.interop.base import load
+
+    snn, tuned = tuned_mnist
+    moved = [k for k, n in tuned.nodes.items() if n.kind == "neuron"
+             and not torch.equal(n.threshold, snn.nodes[k].threshold)]
+    assert moved  # fine-tuning changed thresholds: the export carries the tuned ones
+    export_nir(tuned, tmp_path / "tuned.nir")
+    x = load_dataset("mnist-bundled", None, train=False).images[:16].float() / 255
+    ref = reference_run(import_nir(tmp_path / "tuned.nir"), x, 4)
+    got = load(tmp_path / "tuned.nir", target).run(x, 4, record=True)
+    for k, r in ref["spikes"].items():
+        assert torch.equal(torch.sign(got["spikes"][k].reshape(r.shape).float()).to(torch.int8), r), k
+    ours = Simulator(tuned, 4, collect_stats=False).run(x)
+    assert torch.allclose(got["outputs"].cumsum(0) / torch.arange(1, 5).view(-1, 1, 1), ours, atol=1e-4)
