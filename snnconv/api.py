@@ -315,7 +315,7 @@ def average_weights(model_name: str, dataset: str, data_dir: str | None, weights
 def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, out: str, epochs: int = 2,
                  lr: float = 1e-4, batch_size: int = 64, seed: int = 0, overwrite: bool = False, log_fn=print,
                  max_batches: int | None = None, teacher: str | None = None, distill: float = 0.5,
-                 temperature: float = 4.0) -> dict:
+                 temperature: float = 4.0, checkpoint_steps: bool | None = None) -> dict:
     """Hybrid fine-tuning of a converted SNN (:mod:`snnconv.training.snn_finetune`) for ``timesteps`` steps on
     the training part of ``dataset``; the epoch kept is chosen on the validation split, the test split is
     scored once (before and after, by the simulator). Writes the fine-tuned IR graph to ``out``; the run's
@@ -341,7 +341,8 @@ def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, o
     state = Path(out).with_name(Path(out).stem + ".state.pt")  # resumable: re-run the same command
     res = finetune(graph, train_part, val, timesteps, epochs, lr, batch_size, augment=not dataset.startswith("mnist"),
                    seed=seed, log=log_fn, max_batches=max_batches, state_path=state, teacher=teach,
-                   distill=distill if teach is not None else 0.0, temperature=temperature)
+                   distill=distill if teach is not None else 0.0, temperature=temperature,
+                   checkpoint_steps=checkpoint_steps)
     before = simulate(graph, test, timesteps, layer_error=False).accuracy()[timesteps - 1]
     after = simulate(res["graph"], test, timesteps, layer_error=False).accuracy()[timesteps - 1]
     with atomic_file(out, overwrite) as tmp:

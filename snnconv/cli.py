@@ -218,6 +218,10 @@ def finetune_snn(
                                           "hf:<folder>), e.g. the network the SNN was converted from"),
     distill: float = typer.Option(0.5, help="with --teacher: weight of the teacher's soft targets (0..1)"),
     temperature: float = typer.Option(4.0, help="with --teacher: softmax temperature of the distillation"),
+    checkpoint_steps: Optional[bool] = typer.Option(None, "--checkpoint-steps/--no-checkpoint-steps",
+                                                    help="recompute each time step in the backward pass instead of "
+                                                         "keeping its activations (default: when BPTT would keep "
+                                                         "over 2 GB per batch)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --out"),
 ):
     """Hybrid fine-tuning: train a converted SNN through time with surrogate gradients (BPTT over T steps;
@@ -227,7 +231,7 @@ def finetune_snn(
     if timesteps < 1 or epochs < 0:
         raise SnnconvError("--timesteps must be >= 1 and --epochs >= 0")
     run(snn, dataset, data_dir, timesteps, out, epochs, lr, batch_size, seed, overwrite, log_fn=_err,
-        teacher=teacher, distill=distill, temperature=temperature)
+        teacher=teacher, distill=distill, temperature=temperature, checkpoint_steps=checkpoint_steps)
 
 
 @app.command()

@@ -2,6 +2,8 @@
 training through time with surrogate gradients raises low-T accuracy on real data."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -185,3 +187,49 @@ def test_the_finetuned_network_leaves_snnconv_spike_for_spike(tuned_mnist, targe
         assert torch.equal(torch.sign(got["spikes"][k].reshape(r.shape).float()).to(torch.int8), r), k
     ours = Simulator(tuned, 4, collect_stats=False).run(x)
     assert torch.allclose(got["outputs"].cumsum(0) / torch.arange(1, 5).view(-1, 1, 1), ours, atol=1e-4)
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes autograd keeps for the backward pass while ``fn`` builds its graph (outside checkpointed regions)."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total[0]
+
+
+def test_checkpointing_each_step_keeps_less_and_gives_the_same_gradients():
+    """Activation checkpointing per time step (Chen et al. 2016): identical loss and gradients; what autograd
+    keeps, plus the membrane state the checkpoints hold, is a fraction of plain BPTT's."""
+    snn = _mnist_snn(signed=True)
+    x = load_dataset("mnist-bundled", None, train=False).images[:16].float() / 255
+    y = load_dataset("mnist-bundled", None, train=False).labels[:16]
+    grads, kept = {}, {}
+    for ck in (False, True):
+        net = DiffSNN(snn)
+        out, kept[ck] = _saved_bytes(lambda: net(x, 6, checkpoint_steps=ck))
+        torch.nn.functional.cross_entropy(out, y).backward()
+        grads[ck] = {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys() and len(grads[True]) > 4
+    for k in grads[True]:
+        assert torch.allclose(grads[True][k], grads[False][k], atol=1e-6), k
+    state = 6 * sum(2 * 4 * 16 * math.prod(n.shape) for n in snn.nodes.values() if n.kind == "neuron")
+    assert kept[True] + state < 0.5 * kept[False], (kept, state)
+
+
+def test_finetune_checkpoints_steps_when_bptt_memory_is_large(monkeypatch):
+    import snnconv.training.snn_finetune as ft
+
+    snn = _mnist_snn()
+    tr, val = split_validation(load_dataset("mnist-bundled", None, train=True), "mnist-bundled")
+    logs = []
+    kw = dict(timesteps=2, epochs=1, batch_size=32, augment=False, max_batches=1, log=logs.append)
+    finetune(snn, tr, val, **kw)
+    assert not any("checkpointing" in m for m in logs)
+    monkeypatch.setattr(ft, "CHECKPOINT_ABOVE_MB", 0.0)
+    finetune(snn, tr, val, **kw)
+    assert any("activation checkpointing per time step" in m for m in logs)

@@ -21,7 +21,9 @@ train low-latency SNNs from their ANN by Takuya et al., COOL CHIPS 2021, and Xu 
 natural teacher is the ANN the SNN was converted from, or the higher-precision ANN that one was derived from.
 
 Memory: BPTT keeps every step's activations, so it grows linearly with ``T`` (``T x`` one ANN
-forward's activations; the layers before the first neuron run once, not ``T`` times). The result
+forward's activations; the layers before the first neuron run once, not ``T`` times); with activation
+checkpointing per step (:meth:`DiffSNN.forward`, on by default above :data:`CHECKPOINT_ABOVE_MB`) only the
+membrane state is kept per step and each step is recomputed in the backward pass. The result
 is an IR graph like any conversion's: simulate, export, verify and report it as usual.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from snnconv.errors import SnnconvError
@@ -101,8 +104,13 @@ class DiffSNN(nn.Module):
             return n.replace(weight=self.w[k], bias=self.b[k] if k in self.b else None)
         return n
 
-    def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
-        """Readout logits at ``timesteps``: the mean over the steps of the output layer ``[B, classes]``."""
+    def forward(self, x: torch.Tensor, timesteps: int, checkpoint_steps: bool = False) -> torch.Tensor:
+        """Readout logits at ``timesteps``: the mean over the steps of the output layer ``[B, classes]``.
+
+        ``checkpoint_steps``: activation checkpointing per time step (Chen et al. 2016, "Training deep nets
+        with sublinear memory cost"): only each step's membrane state is kept for the backward pass and the
+        step is recomputed there, so BPTT memory no longer grows with every layer's activations x T, for
+        about one more forward pass of compute. Gradients are the same."""
         g = self.graph
         if x.dim() == 4:  # oneDNN's fast layout, as the simulator runs (about 20% faster per BPTT step here)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -111,40 +119,48 @@ class DiffSNN(nn.Module):
             if name in self.static and g.nodes[name].kind != "input":
                 vals[name] = KERNELS[g.nodes[name].kind](self._node(name), [vals[s] for s in g.edges[name]])
         state: dict[str, dict] = {}
-        out = g.outputs[0]
         total = 0
         for _ in range(timesteps):
-            cur_vals = dict((k, v) for k, v in vals.items() if k in self.static)
-            for name, n in g.nodes.items():
-                if name in self.static:
-                    continue
-                ins = [cur_vals[s] for s in g.edges[name]]
-                if n.kind == "neuron":
-                    cur_vals[name] = self._neuron_step(name, n, ins[0], state)
-                else:
-                    cur_vals[name] = KERNELS[n.kind](self._node(name), ins)
-            total = total + cur_vals[out]
+            if checkpoint_steps and torch.is_grad_enabled():
+                out, state = torch.utils.checkpoint.checkpoint(self._step, vals, state, use_reentrant=False)
+            else:
+                out, state = self._step(vals, state)
+            total = total + out
         return total / timesteps
 
-    def _neuron_step(self, name, n, current, state):
+    def _step(self, static_vals: dict, state: dict) -> tuple[torch.Tensor, dict]:
+        """One time step: (output layer, the neurons' next state); ``state`` is read, never changed."""
+        g = self.graph
+        cur_vals = dict(static_vals)
+        new_state: dict[str, dict] = {}
+        for name, n in g.nodes.items():
+            if name in self.static:
+                continue
+            ins = [cur_vals[s] for s in g.edges[name]]
+            if n.kind == "neuron":
+                cur_vals[name], new_state[name] = self._neuron_step(name, n, ins[0], state.get(name))
+            else:
+                cur_vals[name] = KERNELS[n.kind](self._node(name), ins)
+        return cur_vals[g.outputs[0]], new_state
+
+    def _neuron_step(self, name, n, current, st):
         k = self.key[name]
         th = self.th[k].clamp(min=1e-4)
         th = th.view((1, -1) + (1,) * (current.dim() - 2)) if th.numel() > 1 else th.reshape(())
-        st = state.get(name)
         if st is None:
             v = self.v0[k] * th + torch.zeros_like(current)
             off = getattr(n, "v_offset", None)
             if off is not None:
                 v = v + (off.view(-1, *([1] * (current.dim() - 2))) if off.dim() == 1 and current.dim() > 2 else off)
-            st = state[name] = {"v": v, "n": torch.zeros_like(current)}
+            st = {"v": v, "n": torch.zeros_like(current)}
         v = st["v"] * n.leak + current if n.leak != 1.0 else st["v"] + current
         s = _Spike.apply(v - th, th.detach())
+        count = st["n"]
         if n.signed:  # a negative spike while the net count is positive and the membrane is below zero
-            neg = _Spike.apply(-v, th.detach()) * (st["n"] >= 1).to(v.dtype) * (v < 0).to(v.dtype)
+            neg = _Spike.apply(-v, th.detach()) * (count >= 1).to(v.dtype) * (v < 0).to(v.dtype)
             s = s - neg
-            st["n"] = st["n"] + s.detach()
-        st["v"] = v - s * th
-        return s * th
+            count = count + s.detach()
+        return s * th, {"v": v - s * th, "n": count}
 
     @torch.no_grad()
     def to_graph(self) -> Graph:
@@ -189,7 +205,7 @@ def accuracy(net: DiffSNN, split, timesteps: int, batch_size: int = 256) -> floa
 def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: float = 1e-4, batch_size: int = 64,
              augment: bool = True, seed: int = 0, log=print, max_batches: int | None = None,
              state_path: str | Path | None = None, state_every: float = 300.0, teacher=None, distill: float = 0.0,
-             temperature: float = 4.0) -> dict:
+             temperature: float = 4.0, checkpoint_steps: bool | None = None) -> dict:
     """Fine-tune ``graph`` for ``timesteps`` steps on ``train``; keep the epoch (0 = the conversion itself)
     with the best ``val`` accuracy. Returns ``{"graph", "history", "best_epoch", "val_accuracy"}``.
 
@@ -199,7 +215,10 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
     written for other settings is refused, never silently mixed in.
 
     With ``teacher`` (a module or callable giving class logits for an input batch) and ``distill`` = alpha
-    in (0, 1], the loss is :func:`distillation_loss` at ``temperature``; the teacher is not trained."""
+    in (0, 1], the loss is :func:`distillation_loss` at ``temperature``; the teacher is not trained.
+
+    ``checkpoint_steps`` (:meth:`DiffSNN.forward`): ``None`` turns it on when :func:`activation_memory_mb`
+    estimates more than :data:`CHECKPOINT_ABOVE_MB` per batch, where it pays; results do not depend on it."""
     from snnconv.checkpoints import load_checkpoint, save_checkpoint
 
     if not 0 <= distill <= 1 or temperature <= 0:
@@ -209,6 +228,11 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
         raise SnnconvError("finetune-snn: a distillation weight needs a teacher network")
     if isinstance(teacher, nn.Module):
         teacher.eval()
+    if checkpoint_steps is None:
+        checkpoint_steps = activation_memory_mb(graph, timesteps, batch_size) > CHECKPOINT_ABOVE_MB
+    if checkpoint_steps:
+        log(f"finetune-snn: activation checkpointing per time step (BPTT would keep about "
+            f"{activation_memory_mb(graph, timesteps, batch_size):.0f} MB per batch)")
     torch.manual_seed(seed)
     net = DiffSNN(graph)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -222,7 +246,7 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
         settings.update(distill=distill, temperature=temperature)
 
     def loss_of(x, y):
-        out = net(x, timesteps)
+        out = net(x, timesteps, checkpoint_steps)
         if distill == 0:
             return distillation_loss(out, y)
         with torch.no_grad():
@@ -287,6 +311,10 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
         return {"graph": graph, "history": history, "best_epoch": 0, "val_accuracy": best["val"]}
     net.load_state_dict(best_params)
     return {"graph": net.to_graph(), "history": history, "best_epoch": best["epoch"], "val_accuracy": best["val"]}
+
+
+#: above this estimate of BPTT activations per batch, finetune() checkpoints each time step by default
+CHECKPOINT_ABOVE_MB = 2048.0
 
 
 def activation_memory_mb(graph: Graph, timesteps: int, batch_size: int) -> float:
