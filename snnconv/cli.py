@@ -230,6 +230,8 @@ def finetune_snn(
 
     if timesteps < 1 or epochs < 0:
         raise SnnconvError("--timesteps must be >= 1 and --epochs >= 0")
+    if not 0 <= distill <= 1 or temperature <= 0:
+        raise SnnconvError(f"--distill must be in [0, 1] (got {distill}) and --temperature > 0 (got {temperature})")
     run(snn, dataset, data_dir, timesteps, out, epochs, lr, batch_size, seed, overwrite, log_fn=_err,
         teacher=teacher, distill=distill, temperature=temperature, checkpoint_steps=checkpoint_steps)
 

@@ -156,6 +156,9 @@ def test_cli_distils_from_a_teacher_checkpoint(tmp_path, monkeypatch, capsys):
     proc = run_main(*args[:-1], tmp_path / "t2.pt", "--teacher", tmp_path / "nope.pt", monkeypatch=monkeypatch,
                     capsys=capsys)
     assert proc.returncode == 2 and "nope.pt" in proc.stderr and not (tmp_path / "t2.pt").exists()
+    proc = run_main(*args[:-1], tmp_path / "t3.pt", "--teacher", BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt",
+                    "--distill", "2", monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 2 and "--distill" in proc.stderr and not (tmp_path / "t3.pt").exists()
 
 
 @pytest.fixture(scope="module")
