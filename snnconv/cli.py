@@ -221,7 +221,7 @@ def finetune_snn(
     checkpoint_steps: Optional[bool] = typer.Option(None, "--checkpoint-steps/--no-checkpoint-steps",
                                                     help="recompute each time step in the backward pass instead of "
                                                          "keeping its activations (default: when BPTT would keep "
-                                                         "over 2 GB per batch)"),
+                                                         "over a quarter of the machine's memory per batch)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --out"),
 ):
     """Hybrid fine-tuning: train a converted SNN through time with surrogate gradients (BPTT over T steps;

@@ -222,6 +222,10 @@ def test_checkpointing_each_step_keeps_less_and_gives_the_same_gradients():
         assert torch.allclose(grads[True][k], grads[False][k], atol=1e-6), k
     state = 6 * sum(2 * 4 * 16 * math.prod(n.shape) for n in snn.nodes.values() if n.kind == "neuron")
     assert kept[True] + state < 0.5 * kept[False], (kept, state)
+    # the estimate finetune-snn prints: the distinct saved activations (no parameters, no duplicates)
+    from snnconv.training.snn_finetune import activation_memory_mb
+
+    assert 0.6 * kept[False] < activation_memory_mb(snn, 6, 16) * 2 ** 20 <= kept[False]
 
 
 def test_finetune_checkpoints_steps_when_bptt_memory_is_large(monkeypatch):
@@ -233,6 +237,6 @@ def test_finetune_checkpoints_steps_when_bptt_memory_is_large(monkeypatch):
     kw = dict(timesteps=2, epochs=1, batch_size=32, augment=False, max_batches=1, log=logs.append)
     finetune(snn, tr, val, **kw)
     assert not any("checkpointing" in m for m in logs)
-    monkeypatch.setattr(ft, "CHECKPOINT_ABOVE_MB", 0.0)
+    monkeypatch.setattr(ft, "CHECKPOINT_ABOVE_MB", 0.0)  # (default: a quarter of the memory)
     finetune(snn, tr, val, **kw)
     assert any("activation checkpointing per time step" in m for m in logs)

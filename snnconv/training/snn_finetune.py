@@ -22,13 +22,13 @@ natural teacher is the ANN the SNN was converted from, or the higher-precision A
 
 Memory: BPTT keeps every step's activations, so it grows linearly with ``T`` (``T x`` one ANN
 forward's activations; the layers before the first neuron run once, not ``T`` times); with activation
-checkpointing per step (:meth:`DiffSNN.forward`, on by default above :data:`CHECKPOINT_ABOVE_MB`) only the
+checkpointing per step (:meth:`DiffSNN.forward`, on by default above a quarter of the memory) only the
 membrane state is kept per step and each step is recomputed in the backward pass. The result
 is an IR graph like any conversion's: simulate, export, verify and report it as usual.
 """
 from __future__ import annotations
 
-import math
+import os
 import time
 from pathlib import Path
 
@@ -218,7 +218,8 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
     in (0, 1], the loss is :func:`distillation_loss` at ``temperature``; the teacher is not trained.
 
     ``checkpoint_steps`` (:meth:`DiffSNN.forward`): ``None`` turns it on when :func:`activation_memory_mb`
-    estimates more than :data:`CHECKPOINT_ABOVE_MB` per batch, where it pays; results do not depend on it."""
+    estimates more than :func:`checkpoint_above_mb` (a quarter of the machine's memory) per batch, where it
+    pays; results do not depend on it."""
     from snnconv.checkpoints import load_checkpoint, save_checkpoint
 
     if not 0 <= distill <= 1 or temperature <= 0:
@@ -229,7 +230,7 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
     if isinstance(teacher, nn.Module):
         teacher.eval()
     if checkpoint_steps is None:
-        checkpoint_steps = activation_memory_mb(graph, timesteps, batch_size) > CHECKPOINT_ABOVE_MB
+        checkpoint_steps = activation_memory_mb(graph, timesteps, batch_size) > checkpoint_above_mb()
     if checkpoint_steps:
         log(f"finetune-snn: activation checkpointing per time step (BPTT would keep about "
             f"{activation_memory_mb(graph, timesteps, batch_size):.0f} MB per batch)")
@@ -313,12 +314,34 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
     return {"graph": net.to_graph(), "history": history, "best_epoch": best["epoch"], "val_accuracy": best["val"]}
 
 
-#: above this estimate of BPTT activations per batch, finetune() checkpoints each time step by default
-CHECKPOINT_ABOVE_MB = 2048.0
+#: above this estimate of BPTT activations per batch (MB), finetune() checkpoints each time step by default;
+#: None: a quarter of the machine's memory. Checkpointing costs about 1.5x the step time here and glibc keeps
+#: part of the freed memory in the process (docs/benchmarks/bptt_memory.md), so it pays only when memory is short.
+CHECKPOINT_ABOVE_MB: float | None = None
+
+
+def checkpoint_above_mb() -> float:
+    if CHECKPOINT_ABOVE_MB is not None:
+        return CHECKPOINT_ABOVE_MB
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4 / 2 ** 20
 
 
 def activation_memory_mb(graph: Graph, timesteps: int, batch_size: int) -> float:
-    """Rough size of what BPTT keeps: every non-static node's output per step (float32)."""
-    static = static_nodes(graph)
-    per_sample = sum(math.prod(n.shape) for k, n in graph.nodes.items() if k not in static and n.shape)
-    return 4 * per_sample * batch_size * timesteps / 2 ** 20
+    """What BPTT keeps for the backward pass per batch (MB): the distinct tensors autograd saves during a
+    forward over ``timesteps`` steps of a one-sample batch (every layer's inputs, membranes, surrogate masks;
+    parameters excluded), times ``batch_size``. Activation memory is linear in the batch, so this is the
+    plain (not checkpointed) BPTT's, measured rather than guessed from the layer outputs."""
+    net = DiffSNN(graph)
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            kept[ptr] = max(kept.get(ptr, 0), t.untyped_storage().nbytes())
+        return t
+
+    x = torch.zeros(1, *graph.nodes[graph.inputs[0]].shape)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(x, timesteps)
+    return sum(kept.values()) * batch_size / 2 ** 20
