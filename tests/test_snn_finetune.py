@@ -205,10 +205,11 @@ def _saved_bytes(fn) -> int:
     return out, total[0]
 
 
-def test_checkpointing_each_step_keeps_less_and_gives_the_same_gradients():
+@pytest.mark.parametrize("signed", [True, False])
+def test_checkpointing_each_step_keeps_less_and_gives_the_same_gradients(signed):
     """Activation checkpointing per time step (Chen et al. 2016): identical loss and gradients; what autograd
     keeps, plus the membrane state the checkpoints hold, is a fraction of plain BPTT's."""
-    snn = _mnist_snn(signed=True)
+    snn = _mnist_snn(signed=signed)
     x = load_dataset("mnist-bundled", None, train=False).images[:16].float() / 255
     y = load_dataset("mnist-bundled", None, train=False).labels[:16]
     grads, kept = {}, {}

@@ -152,7 +152,7 @@ class DiffSNN(nn.Module):
             off = getattr(n, "v_offset", None)
             if off is not None:
                 v = v + (off.view(-1, *([1] * (current.dim() - 2))) if off.dim() == 1 and current.dim() > 2 else off)
-            st = {"v": v, "n": torch.zeros_like(current)}
+            st = {"v": v, "n": torch.zeros_like(current) if n.signed else None}  # net spike count: signed only
         v = st["v"] * n.leak + current if n.leak != 1.0 else st["v"] + current
         s = _Spike.apply(v - th, th.detach())
         count = st["n"]
