@@ -38,10 +38,12 @@ log = logging.getLogger("snnconv")
 
 #: zoo model -> (default epochs, minutes per epoch of ``snnconv train``), the time measured on an idle
 #: 2-core AVX2 EPYC (no native bf16, so fp32, channels-last, batch 128, 45,000 training images):
-#: resnet20 0.37 s per step, resnet18 3.96 s per step (2026-12-05); resnet34 and vgg16 are scaled by
-#: their MACs. Used to tell users what `snnconv train` will cost before they start it.
-TRAIN_PLAN = {"mnist_cnn": (5, 0.5), "resnet20": (30, 2.3), "resnet18": (30, 24), "resnet34": (30, 48),
-              "vgg16": (30, 16), "vgg16_avg": (30, 16)}
+#: resnet20 0.37 s per step, resnet18 3.96 s per step (2026-12-05; resnet18 with QCFS after the cheaper QCFS op:
+#: one idle epoch of 19 min including validation, docs/benchmarks/train_resnet18_cifar10_qcfs4.md, epoch 6);
+#: resnet34 and vgg16 are scaled by their MACs. Used to tell users what `snnconv train` will cost before they
+#: start it.
+TRAIN_PLAN = {"mnist_cnn": (5, 0.5), "resnet20": (30, 2.3), "resnet18": (30, 19), "resnet34": (30, 38),
+              "vgg16": (30, 13), "vgg16_avg": (30, 13)}
 
 
 def checkpoint_key(dataset: str) -> str:
