@@ -341,7 +341,8 @@ def finetune_section(ft: dict | None) -> list[str]:
         energy = f"{r['energy_uj_after']:.3g} / {r['ann_energy_uj']:.3g}" if "energy_uj_after" in r else "-"
         ann = r.get("ann_test")
         lines.append(f"| {r['network']} | {r['timesteps']} | {r.get('started_from', 'conversion')} | "
-                     f"{r['epochs']} | {r.get('distill') or '-'} | {r['val_after']:.2f} | {r['test_before']:.2f} | **{r['test_after']:.2f}** | "
+                     f"{r['epochs']} | {r.get('distill') or '-'} | {r['val_after']:.2f} | {r['test_before']:.2f} | "
+                     f"**{r['test_after']:.2f}** | "
                      + (f"{ann:.2f} | {r['test_after'] - ann:+.2f}" if ann is not None else "- | -") + f" | {energy} |")
     lines += ["", "Issue 20 targets:", ""]
     for nets, t, tol in FINETUNE_TARGETS:
@@ -349,7 +350,7 @@ def finetune_section(ft: dict | None) -> list[str]:
         if not cands:
             lines.append(f"- {nets[0]} T={t} within {tol} of its ANN: not measured yet")
             continue
-        r = cands[0] if len(cands) == 1 else max(cands, key=lambda c: c["val_after"])  # the route: on validation
+        r = max(cands, key=lambda c: c["val_after"])  # the route: chosen on validation
         gap = r["test_after"] - r["ann_test"]
         chosen = (f" (route {route(r)}, chosen on validation {r['val_after']:.2f} among "
                   + ", ".join(route(c) for c in cands) + ")") if len(cands) > 1 else ""

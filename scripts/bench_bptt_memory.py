@@ -4,9 +4,10 @@
 For each network x T: one converted network (QCFS thresholds, signed neurons as fine-tuned in
 finetune_snn.md), a training step (forward over T steps, cross-entropy, backward) at a fixed batch,
 each setting in a fresh process so that its peak resident memory is its own. Reports the peak RSS
-over the process's baseline (model loaded, data freed, the peak reset through /proc/self/clear_refs; Linux), the estimate `activation_memory_mb` prints, and
-the median step time of ``--reps`` steps after one warm-up step; the time ratio is measured in the
-same run, alternating the two settings.
+over the process's baseline (model loaded, data freed, the peak reset through /proc/self/clear_refs;
+Linux), the estimate `activation_memory_mb` prints, and the median step time of ``--reps`` steps after
+one warm-up step; the two settings run back to back in one invocation, so their time ratio shares its
+machine state.
 
     python scripts/bench_bptt_memory.py --data-dir ../shared/datasets
 

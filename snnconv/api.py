@@ -505,7 +505,7 @@ def embedded_default() -> dict:
 
 
 def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: bool = False,
-                       log_fn=lambda *_: None, conversion_given: bool | None = None) -> RunConfig:
+                       log_fn=lambda *_: None, conversion_given: bool = False) -> RunConfig:
     """Fill what ``snnconv convert`` leaves to defaults: with ``embedded`` (no model, dataset or config given)
     the bundled MNIST CNN on the full MNIST test set when the data dir holds it, else on the MNIST subset
     shipped in the package (offline), converted with the checkpoint and recipe chosen on the validation
@@ -514,7 +514,7 @@ def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: boo
 
     Any other zoo model or checkpoint whose weights have a recipe card (:func:`recipe_card`) is converted
     with the card's recipe, chosen on the validation split, unless conversion settings were given
-    (``conversion_given``: options, a config file or explicit passes; default ``recipe_given``)."""
+    (``conversion_given``: options or a config file's ``conversion``) or the config lists its passes."""
     from snnconv.checkpoints import BUNDLED_DIR
     from snnconv.data.datasets import _find_mnist, default_data_dir
 
@@ -525,7 +525,7 @@ def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: boo
             setattr(cfg.conversion, key, value)
         log_fn(f"embedded default: {choice['weights']} with recipe '{choice['chosen']}', chosen on the MNIST "
                f"validation split ({choice['criterion']}; snnconv/assets/embedded_default.json)")
-    elif not (recipe_given if conversion_given is None else conversion_given) and cfg.passes is None:
+    elif not conversion_given and cfg.passes is None:
         weights = (cfg.weights or (zoo_weights(cfg.model, cfg.dataset) if cfg.model in MODELS else None)
                    or (cfg.model if cfg.model.endswith((".pt", ".pth")) else None))
         card = recipe_card(weights) if weights else None

@@ -101,10 +101,10 @@ def convert(
         log = _err if distributed.is_main() else (lambda *_: None)
     from snnconv.api import apply_run_defaults
 
+    options_given = any(v is not None for v in overrides["conversion"].values())
     apply_run_defaults(cfg, embedded=model is None and dataset is None and config is None,
-                       recipe_given=weights is not None or any(v is not None for v in overrides["conversion"].values()),
-                       log_fn=log, conversion_given=cfg.conversion != ConversionConfig()
-                       or any(v is not None for v in overrides["conversion"].values()))
+                       recipe_given=weights is not None or options_given, log_fn=log,
+                       conversion_given=options_given or cfg.conversion != ConversionConfig())
     run_convert(cfg, log_fn=log, coverage_fn=lambda t: log("op coverage:\n" + t))
 
 

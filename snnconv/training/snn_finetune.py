@@ -229,11 +229,12 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
         raise SnnconvError("finetune-snn: a distillation weight needs a teacher network")
     if isinstance(teacher, nn.Module):
         teacher.eval()
-    if checkpoint_steps is None:
-        checkpoint_steps = activation_memory_mb(graph, timesteps, batch_size) > checkpoint_above_mb()
-    if checkpoint_steps:
-        log(f"finetune-snn: activation checkpointing per time step (BPTT would keep about "
-            f"{activation_memory_mb(graph, timesteps, batch_size):.0f} MB per batch)")
+    if checkpoint_steps is not False:
+        kept_mb = activation_memory_mb(graph, timesteps, batch_size)
+        checkpoint_steps = checkpoint_steps or kept_mb > checkpoint_above_mb()
+        if checkpoint_steps:
+            log(f"finetune-snn: activation checkpointing per time step (BPTT would keep about {kept_mb:.0f} MB "
+                f"per batch)")
     torch.manual_seed(seed)
     net = DiffSNN(graph)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
