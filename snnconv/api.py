@@ -225,7 +225,8 @@ def inspect_target(target: str, dataset: str = "cifar10", log_fn=print) -> tuple
 def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batch_size: int = 128, lr: float = 0.1,
           out: str | None = None, seed: int = 0, log_fn=print, activation: str = "relu", levels: int = 0,
           init_from: str | None = None, bf16: bool = False, device: str = "cpu", overwrite: bool = False,
-          keep_maxpool: bool = False) -> dict:
+          keep_maxpool: bool = False, teacher: str | None = None, distill: float = 0.5,
+          temperature: float = 4.0) -> dict:
     """Train a zoo model with ``snnconv.training.ann`` and store it in the model cache (or ``out``).
 
     ``activation='qcfs'`` trains conversion-aware (QCFS, Bu et al. 2022) with ``levels`` steps; as in
@@ -239,8 +240,11 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     from snnconv.training.ann import TrainConfig, train_ann
 
     resolve_device(device)  # fail before loading data
+    if teacher is not None and (not 0 < distill <= 1 or temperature <= 0):
+        raise SnnconvError(f"--distill must be in (0, 1] (got {distill}) and --temperature > 0 (got {temperature})")
     path = Path(out) if out else checkpoints.cached_checkpoint(model_name, checkpoint_key(dataset))
     check_output_file(path, overwrite, what="checkpoint")  # before any work: never replaces a file unasked
+    teach = load_teacher(teacher, dataset, data_dir, log_fn) if teacher is not None else None  # before the data
     in_ch, ncls = dataset_info(dataset)
     model = build_model(model_name, num_classes=ncls, in_channels=in_ch)
     pools = sum(isinstance(m, nn.MaxPool2d) for m in model.modules())  # before QCFS may swap them
@@ -272,10 +276,20 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
         log_fn(f"{model_name}: {pools} max pooling layer(s) " + ("trained as average pooling (QCFS, Bu et al. 2022; "
                "--keep-maxpool keeps them)" if to_avg else "kept as max pooling (--keep-maxpool)"))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                      augment=not dataset.startswith("mnist"), bf16=bf16, device=device)
+                      augment=not dataset.startswith("mnist"), bf16=bf16, device=device,
+                      distill=distill if teacher is not None else 0.0, temperature=temperature)
     meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels if activation == "qcfs" else 0,
             "maxpool_to_avgpool": bool(activation == "qcfs" and to_avg)}
-    result = train_ann(model, train_split, val_split, test_split, cfg, path, meta, log=log_fn)
+    if teacher is not None:
+        x0 = next(iter(val_split.batches(2)))[0]
+        with torch.no_grad():
+            got, want = tuple(teach(x0).shape), tuple(model.eval()(x0).shape)
+        if got != want:
+            raise SnnconvError(f"teacher {teacher} gives outputs of shape {got}, {model_name} {want}; the teacher must "
+                               f"be a network for the same classes")
+        log_fn(f"distilling from {teacher} (weight {distill}, temperature {temperature}; Hinton et al. 2015)")
+        meta["distilled_from"] = {"teacher": Path(teacher).name, "distill": distill, "temperature": temperature}
+    result = train_ann(model, train_split, val_split, test_split, cfg, path, meta, log=log_fn, teacher=teach)
     log_fn(f"saved {path} (validation accuracy {result['val_accuracy']:.2f}%, test accuracy {result['accuracy']:.2f}%)")
     return {"path": str(path), "accuracy": result["accuracy"], "val_accuracy": result["val_accuracy"]}
 
@@ -314,6 +328,17 @@ def average_weights(model_name: str, dataset: str, data_dir: str | None, weights
     return {"path": str(out), "accuracy": acc, "val_accuracy": val_acc}
 
 
+def load_teacher(ref: str, dataset: str, data_dir: str | None, log_fn=print):
+    """The network to distil from (any model reference ``convert`` takes: a checkpoint, zoo name, ``.onnx`` or
+    ``hf:`` folder), as a frozen module, or as a function running its ingested graph when the frontend gives no
+    module (ONNX)."""
+    tm, tshape, _ = resolve_model(RunConfig(model=ref, dataset=dataset, data_dir=data_dir), log_fn)
+    if isinstance(tm, nn.Module):
+        return tm.eval().requires_grad_(False)
+    tgraph, _ = ingest(tm, tshape)
+    return lambda x: run_ann(tgraph, x)
+
+
 def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, out: str, epochs: int = 2,
                  lr: float = 1e-4, batch_size: int = 64, seed: int = 0, overwrite: bool = False, log_fn=print,
                  max_batches: int | None = None, teacher: str | None = None, distill: float = 0.5,
@@ -332,9 +357,7 @@ def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, o
     graph = Graph.load(snn)
     teach = None
     if teacher is not None:
-        tm, tshape, _ = resolve_model(RunConfig(model=teacher, dataset=dataset, data_dir=data_dir), log_fn)
-        tgraph, _ = ingest(tm, tshape)
-        teach = lambda x: run_ann(tgraph, x)  # noqa: E731
+        teach = load_teacher(teacher, dataset, data_dir, log_fn)
         log_fn(f"finetune-snn: distilling from {teacher} (weight {distill}, temperature {temperature})")
     train_part, val = load_train_val(dataset, data_dir)
     test = load_dataset(dataset, data_dir, train=False)

@@ -169,10 +169,15 @@ def finetune(
                                       "average pooling, as in Bu et al. 2022)"),
     bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
+    teacher: Optional[str] = typer.Option(None, help="distil from this network (a checkpoint, zoo name, .onnx or "
+                                          "hf:<folder>), e.g. the higher-L QCFS net a lower-L one comes from"),
+    distill: float = typer.Option(0.5, help="with --teacher: weight of the teacher's soft targets (0..1]"),
+    temperature: float = typer.Option(4.0, help="with --teacher: softmax temperature of the distillation"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing checkpoint at --out (or in the model cache)"),
 ):
     """Fine-tune a trained ReLU ANN into QCFS form (thresholds start at the 99.9th percentile), or a
-    QCFS ANN to another number of levels L (thresholds start at the trained ones)."""
+    QCFS ANN to another number of levels L (thresholds start at the trained ones), optionally distilling
+    from a teacher network (Hinton et al. 2015)."""
     from snnconv.api import train as do_train
     from snnconv.models.zoo import build_model
 
@@ -180,7 +185,8 @@ def finetune(
     if not Path(weights).is_file():
         raise SnnconvError(f"weights file {weights} not found")
     do_train(model, dataset, data_dir, epochs, batch_size, lr, out, seed, log_fn=_err, activation="qcfs",
-             levels=levels, init_from=weights, bf16=bf16, device=device, overwrite=overwrite, keep_maxpool=keep_maxpool)
+             levels=levels, init_from=weights, bf16=bf16, device=device, overwrite=overwrite, keep_maxpool=keep_maxpool,
+             teacher=teacher, distill=distill, temperature=temperature)
 
 
 @app.command()

@@ -169,7 +169,7 @@ def test_finetune_keep_maxpool_from_an_average_pool_qcfs_checkpoint(tmp_path, mo
                                          "maxpool_to_avgpool": True, "state_dict": net.state_dict()})
     seen = {}
 
-    def fake_train(model, train_split, val_split, test_split, cfg, path, meta, log):  # records, trains nothing
+    def fake_train(model, train_split, val_split, test_split, cfg, path, meta, log, **kw):  # records, trains nothing
         seen.update(meta=meta, kinds=ingest(model.eval(), (1, 32, 32))[0].kinds())
         return {"accuracy": 0.0, "val_accuracy": 0.0}
 
@@ -179,3 +179,47 @@ def test_finetune_keep_maxpool_from_an_average_pool_qcfs_checkpoint(tmp_path, mo
     pools = (seen["kinds"].get("maxpool2d", 0), seen["kinds"].get("avgpool2d", 0))
     assert pools == ((5, 0) if keep else (0, 5))
     assert seen["meta"]["maxpool_to_avgpool"] is (not keep)
+
+
+def test_finetune_to_fewer_levels_distils_from_a_teacher(tmp_path):
+    """``finetune --teacher``: the loss follows the teacher's soft targets. With weight 1 the labels are unused,
+    so a teacher that names the next class drives the L=2 student's accuracy down, while the true L=4 parent
+    keeps it where the labels would; the checkpoint records the distillation."""
+    from snnconv.api import RunConfig, load_teacher, resolve_model, train
+    from snnconv.checkpoints import BUNDLED_DIR
+    from snnconv.data.datasets import load_dataset, split_validation
+    from snnconv.training.ann import TrainConfig, evaluate_ann, train_ann
+
+    src = BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt"
+    out = tmp_path / "kd.pt"
+    res = train("mnist_cnn", "mnist-bundled", None, epochs=1, batch_size=64, lr=0.01, out=str(out),
+                log_fn=lambda m: None, activation="qcfs", levels=2, init_from=str(src), teacher=str(src), distill=1.0)
+    ck = load_checkpoint(out)
+    assert ck["distilled_from"] == {"teacher": src.name, "distill": 1.0, "temperature": 4.0}
+    assert ck["train_config"]["distill"] == 1.0 and res["accuracy"] > 90
+    tr, val = split_validation(load_dataset("mnist-bundled", None, train=True), "mnist-bundled")
+    teacher = load_teacher(str(src), "mnist-bundled", None)
+    student, _, _ = resolve_model(RunConfig(model="mnist_cnn", dataset="mnist-bundled", weights=str(out)))
+    before = evaluate_ann(student, val)
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.01, augment=False, distill=1.0, temperature=2.0)
+    wrong = train_ann(student, tr, val, None, cfg, tmp_path / "wrong.pt", {}, log=lambda m: None,
+                      teacher=lambda x: teacher(x).roll(1, dims=1))
+    assert wrong["val_accuracy"] < before - 30
+    with pytest.raises(ValueError, match="teacher"):
+        train_ann(student, tr, val, None, cfg, tmp_path / "none.pt", {}, log=lambda m: None)
+
+
+def test_finetune_refuses_a_bad_distillation_before_any_work(tmp_path, monkeypatch, capsys):
+    from test_cli import run_main
+
+    from snnconv.checkpoints import BUNDLED_DIR
+
+    src = BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt"
+    base = ["finetune", "--model", "mnist_cnn", "--dataset", "mnist-bundled", "--weights", src, "--levels", "2",
+            "--epochs", "1"]
+    for extra, word in ((["--teacher", src, "--distill", "0"], "--distill"),
+                        (["--teacher", tmp_path / "nope.pt"], "nope.pt")):
+        out = tmp_path / "never.pt"
+        proc = run_main(*base, "--out", out, *extra, monkeypatch=monkeypatch, capsys=capsys)
+        assert proc.returncode == 2 and word in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert not out.exists()

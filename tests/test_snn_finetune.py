@@ -105,7 +105,7 @@ def test_cli_writes_the_tuned_graph_and_refuses_existing_out(tmp_path, monkeypat
 
 
 def test_distillation_loss_is_cross_entropy_plus_the_softened_kl():
-    from snnconv.training.snn_finetune import distillation_loss
+    from snnconv.training.ann import distillation_loss
 
     torch.manual_seed(0)
     s, a, y = torch.randn(16, 10), torch.randn(16, 10), torch.randint(0, 10, (16,))

@@ -31,6 +31,9 @@ class TrainConfig:
     bf16: bool = False
     # "cpu", "cuda" or "cuda:N": where the model trains; checkpoints are always written as CPU tensors
     device: str = "cpu"
+    # knowledge distillation from a teacher ANN passed to train_ann (0 = labels only): loss weight and temperature
+    distill: float = 0.0
+    temperature: float = 4.0
 
 
 def optimizer_step(opt, sched, loss: torch.Tensor) -> float:
@@ -40,6 +43,19 @@ def optimizer_step(opt, sched, loss: torch.Tensor) -> float:
     opt.step()
     sched.step()
     return loss.item()
+
+
+def distillation_loss(student: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None = None,
+                      alpha: float = 0.0, temperature: float = 4.0) -> torch.Tensor:
+    """Cross-entropy, mixed with weight ``alpha`` with the teacher's softened distribution
+    (Hinton et al. 2015; the ``temperature ** 2`` factor keeps the soft term's gradient scale)."""
+    ce = nn.functional.cross_entropy(student, target)
+    if teacher is None or alpha == 0:
+        return ce
+    kl = nn.functional.kl_div(nn.functional.log_softmax(student / temperature, dim=1),
+                              nn.functional.log_softmax(teacher / temperature, dim=1),
+                              reduction="batchmean", log_target=True)
+    return (1 - alpha) * ce + alpha * temperature ** 2 * kl
 
 
 def cpu_state(model: nn.Module) -> dict:
@@ -68,14 +84,21 @@ def bf16_native() -> bool:
 
 
 def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | None, cfg: TrainConfig, out: Path,
-              meta: dict, log=print, state_every: float = 300.0) -> dict:
+              meta: dict, log=print, state_every: float = 300.0, teacher=None) -> dict:
     """Train ``model`` on ``train`` and write the final checkpoint to ``out``; returns the checkpoint dict.
 
     ``val`` (the validation split, never trained on) is scored after every epoch; ``test`` is scored
     once, on the final weights. The full training state (weights, optimizer, scheduler, epoch and the
     batch reached) is saved to ``<out stem>.state.pt`` every ``state_every`` seconds and after every
     epoch, so a killed run resumes within a few minutes of work (re-run the same command). Inputs and
-    weights are channels-last; ``cfg.bf16`` autocasts to bfloat16 only where the CPU has native bf16."""
+    weights are channels-last; ``cfg.bf16`` autocasts to bfloat16 only where the CPU has native bf16.
+
+    With ``teacher`` (a trained network for the same classes, or a callable giving its logits; kept frozen) and ``cfg.distill`` = alpha > 0, the
+    loss is :func:`distillation_loss`: the teacher's logits on the same augmented batch, softened at
+    ``cfg.temperature`` (knowledge distillation, Hinton et al. 2015). Used to fine-tune a QCFS network to fewer
+    levels L from its higher-L parent, the ANN side of low-latency conversion (Takuya et al. 2021)."""
+    if cfg.distill and teacher is None:
+        raise ValueError("train_ann: a distillation weight needs a teacher network")
     torch.manual_seed(cfg.seed)
     dev = resolve_device(cfg.device)
     use_bf16 = cfg.bf16 and (dev.type == "cuda" or bf16_native())
@@ -100,7 +123,17 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
         partial = tuple(st.get("partial", (0.0, 0, 0.0)))
         log(f"resuming from epoch {start}/{cfg.epochs}" + (f", batch {start_batch}/{steps_per_epoch}" if start_batch
                                                             else "") + f" ({state_path})")
-    loss_fn = nn.CrossEntropyLoss()
+    if isinstance(teacher, nn.Module) and cfg.distill:
+        teacher = teacher.eval().to(dev).to(memory_format=torch.channels_last)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def loss_fn(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not cfg.distill:
+            return distillation_loss(out, y)
+        with torch.no_grad():
+            soft = teacher(x).float()
+        return distillation_loss(out.float(), y, soft, cfg.distill, cfg.temperature)
 
     def save_state(epoch: int, batch: int, part: tuple) -> None:
         save_checkpoint(state_path, {"state_dict": cpu_state(model), "optimizer": opt.state_dict(),
@@ -120,7 +153,7 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(dev, non_blocking=True)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(model(x), x, y)
             total += optimizer_step(opt, sched, loss) * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.3f}")

@@ -40,7 +40,7 @@ from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
 from snnconv.progress import ProgressLines
 from snnconv.runtime.kernels import KERNELS
-from snnconv.training.ann import optimizer_step
+from snnconv.training.ann import distillation_loss, optimizer_step  # noqa: F401 (re-exported)
 
 _SUPPORTED = {"input", "conv2d", "linear", "avgpool2d", "adaptive_avgpool2d", "flatten", "add", "scale",
               "identity", "neuron", "concat"}
@@ -179,19 +179,6 @@ class DiffSNN(nn.Module):
             g.nodes[name] = new
         g.meta = {**g.meta, "finetuned": True}
         return g
-
-
-def distillation_loss(student: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None = None,
-                      alpha: float = 0.0, temperature: float = 4.0) -> torch.Tensor:
-    """Cross-entropy, mixed with weight ``alpha`` with the teacher's softened distribution
-    (Hinton et al. 2015; the ``temperature ** 2`` factor keeps the soft term's gradient scale)."""
-    ce = nn.functional.cross_entropy(student, target)
-    if teacher is None or alpha == 0:
-        return ce
-    kl = nn.functional.kl_div(nn.functional.log_softmax(student / temperature, dim=1),
-                              nn.functional.log_softmax(teacher / temperature, dim=1),
-                              reduction="batchmean", log_target=True)
-    return (1 - alpha) * ce + alpha * temperature ** 2 * kl
 
 
 @torch.no_grad()
