@@ -43,6 +43,12 @@ NETWORKS = {  # name -> (model, dataset, checkpoint, conversion)
     # the L=4 ANN it came from (the 5th field: the network the user brought)
     "resnet20_45k_l2": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs2_cifar10_45k.pt",
                         {"method": "qcfs", "signed": True}, "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
+    # the L=2 (for T=2) and L=1 (for T=1) ANN fine-tunes distilled from the L=4 ANN (`snnconv finetune --levels L
+    # --teacher <L=4> --distill 0.5`; training records train_resnet20_cifar10_qcfs2_kd.md / _qcfs1_kd.md)
+    "resnet20_45k_l2kd": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs2_kd_cifar10_45k.pt",
+                          {"method": "qcfs", "signed": True}, "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
+    "resnet20_45k_l1kd": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs1_kd_cifar10_45k.pt",
+                          {"method": "qcfs", "signed": True}, "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
 }
 
 
