@@ -186,6 +186,43 @@ def test_check_equivalence_detects_a_wrong_graph():
         check_equivalence(model, g, x)
 
 
+def test_quantized_activations_may_differ_on_a_step_boundary_but_a_wrong_mapping_is_refused(monkeypatch):
+    """A QCFS clip is a step function: an input within an ulp of a step can land on either side in the IR and
+    in the module (6 of 300 random batches on a ResNet-20 with L=2). Such a rare miss passes after a re-check on
+    fresh samples; a wrong levels or shift misses on nearly every sample and is refused."""
+    import snnconv.frontends.torch as ft
+    from snnconv.checkpoints import BUNDLED_DIR
+    from snnconv.config import RunConfig
+    from snnconv.api import resolve_model
+
+    model, shape, _ = resolve_model(RunConfig(model=str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt"), dataset="mnist"),
+                                    log_fn=lambda _: None)
+    g, _ = from_torch(model, shape)
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    assert check_equivalence(model, g, x) < 1e-4
+    real = ft._relative_errors
+    calls = []
+
+    def one_flip(m, graph, batch):  # the first batch has one sample a step off; re-checks are clean
+        calls.append(len(batch))
+        errs = real(m, graph, batch)
+        return errs + torch.tensor([0.0, 0.05]) if len(calls) == 1 else errs
+
+    monkeypatch.setattr(ft, "_relative_errors", one_flip)
+    assert check_equivalence(model, g, x) < 1e-4 and calls == [2, 32]
+    monkeypatch.setattr(ft, "_relative_errors", real)
+    clips = [n for n in g.nodes.values() if getattr(n, "levels", 0)]
+    for field, value in (("levels", 3), ("shift", 0.0)):
+        old = getattr(clips[0], field)
+        setattr(clips[0], field, value)
+        with pytest.raises(SnnconvError, match="samples within"):
+            check_equivalence(model, g, x)
+        setattr(clips[0], field, old)
+    g.nodes["fc2"].weight.mul_(1.01)  # unquantized output layer: refused on the first batch as before
+    with pytest.raises(SnnconvError, match="differs from the module"):
+        check_equivalence(model, g, x)
+
+
 def test_chunk_and_split_become_slices():
     """torch.chunk, Tensor.split (int and list sizes) on the channel and feature dims: exact, and the
     converted SNN simulates them (they used to crash with "'list' object has no attribute 'shape'")."""
