@@ -93,10 +93,11 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
     epoch, so a killed run resumes within a few minutes of work (re-run the same command). Inputs and
     weights are channels-last; ``cfg.bf16`` autocasts to bfloat16 only where the CPU has native bf16.
 
-    With ``teacher`` (a trained network for the same classes, or a callable giving its logits; kept frozen) and ``cfg.distill`` = alpha > 0, the
-    loss is :func:`distillation_loss`: the teacher's logits on the same augmented batch, softened at
-    ``cfg.temperature`` (knowledge distillation, Hinton et al. 2015). Used to fine-tune a QCFS network to fewer
-    levels L from its higher-L parent, the ANN side of low-latency conversion (Takuya et al. 2021)."""
+    With ``teacher`` (a trained network for the same classes, or a callable giving its logits; kept frozen)
+    and ``cfg.distill`` = alpha > 0, the loss is :func:`distillation_loss`: the teacher's logits on the same
+    augmented batch, softened at ``cfg.temperature`` (knowledge distillation, Hinton et al. 2015). Used to
+    fine-tune a QCFS network to fewer levels L from its higher-L parent, the ANN side of low-latency
+    conversion (Takuya et al. 2021)."""
     if cfg.distill and teacher is None:
         raise ValueError("train_ann: a distillation weight needs a teacher network")
     torch.manual_seed(cfg.seed)
@@ -124,9 +125,7 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
         log(f"resuming from epoch {start}/{cfg.epochs}" + (f", batch {start_batch}/{steps_per_epoch}" if start_batch
                                                             else "") + f" ({state_path})")
     if isinstance(teacher, nn.Module) and cfg.distill:
-        teacher = teacher.eval().to(dev).to(memory_format=torch.channels_last)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher = teacher.eval().requires_grad_(False).to(dev).to(memory_format=torch.channels_last)
 
     def loss_fn(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not cfg.distill:
