@@ -60,6 +60,7 @@ from snnconv.data.datasets import load_dataset, load_part
 from snnconv.frontends.torch import from_torch
 from snnconv.passes import Pipeline
 from snnconv.runtime.simulator import E_AC_PJ, E_MAC_PJ
+from benchlib import shown_path
 
 RELU_METHODS = ("max", "percentile", "calibration", "calibration_pc")
 METHODS = ("max", "percentile", "calibration", "calibration_pc", "qcfs", "sfn", "qcfs_signed", "qcfs_srp")
@@ -168,7 +169,7 @@ def run_method(suite, method, args, ts, test, calib_batches, store, val=None) ->
         # trained without it (snnconv train records val_samples since the split exists)
         held_out = (load_checkpoint(weights).get("val_samples") or 0) > 0
         val_acc = ann_accuracy(graph, val if val is not None else load_part(s["dataset"], args.data_dir, "val"))[0]
-        store["ann"][key] = {"weights": weights, "activation": source["activation"], "levels": source["levels"],
+        store["ann"][key] = {"weights": shown_path(weights), "activation": source["activation"], "levels": source["levels"],
                              "samples": len(test), "acc": acc, "energy_uj": macs * E_MAC_PJ * 1e-6,
                              "val_acc": val_acc, "val_held_out": held_out}
     spec = method_config(base, args, qcfs_as_clip, tuned[1] if tuned and tuned[0] == "bc" else None)
@@ -188,7 +189,7 @@ def run_method(suite, method, args, ts, test, calib_batches, store, val=None) ->
     t0 = time.time()
     snn, records = convert_graph(graph, calib_batches, Pipeline.from_config(spec), labelled=labelled)
     t_conv = time.time() - t0
-    row = {"method": method, "weights": weights, "ann_key": key, "qcfs_as_clip": qcfs_as_clip, "pipeline": spec,
+    row = {"method": method, "weights": shown_path(weights), "ann_key": key, "qcfs_as_clip": qcfs_as_clip, "pipeline": spec,
            "samples": len(test), "timesteps": ts, "calib_samples": sum(len(x) for x in calib_batches),
            "spikes": spike_format(snn), "convert_seconds": round(t_conv, 1)}
     if qcfs_as_clip:  # the ANN these thresholds approximate: the QCFS weights with plain clips

@@ -1,6 +1,6 @@
 """Diehl & Cook (2015) unsupervised STDP network on MNIST as a reference learner.
 
-    SNNCONV_DATA_DIR=/work/shared/datasets nice -n 10 python scripts/bench_diehl_cook.py
+    SNNCONV_DATA_DIR=../shared/datasets nice -n 10 python scripts/bench_diehl_cook.py
 
 One pass of unsupervised learning over ``--train`` MNIST training images, neurons labelled on
 ``--label`` other training images, accuracy on ``--test`` test images (seeded subsets). Writes
@@ -83,7 +83,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     png = out / "diehl_cook_fields.png"
     has_png = plot_fields(net, png)
-    rep = {"command": "SNNCONV_DATA_DIR=/work/shared/datasets nice -n 10 python scripts/bench_diehl_cook.py "
+    rep = {"command": "SNNCONV_DATA_DIR=../shared/datasets nice -n 10 python scripts/bench_diehl_cook.py "
                       + " ".join(sys.argv[1:]),
            "config": asdict(cfg), "train_images": args.train, "label_images": args.label, "test_images": args.test,
            "epochs": 1,

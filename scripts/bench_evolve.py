@@ -1,7 +1,7 @@
 """Online evolution under a distribution shift: the bundled MNIST CNN converted on clean MNIST,
 then a stream of clean and rotated test digits; readout frozen vs adapted by R-STDP and by ED.
 
-    SNNCONV_DATA_DIR=/work/shared/datasets python scripts/bench_evolve.py
+    SNNCONV_DATA_DIR=../shared/datasets python scripts/bench_evolve.py
 
 writes docs/benchmarks/evolve.{md,json,png}.
 """
@@ -38,7 +38,7 @@ def main() -> None:
                      layers=tuple(args.layers.split(",")),
                      log_fn=lambda m: print(m, file=sys.stderr, flush=True))
     rep = res["report"]
-    rep["command"] = "SNNCONV_DATA_DIR=/work/shared/datasets python scripts/bench_evolve.py " + " ".join(sys.argv[1:])
+    rep["command"] = "SNNCONV_DATA_DIR=../shared/datasets python scripts/bench_evolve.py " + " ".join(sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evolve.json").write_text(json.dumps(rep, indent=1))

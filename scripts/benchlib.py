@@ -64,6 +64,13 @@ def command(script: str, data_dir: str | None, hide: dict[str, str | None] | Non
     return f"python scripts/{script} {argv}".strip()
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as committed pages show it: relative to the repository when inside it, else ``<runs>/<name>``
+    (no machine paths in committed files)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else f"<runs>/{p.name}"
+
+
 def checkpoints_line(checkpoints: dict[str, str]) -> str:
     """``Checkpoints: `path` sha256 `...`; ...`` for a markdown header."""
     return "Checkpoints: " + "; ".join(f"`{c}` sha256 `{h[:16]}...`" for c, h in sorted(checkpoints.items()))

@@ -4,7 +4,7 @@
 # lava-nc 0.9/0.10 needs Python <= 3.10 (on 3.11 it fails at import: "mutable default ByteEncoder");
 # Debian bookworm has no 3.10, but bullseye's python3.9 installs beside it. snnconv (Python 3.11)
 # runs the exported network in this venv as a subprocess (snnconv/backends/lava_runner.py,
-# numpy-only). Recipe: /work/shared/LAVA.md, also in docs/lava.md.
+# numpy-only). Recipe: ../shared/LAVA.md, also in docs/lava.md.
 #
 # Idempotent: exits at once when the venv already imports lava. Needs root (apt) on Debian
 # bookworm, unless a working python3.9 is already on PATH/under /usr/bin.
