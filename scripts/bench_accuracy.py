@@ -60,7 +60,8 @@ from snnconv.data.datasets import load_dataset, load_part
 from snnconv.frontends.torch import from_torch
 from snnconv.passes import Pipeline
 from snnconv.runtime.simulator import E_AC_PJ, E_MAC_PJ
-from benchlib import shown_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import shown_path  # noqa: E402
 
 RELU_METHODS = ("max", "percentile", "calibration", "calibration_pc")
 METHODS = ("max", "percentile", "calibration", "calibration_pc", "qcfs", "sfn", "qcfs_signed", "qcfs_srp")
