@@ -281,12 +281,6 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels if activation == "qcfs" else 0,
             "maxpool_to_avgpool": bool(activation == "qcfs" and to_avg)}
     if teacher is not None:
-        x0 = next(iter(val_split.batches(2)))[0]
-        with torch.no_grad():
-            got, want = tuple(teach(x0).shape), tuple(model.eval()(x0).shape)
-        if got != want:
-            raise SnnconvError(f"teacher {teacher} gives outputs of shape {got}, {model_name} {want}; the teacher must "
-                               f"be a network for the same classes")
         log_fn(f"distilling from {teacher} (weight {distill}, temperature {temperature}; Hinton et al. 2015)")
         meta["distilled_from"] = {"teacher": Path(teacher).name, "distill": distill, "temperature": temperature}
     result = train_ann(model, train_split, val_split, test_split, cfg, path, meta, log=log_fn, teacher=teach)
@@ -330,13 +324,23 @@ def average_weights(model_name: str, dataset: str, data_dir: str | None, weights
 
 def load_teacher(ref: str, dataset: str, data_dir: str | None, log_fn=print):
     """The network to distil from (any model reference ``convert`` takes: a checkpoint, zoo name, ``.onnx`` or
-    ``hf:`` folder), as a frozen module, or as a function running its ingested graph when the frontend gives no
-    module (ONNX)."""
+    ``hf:`` folder), as a frozen module, or as a function running its ingested graph when it is not a plain
+    module (ONNX, HF). Checked here, before any data is read, to give one logit per class of ``dataset``."""
+    from snnconv.frontends.torch import TorchFrontend
+
     tm, tshape, _ = resolve_model(RunConfig(model=ref, dataset=dataset, data_dir=data_dir), log_fn)
-    if isinstance(tm, nn.Module):
-        return tm.eval().requires_grad_(False)
-    tgraph, _ = ingest(tm, tshape)
-    return lambda x: run_ann(tgraph, x)
+    if TorchFrontend().accepts(tm):  # a plain module runs as it is (faster than its graph)
+        fn = tm.eval().requires_grad_(False)
+    else:  # ONNX, HF: through the ingested graph, as convert runs them
+        tgraph, _ = ingest(tm, tshape)
+        fn = lambda x: run_ann(tgraph, x)  # noqa: E731
+    _, ncls = dataset_info(dataset)
+    with torch.no_grad():
+        got = tuple(fn(torch.zeros(1, *tshape)).shape)
+    if got != (1, ncls):
+        raise SnnconvError(f"teacher {ref} gives outputs of shape {got} for one input, {dataset} has {ncls} classes; "
+                           f"the teacher must be a network for the same classes")
+    return fn
 
 
 def finetune_snn(snn: str, dataset: str, data_dir: str | None, timesteps: int, out: str, epochs: int = 2,

@@ -209,6 +209,16 @@ def test_finetune_to_fewer_levels_distils_from_a_teacher(tmp_path):
         train_ann(student, tr, val, None, cfg, tmp_path / "none.pt", {}, log=lambda m: None)
 
 
+def test_a_teacher_for_other_classes_is_refused_before_any_data(monkeypatch):
+    import snnconv.api as api
+
+    three = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 3))
+    monkeypatch.setattr(api, "resolve_model", lambda cfg, log_fn=print: (three, (1, 28, 28), {}))
+    monkeypatch.setattr(api, "load_train_val", lambda *a: pytest.fail("data read before the teacher was checked"))
+    with pytest.raises(api.SnnconvError, match="same classes"):
+        api.load_teacher("three.pt", "mnist-bundled", None)
+
+
 def test_finetune_refuses_a_bad_distillation_before_any_work(tmp_path, monkeypatch, capsys):
     from test_cli import run_main
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from snnconv.checkpoints import load_checkpoint, save_checkpoint
+from snnconv.errors import SnnconvError
 from snnconv.data.datasets import Split
 from snnconv.progress import ProgressLines, progress
 from snnconv.runtime.device import resolve_device
@@ -56,6 +57,21 @@ def distillation_loss(student: torch.Tensor, target: torch.Tensor, teacher: torc
                               nn.functional.log_softmax(teacher / temperature, dim=1),
                               reduction="batchmean", log_target=True)
     return (1 - alpha) * ce + alpha * temperature ** 2 * kl
+
+
+def loss_with_teacher(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, teacher=None, alpha: float = 0.0,
+                      temperature: float = 4.0, who: str = "training") -> torch.Tensor:
+    """:func:`distillation_loss` of the student's ``out`` with ``teacher``'s logits on the same batch ``x`` (no
+    gradient through the teacher); cross-entropy alone without a teacher or with ``alpha`` = 0. A teacher whose
+    outputs have another shape is an error naming ``who`` ran it."""
+    if teacher is None or alpha == 0:
+        return distillation_loss(out, y)
+    with torch.no_grad():
+        soft = teacher(x).float()
+    if soft.shape != out.shape:
+        raise SnnconvError(f"{who}: the teacher gives outputs of shape {tuple(soft.shape)}, the student "
+                           f"{tuple(out.shape)}; the teacher must be a network for the same classes")
+    return distillation_loss(out.float(), y, soft, alpha, temperature)
 
 
 def cpu_state(model: nn.Module) -> dict:
@@ -127,12 +143,6 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
     if isinstance(teacher, nn.Module) and cfg.distill:
         teacher = teacher.eval().requires_grad_(False).to(dev).to(memory_format=torch.channels_last)
 
-    def loss_fn(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if not cfg.distill:
-            return distillation_loss(out, y)
-        with torch.no_grad():
-            soft = teacher(x).float()
-        return distillation_loss(out.float(), y, soft, cfg.distill, cfg.temperature)
 
     def save_state(epoch: int, batch: int, part: tuple) -> None:
         save_checkpoint(state_path, {"state_dict": cpu_state(model), "optimizer": opt.state_dict(),
@@ -152,7 +162,7 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(dev, non_blocking=True)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_fn(model(x), x, y)
+                loss = loss_with_teacher(model(x), x, y, teacher, cfg.distill, cfg.temperature, "train")
             total += optimizer_step(opt, sched, loss) * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.3f}")

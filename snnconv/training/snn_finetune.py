@@ -40,7 +40,7 @@ from snnconv.errors import SnnconvError
 from snnconv.ir import Graph
 from snnconv.progress import ProgressLines
 from snnconv.runtime.kernels import KERNELS
-from snnconv.training.ann import distillation_loss, optimizer_step  # noqa: F401 (re-exported)
+from snnconv.training.ann import distillation_loss, loss_with_teacher, optimizer_step  # noqa: F401 (re-exported)
 
 _SUPPORTED = {"input", "conv2d", "linear", "avgpool2d", "adaptive_avgpool2d", "flatten", "add", "scale",
               "identity", "neuron", "concat"}
@@ -235,15 +235,8 @@ def finetune(graph: Graph, train, val, timesteps: int, epochs: int = 2, lr: floa
         settings.update(distill=distill, temperature=temperature)
 
     def loss_of(x, y):
-        out = net(x, timesteps, checkpoint_steps)
-        if distill == 0:
-            return distillation_loss(out, y)
-        with torch.no_grad():
-            soft = teacher(x)
-        if soft.shape != out.shape:
-            raise SnnconvError(f"finetune-snn: the teacher gives outputs of shape {tuple(soft.shape)}, the SNN "
-                               f"{tuple(out.shape)}; the teacher must be a network for the same classes")
-        return distillation_loss(out, y, soft, distill, temperature)
+        return loss_with_teacher(net(x, timesteps, checkpoint_steps), x, y, teacher, distill, temperature,
+                                 "finetune-snn")
     start, first, partial, best_params = 1, 0, (0.0, 0), None
     if state_path is not None and Path(state_path).is_file():
         st = load_checkpoint(state_path)
