@@ -318,3 +318,23 @@ def test_bundled_mnist_cnn_end_to_end():
     assert set(short) == set(rates)
     assert sum(long.values()) < sum(short.values())
     assert all(math.isfinite(v) for v in long.values())
+
+
+def test_running_sum_does_not_depend_on_the_chunking():
+    """Max pooling (count mode) and spiking operators difference running totals: equal totals must stay
+    bit-equal whatever the chunk size, or an ulp becomes an output event (torch.cumsum rounds differently)."""
+    from snnconv.runtime.operators import running_sum
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(12, 3, 4, 4, 4, generator=g) < 0.6).float() * 1.6341  # spikes of one height
+    whole = running_sum(x)
+    for cut in (1, 5, 8):
+        parts, acc = [], None
+        for t0 in range(0, 12, cut):
+            part = running_sum(x[t0:t0 + cut], acc)
+            parts.append(part)
+            acc = part[-1]
+        assert torch.equal(torch.cat(parts), whole), cut
+    steps = [x[0]]
+    for t in range(1, 12):
+        steps.append(steps[-1] + x[t])
+    assert torch.equal(whole, torch.stack(steps))

@@ -542,11 +542,13 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...], check: bool = Tru
     Returns ``(graph, coverage_table)``. Raises :class:`UnsupportedOpError` naming every
     unsupported op and its location. With ``check``, the IR run as an ANN must reproduce the
     module's output (max abs error 1e-4 relative to the output scale). ``example`` (a batch of
-    2 or more) is the capture and check input; default ``randn``. Ops on constants only are
+    2 or more) is the capture and check input; default ``randn`` from a fixed seed (the check gives
+    the same answer on every run and does not move the global RNG). Ops on constants only are
     folded at ingest; ops the output does not depend on are skipped.
     """
     model = model.eval()
-    example = torch.randn(2, *input_shape) if example is None else example
+    if example is None:
+        example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
     graph, params, method = _capture(model, example)
     b = _Builder(params)
     live = _live_nodes(graph)

@@ -86,6 +86,21 @@ TRANSFORMER_KERNELS = {
 }
 
 
+def running_sum(x: torch.Tensor, acc0: torch.Tensor | None = None) -> torch.Tensor:
+    """Running float sum over the first (time) axis of ``x`` ``[Tc, ...]``, continuing from ``acc0``.
+
+    One addition per step, in step order, so the result does not depend on how the run was cut into
+    chunks. (``torch.cumsum`` accumulates in double on the CPU and rounds once per element: a chunk
+    boundary then changes sums by an ulp, and a difference of two equal totals becomes a tiny nonzero
+    output that counts as an event.)
+    """
+    acc = torch.empty_like(x)
+    run = acc0
+    for t in range(x.shape[0]):
+        run = acc[t].copy_(x[t]) if run is None else torch.add(run, x[t], out=acc[t])
+    return acc
+
+
 @torch.no_grad()
 def run_operator(node, inputs: list[torch.Tensor], state, kernel):
     """Accumulate-and-difference over one time chunk.
@@ -98,7 +113,7 @@ def run_operator(node, inputs: list[torch.Tensor], state, kernel):
     if state is None:
         state = {"t": 0, "acc": [torch.zeros_like(x[0]) for x in inputs], "prev": None}
     t = torch.arange(state["t"] + 1, state["t"] + tc + 1, dtype=inputs[0].dtype, device=inputs[0].device)
-    accs = [a0.unsqueeze(0) + x.cumsum(0) for a0, x in zip(state["acc"], inputs)]
+    accs = [running_sum(x, a0) for a0, x in zip(state["acc"], inputs)]
     means = [(a / t.view(-1, *([1] * (a.dim() - 1)))).reshape(tc * b, *a.shape[2:]) for a in accs]
     y = kernel(node, means)
     y = y.view(tc, b, *y.shape[1:]) * t.view(-1, *([1] * (y.dim())))

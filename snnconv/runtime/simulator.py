@@ -43,7 +43,7 @@ from snnconv.ir import Graph
 from snnconv.runtime.neurons import NEURON_DYNAMICS
 from snnconv.runtime.interpreter import _consumer_counts, run_ann
 from snnconv.runtime.kernels import KERNELS
-from snnconv.runtime.operators import run_operator
+from snnconv.runtime.operators import run_operator, running_sum
 
 E_AC_PJ = 0.9  # 45 nm CMOS energy per accumulate (Horowitz, ISSCC 2014)
 E_MAC_PJ = 4.6  # energy per multiply-accumulate
@@ -261,7 +261,7 @@ class Simulator:
         """``count`` mode: the change of the window max of the accumulated inputs, for the whole chunk at once."""
         tc = cur.shape[0]
         acc0, prev = state.get(name, (None, None))
-        acc = cur.cumsum(0) if acc0 is None else acc0.unsqueeze(0) + cur.cumsum(0)
+        acc = running_sum(cur, acc0)  # chunk-independent: an ulp would move a window max and count as an event
         m = F.max_pool2d(acc.reshape(tc * cur.shape[1], *cur.shape[2:]), node.kernel_size, node.stride, node.padding,
                          node.dilation, node.ceil_mode)
         m = m.view(tc, cur.shape[1], *m.shape[1:])
