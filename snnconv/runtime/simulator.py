@@ -43,6 +43,7 @@ from snnconv.ir import Graph
 from snnconv.runtime.neurons import NEURON_DYNAMICS
 from snnconv.runtime.interpreter import _consumer_counts, run_ann
 from snnconv.runtime.kernels import KERNELS
+from snnconv.runtime.lowp import int8_plan
 from snnconv.runtime.operators import run_operator, running_sum
 
 E_AC_PJ = 0.9  # 45 nm CMOS energy per accumulate (Horowitz, ISSCC 2014)
@@ -92,9 +93,11 @@ class Simulator:
 
     def __init__(self, graph: Graph, timesteps: int, chunk: int = 8, collect_stats: bool = True,
                  encoder: Encoder | None = None, record: tuple[str, ...] = (), channels_last: bool = True,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, kernels: str = "fp32"):
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ValueError("the simulator needs a graph with one input and one output")
+        if kernels not in ("fp32", "int8"):
+            raise ValueError(f"kernels must be 'fp32' or 'int8', not {kernels!r}")
         self.device = torch.device(device) if device is not None else None
         if self.device is not None:
             graph = graph.to(self.device)
@@ -125,6 +128,19 @@ class Simulator:
                 if node.kind == "conv2d" and isinstance(w, torch.Tensor) and w.dim() == 4:
                     self._fast[name] = node.replace(weight=w.contiguous(memory_format=torch.channels_last))
         self._events: dict[str, torch.Tensor] = {}  # node -> its 0/1 spike counts [Tc*B, ...] this chunk
+        # kernels="int8": synaptic layers with int8 weights fed by a neuron with one threshold run oneDNN's
+        # u8 x s8 -> int32 kernels on the spike counts (runtime.lowp; exact sums, fp32 result); int8_skipped
+        # says for every other synaptic node why it stays fp32
+        self.kernels = kernels
+        self._int8, self.int8_skipped = {}, {}
+        if kernels == "int8":
+            if self.device is not None and self.device.type != "cpu":
+                self.int8_skipped = {n: f"int8 kernels run on the CPU, not {self.device}"
+                                     for n, nd in graph.nodes.items() if nd.synaptic}
+            else:
+                self._int8, self.int8_skipped = int8_plan(graph)
+        self._code_sources = {graph.edges[n][0] for n in self._int8}
+        self._codes: dict[str, torch.Tensor] = {}  # neuron -> its spike counts [Tc*B, ...] for int8 consumers
         # ``chunk`` is an upper bound: a chunk's largest activation is kept under ``chunk_bytes``
         # (large fresh buffers cost page faults and fall out of cache; per-step batches of 64-128
         # samples keep oneDNN convolutions fastest). Results do not depend on the chunk size.
@@ -221,7 +237,10 @@ class Simulator:
                 tensors = [v if (s == static or not s) else v.repeat(tc, *([1] * (v.dim() - 1))) for v, s in ins]
                 if self.collect and node.synaptic:
                     self._count_synops(name, node, ins[0], t0, tc, B, self._events.get(srcs[0]))
-                values[name] = (KERNELS[node.kind](self._fast.get(name, node), tensors), static)
+                if name in self._int8 and srcs[0] in self._codes:
+                    values[name] = (self._int8[name](self._codes[srcs[0]]), False)
+                else:
+                    values[name] = (KERNELS[node.kind](self._fast.get(name, node), tensors), static)
             if name in self._taps:
                 v, st = values[name]
                 self._taps[name].append(v.unsqueeze(0).expand(tc, *v.shape) if st else v.view(tc, B, *v.shape[1:]))
@@ -230,7 +249,9 @@ class Simulator:
                 if remaining[s] == 0 and s not in g.outputs:
                     del values[s]
                     self._events.pop(s, None)
+                    self._codes.pop(s, None)
         self._events.clear()
+        self._codes.clear()
         return values[g.outputs[0]]
 
     def _stateful(self, name, node, cur, state):
@@ -241,6 +262,8 @@ class Simulator:
                 return self._wta_maxpool(name, node, cur, state)
             return self._count_maxpool(name, node, cur, state)
         y, counts, state[name] = NEURON_DYNAMICS[node.kind](node, cur, state.get(name))
+        if name in self._code_sources:
+            self._codes[name] = counts.reshape(-1, *counts.shape[2:])
         if self.collect:
             t0 = self._t0
             dims = tuple(range(1, counts.dim()))  # reduce in place: no copy of a channels-last tensor

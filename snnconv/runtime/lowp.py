@@ -1,0 +1,151 @@
+"""Integer kernels for spike-driven synaptic layers (oneDNN int8 convolution / matmul with int32 accumulation).
+
+A spiking neuron's output is its spike count times its threshold, ``counts * theta``; with one threshold for
+the whole layer that is an integer tensor (0/1 for binary spikes, -1/0/1 signed, 0..L multi-level) times one
+scale. A conv or linear layer whose weights the ``quantize`` pass put on an int8 grid (``weight_int``, one
+scale per output channel or per layer, ``weight == weight_int * weight_scale``) then computes
+
+    y[o] = theta * weight_scale[o] * sum_i weight_int[o, i] * counts[i]  + bias[o]
+
+and the sum is an integer: oneDNN's u8 x s8 kernels (``onednn::qconv2d_pointwise`` / ``qlinear_pointwise``,
+what PyTorch's x86 quantization backend runs) accumulate it exactly in int32 and apply the two scales once,
+returning fp32. The fp32 path computes the same sum as rounded float products added in some order, so the two
+differ by float rounding only: the int8 result is the exact sum rounded at the end, the fp32 one is not. On a
+graph where every product and partial sum is representable in fp32 (small integer codes, power-of-two scales)
+both are exact and agree to the bit (``tests/test_lowp.py``); elsewhere they may differ in the last bits of a
+membrane input, which can move a spike that sits on its threshold (``docs/benchmarks/simulator.md`` states how
+often on the benchmark nets).
+
+Not used, and the fp32 kernel runs instead, where this is not exact: weights without int8 codes (the
+``quantize`` pass was not run, or used more than 8 bits), a source that is not a spiking neuron (analog input,
+pooling, additions), a source with per-channel thresholds (the scale would differ per input channel, which the
+kernel cannot take), spike counts outside 0..255 after the zero-point shift, and devices other than the CPU.
+:func:`int8_plan` says for each synaptic node which applies. Signed counts are shifted by the largest count
+magnitude ``L`` into 0..2L with zero point ``L`` (oneDNN's zero-point compensation keeps padding exact).
+
+Speed: on CPUs with AVX512-VNNI / AVX-VNNI / AMX the int8 kernels run about 3.5x faster than the fp32
+channels-last convolution on ResNet layer shapes (``scripts/bench_lowp.py``); elsewhere oneDNN still computes
+them exactly, without the speed-up.
+
+Quantization scheme: Jacob et al., "Quantization and Training of Neural Networks for Efficient
+Integer-Arithmetic-Only Inference", CVPR 2018 (symmetric weights, uint8 activations with a zero point, int32
+accumulation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+def int8_kernels_available() -> bool:
+    """oneDNN's quantized conv/linear ops are in this torch build (CPU)."""
+    ops = getattr(torch.ops, "onednn", None)
+    try:
+        return bool(torch.backends.mkldnn.is_available() and ops is not None
+                    and hasattr(ops, "qconv2d_pointwise") and hasattr(ops, "qlinear_pointwise"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_int8_flags() -> list[str]:
+    """The CPU's instruction sets that make int8 dot products fast (empty: oneDNN emulates them)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    return sorted(f for f in flags if f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def _uniform_threshold(node) -> float | None:
+    th = getattr(node, "threshold", None)
+    if not isinstance(th, torch.Tensor) or th.numel() == 0:
+        return None
+    first = th.reshape(-1)[0]
+    return float(first) if bool(torch.all(th == first)) else None
+
+
+@dataclass
+class Int8Synapse:
+    """One conv/linear node run as u8 spikes x s8 weights -> fp32 (see the module docstring)."""
+
+    kind: str
+    packed: torch.Tensor
+    x_scale: float
+    x_zero_point: int
+    w_scale: torch.Tensor  # [O] fp32
+    w_zero_point: torch.Tensor  # [O] int32 zeros
+    bias: torch.Tensor | None
+    conv_args: tuple = ()  # stride, padding, dilation, groups
+
+    def __call__(self, counts: torch.Tensor) -> torch.Tensor:
+        """``counts`` (float spike counts of the source, any memory format) -> the layer's fp32 output."""
+        qx = (counts + self.x_zero_point if self.x_zero_point else counts).to(torch.uint8)
+        if self.kind == "conv2d":
+            return torch.ops.onednn.qconv2d_pointwise(qx, self.x_scale, self.x_zero_point, self.packed, self.w_scale,
+                                                      self.w_zero_point, self.bias, *self.conv_args, 1.0, 0,
+                                                      torch.float32, "none", [], "")
+        lead = qx.shape[:-1]
+        y = torch.ops.onednn.qlinear_pointwise(qx.reshape(-1, qx.shape[-1]), self.x_scale, self.x_zero_point,
+                                               self.packed, self.w_scale, self.w_zero_point, self.bias, 1.0, 0,
+                                               torch.float32, "none", [], "")
+        return y.reshape(*lead, y.shape[-1])
+
+
+def int8_synapse(node, source) -> tuple[Int8Synapse | None, str]:
+    """The int8 kernel for synaptic ``node`` fed by ``source``, or ``(None, why not)``."""
+    if node.kind not in ("conv2d", "linear"):
+        return None, f"{node.kind} has no int8 kernel"
+    codes, scale = getattr(node, "weight_int", None), getattr(node, "weight_scale", None)
+    if codes is None or scale is None or (node.bits or 32) > 8:
+        return None, "weights are not on an int8 grid (run the quantize pass with bits <= 8)"
+    if int(codes.abs().max()) > 127:
+        return None, "weight codes outside -127..127"
+    if source.kind != "neuron":
+        return None, f"fed by {source.kind}, not by spikes"
+    theta = _uniform_threshold(source)
+    if theta is None:
+        return None, "its source has per-channel thresholds"
+    levels = int(getattr(source, "levels", 1))
+    zero_point = levels if getattr(source, "signed", False) else 0
+    if zero_point + levels > 255:
+        return None, f"spike counts up to {levels} do not fit 8 bits"
+    out = codes.shape[0]
+    w_scale = scale.detach().float().reshape(-1)
+    if w_scale.numel() == 1:
+        w_scale = w_scale.expand(out).contiguous()
+    if w_scale.numel() != out:
+        return None, "weight scale is neither per layer nor per output channel"
+    bias = None if node.bias is None else node.bias.detach().float().contiguous()
+    zeros = torch.zeros(out, dtype=torch.int32)
+    q = codes.to(torch.int8).contiguous()
+    if node.kind == "conv2d":
+        args = (list(node.stride), list(node.padding), list(node.dilation), node.groups)
+        packed = torch.ops.onednn.qconv_prepack(q, w_scale, theta, zero_point, *args, None)
+        return Int8Synapse("conv2d", packed, theta, zero_point, w_scale, zeros, bias, tuple(args)), ""
+    packed = torch.ops.onednn.qlinear_prepack(q, None)
+    return Int8Synapse("linear", packed, theta, zero_point, w_scale, zeros, bias), ""
+
+
+def int8_plan(graph) -> tuple[dict[str, Int8Synapse], dict[str, str]]:
+    """``(kernels, skipped)``: an int8 kernel for every synaptic node where it is exact, and for the others why
+    not (node name -> reason)."""
+    kernels, skipped = {}, {}
+    if not int8_kernels_available():
+        return kernels, {n: "this torch build has no oneDNN int8 kernels" for n, nd in graph.nodes.items()
+                         if getattr(nd, "synaptic", False)}
+    for name, node in graph.nodes.items():
+        if not getattr(node, "synaptic", False):
+            continue
+        srcs = graph.edges.get(name, [])
+        if len(srcs) != 1:
+            skipped[name] = "more than one input"
+            continue
+        k, why = int8_synapse(node, graph.nodes[srcs[0]])
+        if k is None:
+            skipped[name] = why
+        else:
+            kernels[name] = k
+    return kernels, skipped
