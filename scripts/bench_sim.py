@@ -48,18 +48,24 @@ def _stub_loguru():
         sys.modules["loguru"] = mod
 
 
-def build(model_name: str, batch: int):
+def build(model_name: str, batch: int, int8: bool = False):
+    """The module, its conversion and a batch. ``int8``: per-layer thresholds and the quantize pass (int8 weights,
+    one scale per output channel), the form the simulator's int8 kernels run exactly."""
     from helpers import randomize_batchnorm
     from snnconv.api import conversion_pipeline, convert_graph
     from snnconv.config import ConversionConfig
     from snnconv.frontends.torch import from_torch
     from snnconv.models.zoo import build_model
+    from snnconv.passes import PassContext, Pipeline
 
     torch.manual_seed(0)
     model = randomize_batchnorm(build_model(model_name, 10, 3))
     graph, _ = from_torch(model, (3, 32, 32))
     calib = [torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))]
-    snn, _ = convert_graph(graph, calib, conversion_pipeline(ConversionConfig(v_init=0.0)))
+    conf = ConversionConfig(v_init=0.0, granularity="layer") if int8 else ConversionConfig(v_init=0.0)
+    snn, _ = convert_graph(graph, calib, conversion_pipeline(conf))
+    if int8:
+        snn = Pipeline.from_config([{"name": "quantize", "bits": 8}]).run(snn, PassContext())
     x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     return model, snn, x
 
@@ -115,16 +121,17 @@ def timeit(fn, reps: int) -> float:
 
 
 @torch.no_grad()
-def bench_model(name: str, batch: int, T: int, reps: int) -> dict:
+def bench_model(name: str, batch: int, T: int, reps: int, kernels: str = "fp32") -> dict:
     from spikingjelly.activation_based import functional
 
     from snnconv.runtime.simulator import Simulator
 
-    model, snn, x = build(name, batch)
+    model, snn, x = build(name, batch, int8=kernels == "int8")
     model_cl = build(name, batch)[0].to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    sim = Simulator(snn, T)
-    sim_plain = Simulator(snn, T, collect_stats=False)
+    sim = Simulator(snn, T, kernels=kernels)
+    sim_plain = Simulator(snn, T, collect_stats=False, kernels=kernels)
+    sim_fp32 = Simulator(snn, T) if kernels != "fp32" else None  # the same network on the fp32 kernels
     sj_s, sj_m = SJNet(snn, "s"), SJNet(snn, "m")
 
     def run_snnconv():
@@ -147,6 +154,8 @@ def bench_model(name: str, batch: int, T: int, reps: int) -> dict:
 
     fns = {"ann_nchw": lambda: model(x), "ann_channels_last": lambda: model_cl(x_cl), "snnconv": run_snnconv,
            "snnconv_nostats": run_snnconv_nostats, "spikingjelly_s": run_sj_s, "spikingjelly_m": run_sj_m}
+    if sim_fp32 is not None:
+        fns["snnconv_fp32_kernels"] = lambda: sim_fp32.run(x)
     for f in fns.values():  # warm-up
         f()
     best = {k: float("inf") for k in fns}
@@ -155,8 +164,18 @@ def bench_model(name: str, batch: int, T: int, reps: int) -> dict:
             best[k] = min(best[k], timeit(f, 1))
     agree = float((sim.run(x)[-1].argmax(-1) == run_sj_s().argmax(-1)).float().mean())
     assert torch.equal(sim.run(x), sim_plain.run(x)), "statistics changed the simulation"
-    per_step = {k: best[k] / T for k in ("snnconv", "snnconv_nostats", "spikingjelly_s", "spikingjelly_m")}
-    res = {"model": name, "batch": batch, "T": T, "reps": reps, "seconds": best,
+    per_step = {k: best[k] / T for k in ("snnconv", "snnconv_nostats", "spikingjelly_s", "spikingjelly_m",
+                                         "snnconv_fp32_kernels") if k in best}
+    extra = {}
+    if sim_fp32 is not None:  # how far the int8 kernels move the result of the fp32 ones (same network)
+        a, b = sim.run(x), sim_fp32.run(x)
+        extra = {"int8_layers": len(sim._int8), "synaptic_layers": len(sim._int8) + len(sim.int8_skipped),
+                 "int8_skipped": sim.int8_skipped,
+                 "prediction_agreement_int8_vs_fp32_kernels": float((a.argmax(-1) == b.argmax(-1)).float().mean()),
+                 "max_logit_difference_int8_vs_fp32_kernels": float((a - b).abs().max()),
+                 "logit_scale": float(b.abs().max()),
+                 "speedup_int8_vs_fp32_kernels": best["snnconv_fp32_kernels"] / best["snnconv"]}
+    res = {"model": name, "kernels": kernels, "batch": batch, "T": T, "reps": reps, "seconds": best, **extra,
            "per_step_seconds": per_step, "chunk_used": sim._chunk_for(batch),
            "ratio_snnconv_step_over_ann_nchw": per_step["snnconv"] / best["ann_nchw"],
            "ratio_snnconv_step_over_ann_channels_last": per_step["snnconv"] / best["ann_channels_last"],
@@ -166,6 +185,44 @@ def bench_model(name: str, batch: int, T: int, reps: int) -> dict:
            "prediction_agreement_with_spikingjelly": agree}
     print(json.dumps(res), flush=True)
     return res
+
+
+@torch.no_grad()
+def trained_check(weights: str, data_dir: str, samples: int, T: int) -> dict:
+    """A trained network on real data, the same converted graph on both kernel sets: how often the int8 kernels
+    (exact integer sums) change a prediction or a spike count of the fp32 kernels. QCFS conversion (one threshold
+    per layer, the trained lambda) and the quantize pass (int8, one scale per output channel)."""
+    from benchlib import sha256
+
+    from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model
+    from snnconv.config import ConversionConfig, RunConfig
+    from snnconv.data.datasets import load_dataset, load_part
+    from snnconv.passes import PassContext, Pipeline
+    from snnconv.runtime.simulator import Simulator
+
+    model, shape, _ = resolve_model(RunConfig(model="resnet20", weights=weights, dataset="cifar10",
+                                              data_dir=data_dir), log_fn=lambda *a: None)
+    graph, _ = ingest(model, shape)
+    calib = [x for x, _ in load_part("cifar10", data_dir, "train").subset(1024, 1).batches(256)]
+    snn, _ = convert_graph(graph, calib, conversion_pipeline(ConversionConfig(method="qcfs", signed=True)))
+    snn = Pipeline.from_config([{"name": "quantize", "bits": 8}]).run(snn, PassContext())
+    test = load_dataset("cifar10", data_dir, train=False).subset(samples)
+    sims = {k: Simulator(snn, T, kernels=k) for k in ("int8", "fp32")}
+    same_pred = same_spikes = total_spikes = 0
+    for x, y in test.batches(64):
+        outs = {k: s.run(x, y) for k, s in sims.items()}
+        same_pred += int((outs["int8"].argmax(-1) == outs["fp32"].argmax(-1)).sum())
+    for name in sims["fp32"].stats.spikes:
+        a, b = sims["int8"].stats.spikes[name], sims["fp32"].stats.spikes[name]
+        same_spikes += float(torch.minimum(a, b).sum())
+        total_spikes += float(b.sum())
+    acc = {k: s.stats.accuracy() for k, s in sims.items()}
+    return {"weights": weights, "weights_sha256": sha256(REPO / weights), "samples": len(test), "T": T,
+            "int8_layers": len(sims["int8"]._int8), "layers": len(sims["int8"]._int8) + len(sims["int8"].int8_skipped),
+            "accuracy_int8": acc["int8"], "accuracy_fp32": acc["fp32"],
+            "same_prediction": same_pred / (len(test) * T),
+            "spike_count_ratio_int8_over_fp32": float(sum(s.sum() for s in sims["int8"].stats.spikes.values()))
+            / max(total_spikes, 1.0)}
 
 
 @torch.no_grad()
@@ -232,13 +289,13 @@ def render(r: dict) -> str:
              "random data: timing does not depend on training. All numbers from one process, interleaved "
              f"repeats (min of {r['results'][0]['reps']}); batch {r['results'][0]['batch']}."
              + (f" Load average when the run started: {r['load_at_start']:.2f}." if "load_at_start" in r else ""),
-             "", "| model | T | ANN fwd NCHW (s) | ANN fwd channels-last (s) | snnconv / step (s) | step / ANN NCHW | "
+             "", "| model | kernels | T | ANN fwd NCHW (s) | ANN fwd channels-last (s) | snnconv / step (s) | step / ANN NCHW | "
              "step / ANN CL | step without statistics / ANN NCHW | SJ 's' / step (s) | SJ 'm' / step (s) | "
              "speed-up vs SJ 's' | vs SJ 'm' | same prediction as SJ |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in r["results"]:
         s, p = m["seconds"], m["per_step_seconds"]
-        lines.append(f"| {m['model']} | {m['T']} | {s['ann_nchw']:.4f} | {s['ann_channels_last']:.4f} | "
+        lines.append(f"| {m['model']} | {m.get('kernels', 'fp32')} | {m['T']} | {s['ann_nchw']:.4f} | {s['ann_channels_last']:.4f} | "
                      f"{p['snnconv']:.4f} | **{m['ratio_snnconv_step_over_ann_nchw']:.2f}x** | "
                      f"{m['ratio_snnconv_step_over_ann_channels_last']:.2f}x | "
                      + (f"{m['ratio_nostats_step_over_ann_nchw']:.2f}x" if "ratio_nostats_step_over_ann_nchw" in m
@@ -252,11 +309,39 @@ def render(r: dict) -> str:
               "layout (NCHW); the channels-last column is the ANN given the same layout advantage snnconv uses. "
               "'snnconv / step' runs with statistics (spike counts, SynOps) as `snnconv convert` does; the column "
               "without statistics is the same simulation (identical outputs, checked) as a deployment would run it.",
-              ""] + [f"- {m['model']} T={m['T']}: step / ANN {m['ratio_snnconv_step_over_ann_nchw']:.2f}x "
+              ""] + [f"- {m['model']} ({m.get('kernels', 'fp32')} kernels) T={m['T']}: step / ANN {m['ratio_snnconv_step_over_ann_nchw']:.2f}x "
                      f"(goal <= {goal[m['model']]}x: {'met' if m['ratio_snnconv_step_over_ann_nchw'] <= goal[m['model']] else 'NOT met'}); "
                      f"vs SpikingJelly {min(m['speedup_vs_spikingjelly_s'], m['speedup_vs_spikingjelly_m']):.2f}x "
                      f"(goal >= 1.5x: {'met' if min(m['speedup_vs_spikingjelly_s'], m['speedup_vs_spikingjelly_m']) >= 1.5 else 'NOT met'})"
                      for m in r["results"] if m["model"] in goal]
+    low = [m for m in r["results"] if m.get("kernels", "fp32") != "fp32"]
+    if low:
+        lines += ["", "## int8 kernels: the same network on both", "",
+                  "The int8 rows convert with one threshold per layer and run the quantize pass (int8 weights, one "
+                  "scale per output channel); `Simulator(kernels='int8')` then runs every conv/linear fed "
+                  "by spikes (the classifier through global average pooling: window sums of spikes) on oneDNN's u8 x s8 "
+                  "kernels with int32 accumulation (exact sums, scales applied once, fp32 result; "
+                  "`snnconv/runtime/lowp.py`). Only the first conv (analog input) stays fp32. The same converted network is also run on the fp32 kernels: "
+                  "the two differ only by float rounding of the membrane input (the int8 sum is the exact one, "
+                  "rounded once), which can move a spike that sits on its threshold.", "",
+                  "| model | T | int8 layers | step int8 (s) | step fp32 kernels (s) | int8 speed-up | same prediction "
+                  "(all t) | max logit difference / logit scale |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for m in low:
+            p = m["per_step_seconds"]
+            lines.append(f"| {m['model']} | {m['T']} | {m['int8_layers']} of {m['synaptic_layers']} | "
+                         f"{p['snnconv']:.4f} | {p['snnconv_fp32_kernels']:.4f} | "
+                         f"{m['speedup_int8_vs_fp32_kernels']:.2f}x | "
+                         f"{100 * m['prediction_agreement_int8_vs_fp32_kernels']:.1f}% | "
+                         f"{m['max_logit_difference_int8_vs_fp32_kernels']:.2e} / {m['logit_scale']:.2e} |")
+    if r.get("trained_check"):
+        c = r["trained_check"]
+        lines += ["", f"On a trained network and real data (`{c['weights']}`, sha256 {c['weights_sha256'][:16]}..., "
+                  f"QCFS conversion with signed spikes, quantize pass int8; {c['samples']} CIFAR-10 test images, "
+                  f"T = 1..{c['T']}; {c['int8_layers']} of {c['layers']} conv/linear layers int8):", "",
+                  "| T | accuracy, int8 kernels (%) | accuracy, fp32 kernels (%) |", "|---:|---:|---:|"]
+        lines += [f"| {t + 1} | {c['accuracy_int8'][t]:.2f} | {c['accuracy_fp32'][t]:.2f} |" for t in range(c["T"])]
+        lines += ["", f"Same prediction at every t: {100 * c['same_prediction']:.2f} % of (image, t) pairs; spike count "
+                  f"int8 / fp32: {c['spike_count_ratio_int8_over_fp32']:.5f}."]
     if r.get("cpu_flags"):
         lines += ["", "Instruction sets for exact low-precision kernels on this CPU: " + ", ".join(
             f"{k} {'yes' if v else 'no'}" for k, v in r["cpu_flags"].items()) + "."]
@@ -290,9 +375,15 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--timesteps", default="8", help="T for the timing runs (comma-separated list)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--kernels", default="fp32", help="simulator kernels to time: fp32, int8 or both (comma list)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--check-weights", default=None, help="a trained ResNet-20 checkpoint: score it on real test "
+                    "images with the int8 and the fp32 kernels (needs --data-dir)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--check-samples", type=int, default=2000)
+    ap.add_argument("--check-timesteps", type=int, default=8)
     a = ap.parse_args(argv)
     _stub_loguru()
     if a.rss_child:
@@ -304,13 +395,16 @@ def main(argv=None) -> int:
 
     load = __import__("os").getloadavg()[0]
     ts = [int(t) for t in str(a.timesteps).split(",")]
-    results = [bench_model(m, a.batch, t, a.reps) for m in a.models.split(",") for t in ts]
+    results = [bench_model(m, a.batch, t, a.reps, k) for m in a.models.split(",") for t in ts
+               for k in a.kernels.split(",")]
     r = {"command": "python scripts/bench_sim.py " + " ".join(argv if argv is not None else sys.argv[1:]),
          "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
          "torch": torch.__version__, "spikingjelly": importlib.metadata.version("spikingjelly"),
          "threads": a.threads, "results": results, "cpu_flags": cpu_flags(), "load_at_start": load,
          "rss": rss("resnet20", a.batch, [8, 64]), "profile_T": ts[0],
          "profile": profile("resnet20", a.batch, ts[0])}
+    if a.check_weights:
+        r["trained_check"] = trained_check(a.check_weights, a.data_dir, a.check_samples, a.check_timesteps)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out + ".json").write_text(json.dumps(r, indent=2))

@@ -6,6 +6,11 @@ metadata (history, accuracies, training settings) kept; prints the sha256 of the
 
 Loading casts the weights back to float32 (``load_state_dict`` copies into the model's parameters), so the
 compact file is what the benchmarks that cite it convert: its numbers are the numbers of this file.
+
+A resumable training state (``<out>.state.pt``, with an ``optimizer`` entry) is compacted the same way, its
+momentum buffers in bfloat16 (the optimizer casts them back on load): this parks an unfinished run in the
+repository between working sessions on machines that keep nothing else. Re-running the training command with the
+parked state copied next to its ``--out`` resumes the run from float16-rounded weights, which the record says.
 """
 import argparse
 import hashlib
@@ -23,6 +28,12 @@ args = ap.parse_args()
 ck = load_checkpoint(args.src)
 ck["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
 ck["compact"] = "float16 weights (scripts/compact_checkpoint.py)"
+if isinstance(ck.get("optimizer"), dict):  # a training state: momentum buffers in bfloat16
+    for buf in ck["optimizer"].get("state", {}).values():
+        for k, v in list(buf.items()):
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() > 0:
+                buf[k] = v.bfloat16()
+    ck["compact"] += ", optimizer state in bfloat16 (a parked training state)"
 save_checkpoint(args.dst, ck, overwrite=args.overwrite)
 print(f"{args.dst}: {Path(args.dst).stat().st_size / 2**20:.1f} MiB, sha256 "
       f"{hashlib.sha256(Path(args.dst).read_bytes()).hexdigest()}")

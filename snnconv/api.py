@@ -36,14 +36,14 @@ from snnconv.tasks import Job, Task, energy_fields, register_task, task_for
 
 log = logging.getLogger("snnconv")
 
-#: zoo model -> (default epochs, minutes per epoch of ``snnconv train``), the time measured on an idle
-#: 2-core AVX2 EPYC (no native bf16, so fp32, channels-last, batch 128, 45,000 training images):
-#: resnet20 0.37 s per step, resnet18 3.96 s per step (2026-12-05; resnet18 with QCFS after the cheaper QCFS op:
-#: one idle epoch of 19 min including validation, docs/benchmarks/train_resnet18_cifar10_qcfs4.md, epoch 6);
-#: resnet34 and vgg16 are scaled by their MACs. Used to tell users what `snnconv train` will cost before they
-#: start it.
-TRAIN_PLAN = {"mnist_cnn": (5, 0.5), "resnet20": (30, 2.3), "resnet18": (30, 19), "resnet34": (30, 38),
-              "vgg16": (30, 13), "vgg16_avg": (30, 13)}
+#: zoo model -> (default epochs, minutes per epoch of ``snnconv train`` in fp32, minutes per epoch with ``--bf16`` on a
+#: CPU with native bf16), batch 128, channels-last, 2 threads, 45,000 training images plus validation, from the
+#: step times in docs/benchmarks/train_speed.md: fp32 on a 2-core AVX2 EPYC (resnet20 0.37 s per step; resnet18
+#: 3.96 s per step, one idle epoch of 19 min with validation, docs/benchmarks/train_resnet18_cifar10_qcfs4.md);
+#: bf16 on a 2-core AVX512-BF16 EPYC (resnet20 0.33 s, resnet18 1.66 s per step). resnet34 and vgg16 are scaled
+#: by their MACs. Used to tell users what `snnconv train` will cost before they start it.
+TRAIN_PLAN = {"mnist_cnn": (5, 0.5, 0.5), "resnet20": (30, 2.3, 2.1), "resnet18": (30, 19, 10.5),
+              "resnet34": (30, 38, 21), "vgg16": (30, 13, 7.2), "vgg16_avg": (30, 13, 7.2)}
 
 
 def checkpoint_key(dataset: str) -> str:
@@ -51,10 +51,17 @@ def checkpoint_key(dataset: str) -> str:
 
 
 def train_command(model: str, dataset: str) -> str:
-    epochs, per_epoch = TRAIN_PLAN.get(model, (30, 10))
-    return (f"snnconv train --model {model} --dataset {dataset} --epochs {epochs} "
-            f"(about {epochs * per_epoch / 60:.1f} h at {per_epoch:g} min per epoch on a 2-core CPU without "
-            f"bf16 hardware; minutes on a GPU with --device cuda)")
+    """The `snnconv train` command for a zoo model, with its time on this kind of CPU (``--bf16`` where the CPU
+    runs bf16 natively, fp32 where oneDNN would emulate it)."""
+    from snnconv.training.ann import bf16_native
+
+    epochs, fp32, bf16 = TRAIN_PLAN.get(model, (30, 10, 6))
+    native = bf16_native()
+    per_epoch = bf16 if native else fp32
+    return (f"snnconv train --model {model} --dataset {dataset} --epochs {epochs}{' --bf16' if native else ''} "
+            f"(about {epochs * per_epoch / 60:.1f} h at {per_epoch:g} min per epoch on a 2-core CPU "
+            f"{'with native bf16' if native else 'without bf16 hardware (fp32)'}; "
+            f"minutes on a GPU with --device cuda)")
 
 
 def zoo_weights(model: str, dataset: str) -> Path:
@@ -150,7 +157,8 @@ class ZooFrontend(Frontend):
                                    f"{train_command(name, cfg.dataset)}, or pass --weights PATH, "
                                    f"or add --train-if-missing")
             log_fn(f"no weights for {name}/{cfg.dataset}: training first ({train_command(name, cfg.dataset)})")
-            train(name, cfg.dataset, cfg.data_dir, epochs=TRAIN_PLAN.get(name, (30, 0))[0], log_fn=log_fn)
+            train(name, cfg.dataset, cfg.data_dir, epochs=TRAIN_PLAN.get(name, (30,))[0], bf16=True,
+                  log_fn=log_fn)  # bf16 where native, else fp32 (train_ann decides)
         ckpt = checkpoints.load_checkpoint(path)
         if ckpt.get("model") not in (None, name):
             raise SnnconvError(f"checkpoint {path} is for model '{ckpt['model']}', not '{name}'")
@@ -459,16 +467,20 @@ def ann_macs(graph: Graph) -> float:
 
 
 def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, chunk: int = 8,
-             layer_error: bool = True, encoder: Encoder | None = None, device=None) -> SimStats:
+             layer_error: bool = True, encoder: Encoder | None = None, device=None, kernels: str = "fp32",
+             log_fn=None) -> SimStats:
     """Run the SNN on ``split`` for ``timesteps`` steps (on ``device``, default cpu); accuracy for every
-    t <= T comes from this one run."""
+    t <= T comes from this one run. ``kernels="int8"``: the layers :mod:`snnconv.runtime.lowp` can run exactly on
+    integer kernels do (``log_fn`` is told which and why the others cannot)."""
     from snnconv.passes.srp import presim_steps
     from snnconv.runtime import distributed as dist
 
     if presim_steps(graph):
         raise SnnconvError("this SNN has an SRP pre-run; simulate it with snnconv.passes.srp.simulate_srp, "
                            "which scores the readout after the pre-run")
-    sim = Simulator(graph, timesteps, chunk=chunk, encoder=encoder, device=resolve_device(device))
+    sim = Simulator(graph, timesteps, chunk=chunk, encoder=encoder, device=resolve_device(device), kernels=kernels)
+    if kernels != "fp32" and log_fn is not None:
+        log_fn(int8_summary(sim._int8, sim.int8_skipped))
     part, first = _batch_shard(split, batch_size)  # under torchrun: this process's block of batches
     sim._batches = first  # global batch index: seeds of stochastic encoders match a one-process run
     nb = -(-len(part) // batch_size)
@@ -478,17 +490,30 @@ def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, 
     return dist.all_reduce_stats(sim.stats)
 
 
+def int8_summary(kernels: dict, skipped: dict) -> str:
+    """One line: how many synaptic layers run int8, and why the others do not (grouped by reason)."""
+    reasons: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        reasons.setdefault(why, []).append(name)
+    rest = "; ".join(f"{len(v)} {why} (first '{v[0]}')" for why, v in reasons.items())
+    return f"int8 kernels on {len(kernels)} of {len(kernels) + len(skipped)} conv/linear layers" + \
+        (f"; fp32 on the others: {rest}" if rest else "")
+
+
 def evaluate(snn: str | None = None, model: str | None = None, weights: str | None = None,
              dataset: str = "mnist-bundled", data_dir=None, timesteps: list[int] = (1, 2, 4, 8, 16, 32),
-             eval_samples: int | None = None, device: str = "cpu", log_fn=print) -> dict:
+             eval_samples: int | None = None, device: str = "cpu", log_fn=print, kernels: str = "fp32") -> dict:
     """``snnconv evaluate``: a saved SNN (``snn``, an IR file) at every T in ``timesteps``, or an ANN (``model``
     and optional ``weights``) on the test split; ``{"snn_accuracy": {T: %}}`` or ``{"ann_accuracy": %}``."""
     if not snn and not model:
         raise SnnconvError("give --snn FILE or --model NAME")
+    if kernels not in ("fp32", "int8"):
+        raise SnnconvError(f"--kernels must be fp32 or int8, not {kernels!r}")
     resolve_device(device)
     split = load_dataset(dataset, data_dir, train=False).subset(eval_samples)
     if snn:
-        acc = simulate(Graph.load(snn), split, max(timesteps), layer_error=False, device=device).accuracy()
+        acc = simulate(Graph.load(snn), split, max(timesteps), layer_error=False, device=device, kernels=kernels,
+                       log_fn=log_fn).accuracy()
         return {"snn_accuracy": {t: acc[t - 1] for t in timesteps}}
     m, shape, _ = resolve_model(RunConfig(model=model, weights=weights, dataset=dataset, data_dir=data_dir), log_fn)
     graph, _ = ingest(m, shape)
@@ -630,11 +655,13 @@ class ClassificationTask(Task):
         ann_acc, macs = ann_accuracy(job.graph, test, device=cfg.device)
         log_fn(f"ANN accuracy {ann_acc:.2f}% on {len(test)} samples")
         encoder = Encoder(cfg.encoding, seed=cfg.seed)
-        stats = simulate(snn, test, max(cfg.timesteps), cfg.batch_size, cfg.chunk, encoder=encoder, device=cfg.device)
+        stats = simulate(snn, test, max(cfg.timesteps), cfg.batch_size, cfg.chunk, encoder=encoder, device=cfg.device,
+                         kernels=cfg.kernels, log_fn=log_fn)
         acc = stats.accuracy()
         for t in cfg.timesteps:
             log_fn(f"T={t:>3}: SNN {acc[t - 1]:.2f}% (ANN {ann_acc:.2f}%)")
         return {"weights": job.data["source"], "encoding": cfg.encoding, "first_layer_ops": encoder.first_layer_ops(),
+                "kernels": cfg.kernels,
                 "ann_accuracy": ann_acc, "snn_accuracy": {str(t): acc[t - 1] for t in cfg.timesteps},
                 "snn_accuracy_all_t": acc, "ann_macs": macs, "ann_energy_uj": macs * E_MAC_PJ * 1e-6,
                 **energy_fields(stats, cfg.timesteps), "layer_error": stats.layer_errors()}

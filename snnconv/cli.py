@@ -72,6 +72,8 @@ def convert(
                                                   "encoders (default 0)"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N: where calibration, evaluation and "
                                                     "simulation run (default cpu)"),
+    kernels: Optional[str] = typer.Option(None, help="fp32 | int8: run spike-fed layers with int8 weights (a "
+                                          "quantize pass) on exact integer kernels, CPU (default fp32)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --output-dir when it is an earlier snnconv "
                                    "run folder (a folder snnconv did not create is never replaced)"),
 ):
@@ -86,7 +88,7 @@ def convert(
                  "timesteps": parse_timesteps(timesteps) if timesteps else None, "output_dir": output_dir,
                  "calib_samples": calib_samples, "eval_samples": eval_samples, "batch_size": batch_size,
                  "encoding": encoding, "train_if_missing": train_if_missing or None, "seed": seed, "device": device,
-                 "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
+                 "kernels": kernels, "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
                                 "reset": reset, "v_init": v_init,
                                 "neuron": neuron, "leak": leak, "levels": levels, "calibration": calibration,
                                 "calibration_timesteps": calib_timesteps, "signed": signed, "calibrate": calibrate,
@@ -148,7 +150,7 @@ def train(
     from snnconv.models.zoo import build_model
 
     build_model(model)
-    do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30, 0))[0], batch_size, lr, out, seed,
+    do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30,))[0], batch_size, lr, out, seed,
              log_fn=_err, activation=activation, levels=levels, bf16=bf16, device=device, overwrite=overwrite,
              keep_maxpool=keep_maxpool)
 
@@ -252,13 +254,15 @@ def evaluate(
     timesteps: str = typer.Option("1,2,4,8,16,32"),
     eval_samples: Optional[int] = typer.Option(None),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    kernels: str = typer.Option("fp32", help="fp32 | int8 (exact integer kernels for spike-fed int8-weight "
+                                "layers; CPU)"),
 ):
     """Evaluate an ANN checkpoint, or a converted SNN at several T."""
     from snnconv.api import evaluate as run
     from snnconv.config import parse_timesteps
 
     result = run(snn=snn, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
-                 timesteps=parse_timesteps(timesteps), eval_samples=eval_samples, device=device, log_fn=_err)
+                 timesteps=parse_timesteps(timesteps), eval_samples=eval_samples, device=device, log_fn=_err, kernels=kernels)
     if "snn_accuracy" in result:
         for t, acc in result["snn_accuracy"].items():
             typer.echo(f"T={t}: {acc:.2f}%")

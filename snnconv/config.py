@@ -72,6 +72,7 @@ CHOICES = {  # key -> allowed values, checked at load time
     "conversion.calibration": ("bias", "potential"),
     "conversion.maxpool": ("count", "tree", "gate", "wta"),
     "encoding": ENCODINGS,
+    "kernels": ("fp32", "int8"),
 }
 #: keys that may be written as a mapping grouping related flat keys
 GROUPS = {"model": {"name": "model", "weights": "weights"},
@@ -93,6 +94,7 @@ class RunConfig:
     encoding: str = "direct"  # direct | rate | latency | delta (see snnconv.encoders)
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N: where calibration, evaluation and simulation run
+    kernels: str = "fp32"  # fp32 | int8: int8 runs spike-fed int8-weight layers on exact integer kernels (CPU)
     conversion: ConversionConfig = field(default_factory=ConversionConfig)
     passes: list | None = None  # explicit pipeline; None: built from `conversion`
     output_dir: str | None = None

@@ -192,6 +192,30 @@ def test_convert_with_yaml_config_and_flag_override(tmp_path, snnconv_cli):
     assert neurons and all(n.threshold.numel() == 1 and n.v_init == 0.0 for n in neurons)
 
 
+def test_int8_template_runs_int8_kernels_and_scores_as_fp32(tmp_path, snnconv_cli):
+    """configs/templates/mnist-cnn-int8.yaml: the layers fed by spikes run on the int8 kernels (the log says how
+    many), the report records it, and the scores equal the fp32 kernels' on the same network."""
+    template = Path(__file__).resolve().parent.parent / "configs" / "templates" / "mnist-cnn-int8.yaml"
+    cfg = tmp_path / "int8.yaml"
+    cfg.write_text(template.read_text().replace("snnconv/assets/", f"{BUNDLED_DIR.as_posix()}/"))
+    reports = {}
+    for kernels in ("int8", "fp32"):
+        out = tmp_path / f"run-{kernels}"
+        proc = snnconv_cli("convert", "--config", cfg, "--kernels", kernels, "--timesteps", "1,2", "--eval-samples",
+                           "64", "--calib-samples", "64", "--output-dir", out)
+        assert proc.returncode == 0, proc.stderr
+        assert ("int8 kernels on 4 of 5 conv/linear layers" in proc.stderr) == (kernels == "int8"), proc.stderr
+        reports[kernels] = json.loads((out / "report.json").read_text())
+        assert reports[kernels]["kernels"] == kernels
+    assert reports["int8"]["snn_accuracy"] == reports["fp32"]["snn_accuracy"]
+    proc = snnconv_cli("evaluate", "--snn", tmp_path / "run-int8" / "snn.pt", "--dataset", "mnist-bundled",
+                       "--timesteps", "2", "--eval-samples", "64", "--kernels", "int8")
+    assert proc.returncode == 0 and proc.stdout == f"T=2: {reports['int8']['snn_accuracy']['2']:.2f}%\n", proc.stderr
+    proc = snnconv_cli("evaluate", "--snn", tmp_path / "run-int8" / "snn.pt", "--kernels", "int4")
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].endswith("--kernels must be fp32 or int8, "
+                                                                                  "not 'int4'")
+
+
 def test_embedded_default_uses_the_recipe_chosen_on_validation(tmp_path, snnconv_cli, monkeypatch):
     """`snnconv convert` with no model converts the bundled checkpoint with the recipe that
     scripts/choose_embedded_default.py chose on the validation split; an explicit option wins."""

@@ -66,10 +66,11 @@ def test_int8_kernels_agree_with_fp32_to_the_bit_where_fp32_is_exact(signed):
     x = torch.randn(6, 2, 8, 8, generator=torch.Generator().manual_seed(3))
     ref_sim, ref = run(snn, x, 6, "fp32")
     sim, out = run(snn, x, 6, "int8")
-    # every synaptic layer fed directly by spikes runs int8: c2, c3, c4, fc2 (c1 takes the analog input,
-    # fc1 the average-pooled spikes)
-    assert sorted(sim._int8) == ["c2", "c3", "c4", "fc2"], sim.int8_skipped
-    assert "not by spikes" in sim.int8_skipped["c1"] and "not by spikes" in sim.int8_skipped["fc1"]
+    # every layer fed by spikes runs int8, fc1 through average pooling and flattening (pooled window sums);
+    # only c1, which takes the analog input, does not
+    assert sorted(sim._int8) == ["c2", "c3", "c4", "fc1", "fc2"], sim.int8_skipped
+    assert list(sim.int8_skipped) == ["c1"] and "not by spikes" in sim.int8_skipped["c1"]
+    assert [n.kind for n, _ in sim._int8["fc1"].chain] == ["avgpool2d", "flatten"]
     assert sum(v.sum() for v in ref_sim.stats.spikes.values()) > 0
     assert torch.equal(out, ref)
     for k in ref_sim.stats.spikes:
@@ -99,7 +100,7 @@ def test_int8_kernels_on_a_quantized_network_match_fp32_up_to_rounding():
     x = torch.randn(32, 2, 8, 8, generator=torch.Generator().manual_seed(5))
     _, ref = run(snn, x, 8, "fp32")
     sim, out = run(snn, x, 8, "int8")
-    assert sorted(sim._int8) == ["c2", "c3", "c4", "fc2"]
+    assert sorted(sim._int8) == ["c2", "c3", "c4", "fc1", "fc2"]
     scale = ref.abs().max()
     assert (out - ref).abs().max() <= 1e-3 * scale
     assert (out[-1].argmax(-1) == ref[-1].argmax(-1)).float().mean() >= 0.95
@@ -149,3 +150,23 @@ def test_int8_synapse_is_the_exact_integer_sum(signed, levels):
     counts = torch.randint(lo, levels + 1, (2, 3, 20), generator=g).float()
     exact = (counts.double() * 0.37) @ (lcodes.double() * lscale.double()).T
     assert (k(counts).double() - exact).abs().max() <= 4e-6 * exact.abs().max()
+
+
+def test_int8_plan_reaches_the_classifier_through_global_average_pooling():
+    """ResNet-20: every conv fed by spikes and the classifier (after global average pooling: window sums of up
+    to 64 binary spikes, in 8 bits) run int8; only the first conv, on the analog input, does not."""
+    from snnconv.api import conversion_pipeline, convert_graph
+    from snnconv.config import ConversionConfig
+    from snnconv.models.zoo import build_model
+    torch.manual_seed(0)
+    g, _ = from_torch(build_model("resnet20", 10, 3).eval(), (3, 32, 32))
+    snn, _ = convert_graph(g, [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))],
+                           conversion_pipeline(ConversionConfig(granularity="layer")))
+    snn = Pipeline.from_config([{"name": "quantize", "bits": 8}]).run(snn, PassContext())
+    kernels, skipped = int8_plan(snn)
+    assert list(skipped) == ["conv1"], skipped
+    assert len(kernels) == 18 + 2 + 1  # 18 3x3 convs in the 9 blocks, 2 shortcut 1x1 convs, the classifier
+    assert [(n.kind, w) for n, w in kernels["fc"].chain] == [("adaptive_avgpool2d", 64), ("flatten", 1)]
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    a, b = Simulator(snn, 3, kernels="int8").run(x), Simulator(snn, 3).run(x)
+    assert (a - b).abs().max() <= 1e-4 * b.abs().max()

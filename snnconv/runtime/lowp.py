@@ -16,10 +16,13 @@ both are exact and agree to the bit (``tests/test_lowp.py``); elsewhere they may
 membrane input, which can move a spike that sits on its threshold (``docs/benchmarks/simulator.md`` states how
 often on the benchmark nets).
 
-Not used, and the fp32 kernel runs instead, where this is not exact: weights without int8 codes (the
-``quantize`` pass was not run, or used more than 8 bits), a source that is not a spiking neuron (analog input,
-pooling, additions), a source with per-channel thresholds (the scale would differ per input channel, which the
-kernel cannot take), spike counts outside 0..255 after the zero-point shift, and devices other than the CPU.
+Between the neuron and the layer there may be average pooling (with uniform windows: a window's sum of counts is
+an integer and the mean is that sum times ``theta / window``) and flattening: the kernel then takes the pooled
+window sums as its integer input. Not used, and the fp32 kernel runs instead, where this is not exact: weights
+without int8 codes (the ``quantize`` pass was not run, or used more than 8 bits), a source that is not a spiking
+neuron reached that way (analog input, max pooling, additions), a source with per-channel thresholds (the scale
+would differ per input channel, which the kernel cannot take), integer inputs outside 0..255 after the
+zero-point shift, and devices other than the CPU.
 :func:`int8_plan` says for each synaptic node which applies. Signed counts are shifted by the largest count
 magnitude ``L`` into 0..2L with zero point ``L`` (oneDNN's zero-point compensation keeps padding exact).
 
@@ -67,9 +70,28 @@ def _uniform_threshold(node) -> float | None:
     return float(first) if bool(torch.all(th == first)) else None
 
 
+#: nodes an integer input passes through on its way from a neuron to a synaptic layer
+_PASS_THROUGH = ("flatten", "avgpool2d", "adaptive_avgpool2d")
+
+
+def _window(node, in_shape) -> int | None:
+    """Elements per pooling window (the factor from mean to sum), or None where windows are not uniform."""
+    if node.kind == "flatten":
+        return 1
+    if node.kind == "avgpool2d":
+        if any(node.padding) and not node.count_include_pad or node.ceil_mode:
+            return None
+        return int(node.kernel_size[0] * node.kernel_size[1])
+    h, w = in_shape[-2:]
+    oh, ow = (node.output_size, node.output_size) if isinstance(node.output_size, int) else node.output_size
+    oh, ow = oh or h, ow or w
+    return (h // oh) * (w // ow) if h % oh == 0 and w % ow == 0 else None
+
+
 @dataclass
 class Int8Synapse:
-    """One conv/linear node run as u8 spikes x s8 weights -> fp32 (see the module docstring)."""
+    """One conv/linear node run as u8 spikes x s8 weights -> fp32 (see the module docstring). ``source`` is the
+    neuron whose spike counts feed it, through ``chain``: (node, window) pairs of pooling/flatten in between."""
 
     kind: str
     packed: torch.Tensor
@@ -79,9 +101,17 @@ class Int8Synapse:
     w_zero_point: torch.Tensor  # [O] int32 zeros
     bias: torch.Tensor | None
     conv_args: tuple = ()  # stride, padding, dilation, groups
+    source: str = ""
+    chain: tuple = ()
 
     def __call__(self, counts: torch.Tensor) -> torch.Tensor:
         """``counts`` (float spike counts of the source, any memory format) -> the layer's fp32 output."""
+        from snnconv.runtime.kernels import KERNELS
+
+        for node, window in self.chain:  # pooled window sums: small integers, recovered exactly by rounding
+            counts = KERNELS[node.kind](node, [counts])
+            if window != 1:
+                counts = (counts * window).round_()
         qx = (counts + self.x_zero_point if self.x_zero_point else counts).to(torch.uint8)
         if self.kind == "conv2d":
             return torch.ops.onednn.qconv2d_pointwise(qx, self.x_scale, self.x_zero_point, self.packed, self.w_scale,
@@ -94,8 +124,9 @@ class Int8Synapse:
         return y.reshape(*lead, y.shape[-1])
 
 
-def int8_synapse(node, source) -> tuple[Int8Synapse | None, str]:
-    """The int8 kernel for synaptic ``node`` fed by ``source``, or ``(None, why not)``."""
+def int8_synapse(node, source, chain: tuple = (), source_name: str = "") -> tuple[Int8Synapse | None, str]:
+    """The int8 kernel for synaptic ``node`` fed by neuron ``source`` through ``chain`` ((node, window) pairs of
+    pooling/flatten), or ``(None, why not)``."""
     if node.kind not in ("conv2d", "linear"):
         return None, f"{node.kind} has no int8 kernel"
     codes, scale = getattr(node, "weight_int", None), getattr(node, "weight_scale", None)
@@ -108,10 +139,14 @@ def int8_synapse(node, source) -> tuple[Int8Synapse | None, str]:
     theta = _uniform_threshold(source)
     if theta is None:
         return None, "its source has per-channel thresholds"
-    levels = int(getattr(source, "levels", 1))
+    window = 1
+    for _, w in chain:
+        window *= w
+    levels = int(getattr(source, "levels", 1)) * window  # the largest integer input
     zero_point = levels if getattr(source, "signed", False) else 0
     if zero_point + levels > 255:
-        return None, f"spike counts up to {levels} do not fit 8 bits"
+        return None, f"integer inputs up to {levels} do not fit 8 bits"
+    theta /= window
     out = codes.shape[0]
     w_scale = scale.detach().float().reshape(-1)
     if w_scale.numel() == 1:
@@ -124,26 +159,41 @@ def int8_synapse(node, source) -> tuple[Int8Synapse | None, str]:
     if node.kind == "conv2d":
         args = (list(node.stride), list(node.padding), list(node.dilation), node.groups)
         packed = torch.ops.onednn.qconv_prepack(q, w_scale, theta, zero_point, *args, None)
-        return Int8Synapse("conv2d", packed, theta, zero_point, w_scale, zeros, bias, tuple(args)), ""
+        return Int8Synapse("conv2d", packed, theta, zero_point, w_scale, zeros, bias, tuple(args), source_name,
+                           tuple(chain)), ""
     packed = torch.ops.onednn.qlinear_prepack(q, None)
-    return Int8Synapse("linear", packed, theta, zero_point, w_scale, zeros, bias), ""
+    return Int8Synapse("linear", packed, theta, zero_point, w_scale, zeros, bias, (), source_name, tuple(chain)), ""
+
+
+def _trace_source(graph, name: str):
+    """Walk back from synaptic node ``name`` through flatten/average pooling: ``(source name, chain, why)``."""
+    chain = []
+    srcs = graph.edges.get(name, [])
+    while True:
+        if len(srcs) != 1:
+            return None, (), "more than one input"
+        src = srcs[0]
+        node = graph.nodes[src]
+        if node.kind not in _PASS_THROUGH:
+            return src, tuple(reversed(chain)), ""
+        up = graph.edges.get(src, [])
+        w = _window(node, getattr(graph.nodes[up[0]], "shape", ()) if len(up) == 1 else ())
+        if w is None:
+            return None, (), f"{node.kind} '{src}' has windows of different sizes"
+        chain.append((node, w))
+        srcs = up
 
 
 def int8_plan(graph) -> tuple[dict[str, Int8Synapse], dict[str, str]]:
-    """``(kernels, skipped)``: an int8 kernel for every synaptic node where it is exact, and for the others why
-    not (node name -> reason)."""
+    """``(kernels, skipped)``: an int8 kernel for every conv/linear node where it is exact, and for the others
+    why not (node name -> reason)."""
     kernels, skipped = {}, {}
+    layers = [n for n, nd in graph.nodes.items() if nd.kind in ("conv2d", "linear", "conv_transpose2d")]
     if not int8_kernels_available():
-        return kernels, {n: "this torch build has no oneDNN int8 kernels" for n, nd in graph.nodes.items()
-                         if getattr(nd, "synaptic", False)}
-    for name, node in graph.nodes.items():
-        if not getattr(node, "synaptic", False):
-            continue
-        srcs = graph.edges.get(name, [])
-        if len(srcs) != 1:
-            skipped[name] = "more than one input"
-            continue
-        k, why = int8_synapse(node, graph.nodes[srcs[0]])
+        return kernels, {n: "this torch build has no oneDNN int8 kernels" for n in layers}
+    for name in layers:
+        src, chain, why = _trace_source(graph, name)
+        k, why = (None, why) if src is None else int8_synapse(graph.nodes[name], graph.nodes[src], chain, src)
         if k is None:
             skipped[name] = why
         else:

@@ -139,7 +139,10 @@ class Simulator:
                                      for n, nd in graph.nodes.items() if nd.synaptic}
             else:
                 self._int8, self.int8_skipped = int8_plan(graph)
-        self._code_sources = {graph.edges[n][0] for n in self._int8}
+        self._code_users: dict[str, int] = {}  # neuron -> how many int8 layers read its counts
+        for k in self._int8.values():
+            self._code_users[k.source] = self._code_users.get(k.source, 0) + 1
+        self._code_sources = set(self._code_users)
         self._codes: dict[str, torch.Tensor] = {}  # neuron -> its spike counts [Tc*B, ...] for int8 consumers
         # ``chunk`` is an upper bound: a chunk's largest activation is kept under ``chunk_bytes``
         # (large fresh buffers cost page faults and fall out of cache; per-step batches of 64-128
@@ -212,6 +215,7 @@ class Simulator:
             spikes = self.encoder.encode(x, t0, tc, enc_state)
             values = {g.inputs[0]: (spikes.reshape(tc * B, *x.shape[1:]), False)}
         remaining = dict(self._consumers)
+        code_left = dict(self._code_users)
         for name, node in g.nodes.items():
             if node.kind == "input":
                 continue
@@ -237,8 +241,12 @@ class Simulator:
                 tensors = [v if (s == static or not s) else v.repeat(tc, *([1] * (v.dim() - 1))) for v, s in ins]
                 if self.collect and node.synaptic:
                     self._count_synops(name, node, ins[0], t0, tc, B, self._events.get(srcs[0]))
-                if name in self._int8 and srcs[0] in self._codes:
-                    values[name] = (self._int8[name](self._codes[srcs[0]]), False)
+                if name in self._int8 and self._int8[name].source in self._codes:
+                    src = self._int8[name].source
+                    values[name] = (self._int8[name](self._codes[src]), False)
+                    code_left[src] -= 1
+                    if code_left[src] == 0:  # its last int8 reader this chunk
+                        del self._codes[src]
                 else:
                     values[name] = (KERNELS[node.kind](self._fast.get(name, node), tensors), static)
             if name in self._taps:
@@ -249,7 +257,6 @@ class Simulator:
                 if remaining[s] == 0 and s not in g.outputs:
                     del values[s]
                     self._events.pop(s, None)
-                    self._codes.pop(s, None)
         self._events.clear()
         self._codes.clear()
         return values[g.outputs[0]]
