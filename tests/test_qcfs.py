@@ -51,6 +51,35 @@ def test_qcfs_forward_and_ste_gradients(levels, layout):
     assert torch.allclose(gx, rx) and torch.allclose(glam, rlam, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_qcfs_backward_on_training_sized_activations(dtype, compiled, monkeypatch):
+    """Activations of 2**16+ elements take the fused (torch.compile) backward, or the eager one when compiling is
+    off or fails: both give the reference gradients, in fp32 and bf16 (autocast), channels-last."""
+    import snnconv.models.qcfs as q
+    if compiled:
+        monkeypatch.setitem(q._FUSED, "fn", torch.compile(q._backward_terms, dynamic=True))
+    else:
+        monkeypatch.setitem(q._FUSED, "fn", None)
+    torch.manual_seed(1)
+    x = (torch.randn(8, 32, 16, 16) * 2).to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(8, 32, 16, 16).to(dtype).contiguous(memory_format=torch.channels_last)
+    lam = torch.tensor(1.3, requires_grad=True)
+    gx, glam = torch.autograd.grad(qcfs(x, lam, 4, 0.5), (x, lam), g)
+    x2, lam2 = x.detach().float().requires_grad_(), lam.detach().clone().requires_grad_()
+    rx, rlam = torch.autograd.grad(reference_qcfs(x2, lam2, 4, 0.5), (x2, lam2), g.float())
+    xd = x.detach()
+    assert gx.dtype == dtype and torch.equal(gx, torch.where((xd >= 0) & (xd <= lam.detach()), g, 0.0))
+    assert torch.allclose(gx.float(), rx, rtol=1e-5, atol=1e-6)  # the reference's lambda * (1 / lambda) rounds
+    if dtype == torch.float32:
+        assert torch.allclose(glam, rlam, rtol=1e-5, atol=1e-4)
+    # the formula on the op's own (bf16-rounded) output, in float64
+    y = qcfs(xd, lam.detach(), 4, 0.5).double()
+    expect = ((g.double() * y).sum() - (gx.double() * xd.double()).sum()) / lam.detach().double()
+    assert torch.allclose(glam.double(), expect, rtol=5e-3 if dtype == torch.bfloat16 else 1e-5)
+    assert (q._FUSED["fn"] is not None) == compiled  # the compiled path ran without falling back
+
+
 def test_qcfs_gradients_with_a_negative_threshold_follow_the_reference():
     """A threshold driven below 0 takes the general backward: still autograd through the reference."""
     torch.manual_seed(0)
