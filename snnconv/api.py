@@ -40,10 +40,11 @@ log = logging.getLogger("snnconv")
 #: CPU with native bf16), batch 128, channels-last, 2 threads, 45,000 training images plus validation, from the
 #: step times in docs/benchmarks/train_speed.md: fp32 on a 2-core AVX2 EPYC (resnet20 0.37 s per step; resnet18
 #: 3.96 s per step, one idle epoch of 19 min with validation, docs/benchmarks/train_resnet18_cifar10_qcfs4.md);
-#: bf16 on a 2-core AVX512-BF16 EPYC (resnet20 0.33 s, resnet18 1.66 s per step). resnet34 and vgg16 are scaled
-#: by their MACs. Used to tell users what `snnconv train` will cost before they start it.
-TRAIN_PLAN = {"mnist_cnn": (5, 0.5, 0.5), "resnet20": (30, 2.3, 2.1), "resnet18": (30, 19, 10.5),
-              "resnet34": (30, 38, 21), "vgg16": (30, 13, 7.2), "vgg16_avg": (30, 13, 7.2)}
+#: bf16 on a 2-core AVX512-BF16 EPYC with the fused QCFS backward (resnet20 0.175 s, resnet18 1.19 s per step,
+#: 2026-12-06). resnet34 and vgg16 are scaled by their MACs. Used to tell users what `snnconv train` will cost
+#: before they start it.
+TRAIN_PLAN = {"mnist_cnn": (5, 0.5, 0.5), "resnet20": (30, 2.3, 1.2), "resnet18": (30, 19, 7.5),
+              "resnet34": (30, 38, 15), "vgg16": (30, 13, 5.1), "vgg16_avg": (30, 13, 5.1)}
 
 
 def checkpoint_key(dataset: str) -> str:
