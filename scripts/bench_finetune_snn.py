@@ -47,6 +47,10 @@ NETWORKS = {  # name -> (model, dataset, checkpoint, conversion)
     # --teacher <L=4> --distill 0.5`; training records train_resnet20_cifar10_qcfs2_kd.md / _qcfs1_kd.md)
     "resnet20_45k_l2kd": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs2_kd_cifar10_45k.pt",
                           {"method": "qcfs", "signed": True}, "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
+    # a second distilled L=2 cycle (12 more epochs from resnet20_45k_l2kd; train_resnet20_cifar10_qcfs2_kd24_45k.md)
+    "resnet20_45k_l2kd24": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs2_kd24_cifar10_45k.pt",
+                            {"method": "qcfs", "signed": True},
+                            "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
     "resnet20_45k_l1kd": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs1_kd_cifar10_45k.pt",
                           {"method": "qcfs", "signed": True}, "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
 }
