@@ -37,7 +37,6 @@ accumulation).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -50,16 +49,6 @@ def int8_kernels_available() -> bool:
                     and hasattr(ops, "qconv2d_pointwise") and hasattr(ops, "qlinear_pointwise"))
     except (AttributeError, RuntimeError):
         return False
-
-
-def cpu_int8_flags() -> list[str]:
-    """The CPU's instruction sets that make int8 dot products fast (empty: oneDNN emulates them)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return sorted(f for f in flags if f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def _uniform_threshold(node) -> float | None:
