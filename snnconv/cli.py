@@ -126,6 +126,13 @@ def methods(
                    f"  pipeline: {json.dumps(r['pipeline'])}")
 
 
+#: knowledge distillation options of `train` and `finetune` (Hinton et al. 2015; snnconv.training.ann)
+TEACHER = typer.Option(None, help="distil from this network (a checkpoint, zoo name, .onnx or hf:<folder>), e.g. "
+                       "a larger trained net, or the higher-L QCFS net a lower-L one comes from")
+DISTILL = typer.Option(0.5, help="with --teacher: weight of the teacher's soft targets (0..1]")
+TEMPERATURE = typer.Option(4.0, help="with --teacher: softmax temperature of the distillation")
+
+
 @app.command()
 def train(
     model: str = typer.Option(..., help="zoo model name"),
@@ -142,9 +149,13 @@ def train(
                                       "average pooling, as in Bu et al. 2022)"),
     bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
+    teacher: Optional[str] = TEACHER,
+    distill: float = DISTILL,
+    temperature: float = TEMPERATURE,
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing checkpoint at --out (or in the model cache)"),
 ):
-    """Train a zoo ANN (ReLU or QCFS); resumable: re-run the same command to continue."""
+    """Train a zoo ANN (ReLU or QCFS), optionally distilling from a teacher network (Hinton et al. 2015);
+    resumable: re-run the same command to continue."""
     from snnconv.api import TRAIN_PLAN
     from snnconv.api import train as do_train
     from snnconv.models.zoo import build_model
@@ -152,7 +163,7 @@ def train(
     build_model(model)
     do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30,))[0], batch_size, lr, out, seed,
              log_fn=_err, activation=activation, levels=levels, bf16=bf16, device=device, overwrite=overwrite,
-             keep_maxpool=keep_maxpool)
+             keep_maxpool=keep_maxpool, teacher=teacher, distill=distill, temperature=temperature)
 
 
 @app.command()
@@ -171,10 +182,9 @@ def finetune(
                                       "average pooling, as in Bu et al. 2022)"),
     bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
-    teacher: Optional[str] = typer.Option(None, help="distil from this network (a checkpoint, zoo name, .onnx or "
-                                          "hf:<folder>), e.g. the higher-L QCFS net a lower-L one comes from"),
-    distill: float = typer.Option(0.5, help="with --teacher: weight of the teacher's soft targets (0..1]"),
-    temperature: float = typer.Option(4.0, help="with --teacher: softmax temperature of the distillation"),
+    teacher: Optional[str] = TEACHER,
+    distill: float = DISTILL,
+    temperature: float = TEMPERATURE,
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing checkpoint at --out (or in the model cache)"),
 ):
     """Fine-tune a trained ReLU ANN into QCFS form (thresholds start at the 99.9th percentile), or a

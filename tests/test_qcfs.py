@@ -262,3 +262,24 @@ def test_finetune_refuses_a_bad_distillation_before_any_work(tmp_path, monkeypat
         proc = run_main(*base, "--out", out, *extra, monkeypatch=monkeypatch, capsys=capsys)
         assert proc.returncode == 2 and word in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_train_from_scratch_distils_from_a_teacher(tmp_path, monkeypatch, capsys):
+    """``train --teacher`` (a ReLU MNIST CNN from scratch, taught by the bundled QCFS net): the checkpoint records
+    the teacher; a bad --distill is refused in one line before any work, with nothing written."""
+    from test_cli import run_main
+
+    from snnconv.checkpoints import BUNDLED_DIR, load_checkpoint
+
+    src = BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt"
+    base = ["train", "--model", "mnist_cnn", "--dataset", "mnist-bundled", "--epochs", "1", "--batch-size", "64"]
+    bad = tmp_path / "never.pt"
+    proc = run_main(*base, "--out", bad, "--teacher", src, "--distill", "1.5", monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 2 and "--distill" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not bad.exists()
+    out = tmp_path / "student.pt"
+    proc = run_main(*base, "--out", out, "--teacher", src, "--distill", "0.5", monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 0, proc.stderr
+    ck = load_checkpoint(out)
+    assert ck["distilled_from"] == {"teacher": src.name, "distill": 0.5, "temperature": 4.0}
+    assert len(ck["history"]) == 1
