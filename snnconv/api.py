@@ -62,7 +62,8 @@ def train_command(model: str, dataset: str) -> str:
     return (f"snnconv train --model {model} --dataset {dataset} --epochs {epochs}{' --bf16' if native else ''} "
             f"(about {epochs * per_epoch / 60:.1f} h at {per_epoch:g} min per epoch on a 2-core CPU "
             f"{'with native bf16' if native else 'without bf16 hardware (fp32)'}; "
-            f"minutes on a GPU with --device cuda)")
+            f"minutes on a GPU with --device cuda; for few timesteps add --activation qcfs --levels 4 and convert "
+            f"with --method qcfs)")
 
 
 def zoo_weights(model: str, dataset: str) -> Path:
