@@ -26,9 +26,9 @@ zero-point shift, and devices other than the CPU.
 :func:`int8_plan` says for each synaptic node which applies. Signed counts are shifted by the largest count
 magnitude ``L`` into 0..2L with zero point ``L`` (oneDNN's zero-point compensation keeps padding exact).
 
-Speed: on CPUs with AVX512-VNNI / AVX-VNNI / AMX the int8 kernels run about 3.5x faster than the fp32
-channels-last convolution on ResNet layer shapes (``scripts/bench_lowp.py``); elsewhere oneDNN still computes
-them exactly, without the speed-up.
+Speed: on a CPU with AVX512-VNNI the int8 kernels, with the conversion of the counts to uint8, run 1.8-3.6x
+faster than the fp32 channels-last convolution on ResNet layer shapes (``docs/benchmarks/low_precision.md``);
+without VNNI / AMX oneDNN still computes them exactly, without that speed-up.
 
 Quantization scheme: Jacob et al., "Quantization and Training of Neural Networks for Efficient
 Integer-Arithmetic-Only Inference", CVPR 2018 (symmetric weights, uint8 activations with a zero point, int32
