@@ -89,7 +89,10 @@ class SimStats:
 
 
 class Simulator:
-    """Runs a converted graph for ``timesteps`` steps; accumulate statistics over batches with :meth:`run`."""
+    """Runs a converted graph for ``timesteps`` steps; accumulate statistics over batches with :meth:`run`.
+
+    ``kernels="int8"`` runs the conv/linear layers fed by spikes whose weights are int8 codes on exact integer
+    kernels (:mod:`snnconv.runtime.lowp`); ``int8_skipped`` then names every other such layer and why not."""
 
     def __init__(self, graph: Graph, timesteps: int, chunk: int = 8, collect_stats: bool = True,
                  encoder: Encoder | None = None, record: tuple[str, ...] = (), channels_last: bool = True,
