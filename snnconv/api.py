@@ -32,6 +32,7 @@ from snnconv.report import environment, write_report
 from snnconv.runtime.interpreter import run_ann
 from snnconv.runtime.device import resolve_device
 from snnconv.runtime.simulator import E_MAC_PJ, SimStats, Simulator
+from snnconv.runtime.lowp import KERNEL_SETS, int8_summary
 from snnconv.tasks import Job, Task, energy_fields, register_task, task_for
 
 log = logging.getLogger("snnconv")
@@ -492,16 +493,6 @@ def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, 
     return dist.all_reduce_stats(sim.stats)
 
 
-def int8_summary(kernels: dict, skipped: dict) -> str:
-    """One line: how many synaptic layers run int8, and why the others do not (grouped by reason)."""
-    reasons: dict[str, list[str]] = {}
-    for name, why in skipped.items():
-        reasons.setdefault(why, []).append(name)
-    rest = "; ".join(f"{len(v)} {why} (first '{v[0]}')" for why, v in reasons.items())
-    return f"int8 kernels on {len(kernels)} of {len(kernels) + len(skipped)} conv/linear layers" + \
-        (f"; fp32 on the others: {rest}" if rest else "")
-
-
 def evaluate(snn: str | None = None, model: str | None = None, weights: str | None = None,
              dataset: str = "mnist-bundled", data_dir=None, timesteps: list[int] = (1, 2, 4, 8, 16, 32),
              eval_samples: int | None = None, device: str = "cpu", log_fn=print, kernels: str = "fp32") -> dict:
@@ -509,7 +500,7 @@ def evaluate(snn: str | None = None, model: str | None = None, weights: str | No
     and optional ``weights``) on the test split; ``{"snn_accuracy": {T: %}}`` or ``{"ann_accuracy": %}``."""
     if not snn and not model:
         raise SnnconvError("give --snn FILE or --model NAME")
-    if kernels not in ("fp32", "int8"):
+    if kernels not in KERNEL_SETS:
         raise SnnconvError(f"--kernels must be fp32 or int8, not {kernels!r}")
     resolve_device(device)
     split = load_dataset(dataset, data_dir, train=False).subset(eval_samples)

@@ -28,6 +28,7 @@ import yaml
 from snnconv.backends.exports import parse_exports  # the registered export targets
 from snnconv.encoders import ENCODINGS
 from snnconv.errors import SnnconvError
+from snnconv.runtime.lowp import KERNEL_SETS  # the simulator's kernel sets (--kernels)
 
 from snnconv.recipes import RECIPES, get_recipe  # noqa: E402 - conversion methods are registered recipes
 
@@ -72,7 +73,7 @@ CHOICES = {  # key -> allowed values, checked at load time
     "conversion.calibration": ("bias", "potential"),
     "conversion.maxpool": ("count", "tree", "gate", "wta"),
     "encoding": ENCODINGS,
-    "kernels": ("fp32", "int8"),
+    "kernels": KERNEL_SETS,
 }
 #: keys that may be written as a mapping grouping related flat keys
 GROUPS = {"model": {"name": "model", "weights": "weights"},

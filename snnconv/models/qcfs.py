@@ -56,10 +56,17 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _backward_terms(x: torch.Tensor, lam: torch.Tensor, out: torch.Tensor, grad: torch.Tensor):
-    """``(grad_x, sum(grad * out) - sum(grad_x * x))`` for lambda > 0: one pass when compiled."""
+    """``(grad_x, sum(grad * out) - sum(grad_x * x))`` for lambda > 0, written for ``torch.compile`` (one pass)."""
     inside = (x >= 0) & (x <= lam)
     gx = torch.where(inside, grad, 0.0)
     return gx, (grad.float() * out.float() - gx.float() * x.float()).sum()
+
+
+def _eager_backward_terms(x: torch.Tensor, lam: torch.Tensor, out: torch.Tensor, grad: torch.Tensor):
+    """The same terms eagerly: in-place mask and product-free dot products (no activation-sized temporaries)."""
+    inside = (x >= 0).logical_and_(x <= lam)
+    gx = torch.where(inside, grad, 0.0)
+    return gx, _dot(grad, out) - _dot(gx, x)
 
 
 _FUSED: dict = {}  # "fn": the compiled _backward_terms, or None once compiling failed or was switched off
@@ -86,19 +93,17 @@ def _qcfs_backward(ctx, grad):
         inside = ((u >= 0) & (u <= 1)).to(grad.dtype)
         return grad * inside, (grad * (out / lam - u * inside)).sum().reshape(lam.shape), None, None
     fused = _fused_backward_terms() if grad.device.type == "cpu" and grad.numel() >= 2 ** 16 else None
+    terms = None
     if fused is not None:
         try:
-            gx, s = fused(x, lam, out, grad)
-            return gx, (s / lam).to(lam.dtype).reshape(lam.shape), None, None
-        except Exception as e:  # noqa: BLE001 - no compiler, unsupported build: the eager form below is exact
+            terms = fused(x, lam, out, grad)
+        except Exception as e:  # noqa: BLE001 - no compiler, unsupported build: the eager form is exact
             import logging
             logging.getLogger("snnconv").warning(f"QCFS backward: torch.compile failed ({type(e).__name__}); "
                                                  f"using the eager form")
             _FUSED["fn"] = None
-    inside = (x >= 0).logical_and_(x <= lam)
-    gx = torch.where(inside, grad, 0.0)
-    glam = ((_dot(grad, out) - _dot(gx, x)) / lam).reshape(lam.shape)
-    return gx, glam, None, None
+    gx, s = terms if terms is not None else _eager_backward_terms(x, lam, out, grad)
+    return gx, (s / lam).to(lam.dtype).reshape(lam.shape), None, None
 
 
 qcfs.register_autograd(_qcfs_backward, setup_context=_qcfs_setup)

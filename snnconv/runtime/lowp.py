@@ -40,6 +40,11 @@ from dataclasses import dataclass
 
 import torch
 
+from snnconv.runtime.kernels import KERNELS
+
+#: the kernel sets the simulator runs synaptic layers on (``Simulator(kernels=...)``, ``--kernels``)
+KERNEL_SETS = ("fp32", "int8")
+
 
 def int8_kernels_available() -> bool:
     """oneDNN's quantized conv/linear ops are in this torch build (CPU)."""
@@ -95,8 +100,6 @@ class Int8Synapse:
 
     def __call__(self, counts: torch.Tensor) -> torch.Tensor:
         """``counts`` (float spike counts of the source, any memory format) -> the layer's fp32 output."""
-        from snnconv.runtime.kernels import KERNELS
-
         for node, window in self.chain:  # pooled window sums: small integers, recovered exactly by rounding
             counts = KERNELS[node.kind](node, [counts])
             if window != 1:
@@ -173,11 +176,13 @@ def _trace_source(graph, name: str):
         srcs = up
 
 
-def int8_plan(graph) -> tuple[dict[str, Int8Synapse], dict[str, str]]:
+def int8_plan(graph, device: torch.device | None = None) -> tuple[dict[str, Int8Synapse], dict[str, str]]:
     """``(kernels, skipped)``: an int8 kernel for every conv/linear node where it is exact, and for the others
-    why not (node name -> reason)."""
+    why not (node name -> reason). ``device``: where the graph runs (the kernels are the CPU's)."""
     kernels, skipped = {}, {}
     layers = [n for n, nd in graph.nodes.items() if nd.kind in ("conv2d", "linear", "conv_transpose2d")]
+    if device is not None and device.type != "cpu":
+        return kernels, {n: f"int8 kernels run on the CPU, not {device}" for n in layers}
     if not int8_kernels_available():
         return kernels, {n: "this torch build has no oneDNN int8 kernels" for n in layers}
     for name in layers:
@@ -188,3 +193,13 @@ def int8_plan(graph) -> tuple[dict[str, Int8Synapse], dict[str, str]]:
         else:
             kernels[name] = k
     return kernels, skipped
+
+
+def int8_summary(kernels: dict, skipped: dict) -> str:
+    """One line for the log: how many conv/linear layers run int8, and why the others do not (by reason)."""
+    reasons: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        reasons.setdefault(why, []).append(name)
+    rest = "; ".join(f"{len(v)} {why} (first '{v[0]}')" for why, v in reasons.items())
+    return f"int8 kernels on {len(kernels)} of {len(kernels) + len(skipped)} conv/linear layers" + \
+        (f"; fp32 on the others: {rest}" if rest else "")

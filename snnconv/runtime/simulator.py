@@ -43,7 +43,7 @@ from snnconv.ir import Graph
 from snnconv.runtime.neurons import NEURON_DYNAMICS
 from snnconv.runtime.interpreter import _consumer_counts, run_ann
 from snnconv.runtime.kernels import KERNELS
-from snnconv.runtime.lowp import int8_plan
+from snnconv.runtime.lowp import KERNEL_SETS, int8_plan
 from snnconv.runtime.operators import run_operator, running_sum
 
 E_AC_PJ = 0.9  # 45 nm CMOS energy per accumulate (Horowitz, ISSCC 2014)
@@ -99,7 +99,7 @@ class Simulator:
                  device: str | torch.device | None = None, kernels: str = "fp32"):
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ValueError("the simulator needs a graph with one input and one output")
-        if kernels not in ("fp32", "int8"):
+        if kernels not in KERNEL_SETS:
             raise ValueError(f"kernels must be 'fp32' or 'int8', not {kernels!r}")
         self.device = torch.device(device) if device is not None else None
         if self.device is not None:
@@ -135,17 +135,10 @@ class Simulator:
         # u8 x s8 -> int32 kernels on the spike counts (runtime.lowp; exact sums, fp32 result); int8_skipped
         # says for every other synaptic node why it stays fp32
         self.kernels = kernels
-        self._int8, self.int8_skipped = {}, {}
-        if kernels == "int8":
-            if self.device is not None and self.device.type != "cpu":
-                self.int8_skipped = {n: f"int8 kernels run on the CPU, not {self.device}"
-                                     for n, nd in graph.nodes.items() if nd.synaptic}
-            else:
-                self._int8, self.int8_skipped = int8_plan(graph)
+        self._int8, self.int8_skipped = int8_plan(graph, self.device) if kernels == "int8" else ({}, {})
         self._code_users: dict[str, int] = {}  # neuron -> how many int8 layers read its counts
         for k in self._int8.values():
             self._code_users[k.source] = self._code_users.get(k.source, 0) + 1
-        self._code_sources = set(self._code_users)
         self._codes: dict[str, torch.Tensor] = {}  # neuron -> its spike counts [Tc*B, ...] for int8 consumers
         # ``chunk`` is an upper bound: a chunk's largest activation is kept under ``chunk_bytes``
         # (large fresh buffers cost page faults and fall out of cache; per-step batches of 64-128
@@ -244,7 +237,7 @@ class Simulator:
                 tensors = [v if (s == static or not s) else v.repeat(tc, *([1] * (v.dim() - 1))) for v, s in ins]
                 if self.collect and node.synaptic:
                     self._count_synops(name, node, ins[0], t0, tc, B, self._events.get(srcs[0]))
-                if name in self._int8 and self._int8[name].source in self._codes:
+                if name in self._int8:  # its source neuron ran earlier in this chunk and left its counts
                     src = self._int8[name].source
                     values[name] = (self._int8[name](self._codes[src]), False)
                     code_left[src] -= 1
@@ -272,7 +265,7 @@ class Simulator:
                 return self._wta_maxpool(name, node, cur, state)
             return self._count_maxpool(name, node, cur, state)
         y, counts, state[name] = NEURON_DYNAMICS[node.kind](node, cur, state.get(name))
-        if name in self._code_sources:
+        if name in self._code_users:
             self._codes[name] = counts.reshape(-1, *counts.shape[2:])
         if self.collect:
             t0 = self._t0
