@@ -126,11 +126,18 @@ def methods(
                    f"  pipeline: {json.dumps(r['pipeline'])}")
 
 
-#: knowledge distillation options of `train` and `finetune` (Hinton et al. 2015; snnconv.training.ann)
+#: options `train` and `finetune` share: knowledge distillation (Hinton et al. 2015; snnconv.training.ann), pooling,
+#: precision, device and overwriting
 TEACHER = typer.Option(None, help="distil from this network (a checkpoint, zoo name, .onnx or hf:<folder>), e.g. "
                        "a larger trained net, or the higher-L QCFS net a lower-L one comes from")
 DISTILL = typer.Option(0.5, help="with --teacher: weight of the teacher's soft targets (0..1]")
 TEMPERATURE = typer.Option(4.0, help="with --teacher: softmax temperature of the distillation")
+KEEP_MAXPOOL = typer.Option(False, "--keep-maxpool", help="with qcfs: keep max pooling (default: trained as "
+                            "average pooling, as in Bu et al. 2022)")
+BF16 = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)")
+TRAIN_DEVICE = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)")
+OVERWRITE_CHECKPOINT = typer.Option(False, "--overwrite",
+                                    help="replace an existing checkpoint at --out (or in the model cache)")
 
 
 @app.command()
@@ -145,14 +152,13 @@ def train(
     out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
     activation: str = typer.Option("relu", help="relu, or qcfs (conversion-aware, Bu et al. ICLR 2022)"),
     levels: int = typer.Option(4, help="QCFS quantization levels L (with --activation qcfs)"),
-    keep_maxpool: bool = typer.Option(False, "--keep-maxpool", help="with qcfs: keep max pooling (default: trained as "
-                                      "average pooling, as in Bu et al. 2022)"),
-    bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
+    keep_maxpool: bool = KEEP_MAXPOOL,
+    bf16: bool = BF16,
+    device: str = TRAIN_DEVICE,
     teacher: Optional[str] = TEACHER,
     distill: float = DISTILL,
     temperature: float = TEMPERATURE,
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing checkpoint at --out (or in the model cache)"),
+    overwrite: bool = OVERWRITE_CHECKPOINT,
 ):
     """Train a zoo ANN (ReLU or QCFS), optionally distilling from a teacher network (Hinton et al. 2015);
     resumable: re-run the same command to continue."""
@@ -178,14 +184,13 @@ def finetune(
     seed: int = typer.Option(0),
     out: Optional[str] = typer.Option(None, help="checkpoint path (default: the model cache)"),
     levels: int = typer.Option(4, help="QCFS quantization levels L"),
-    keep_maxpool: bool = typer.Option(False, "--keep-maxpool", help="with qcfs: keep max pooling (default: trained as "
-                                      "average pooling, as in Bu et al. 2022)"),
-    bf16: bool = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)"),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)"),
+    keep_maxpool: bool = KEEP_MAXPOOL,
+    bf16: bool = BF16,
+    device: str = TRAIN_DEVICE,
     teacher: Optional[str] = TEACHER,
     distill: float = DISTILL,
     temperature: float = TEMPERATURE,
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing checkpoint at --out (or in the model cache)"),
+    overwrite: bool = OVERWRITE_CHECKPOINT,
 ):
     """Fine-tune a trained ReLU ANN into QCFS form (thresholds start at the 99.9th percentile), or a
     QCFS ANN to another number of levels L (thresholds start at the trained ones), optionally distilling
