@@ -53,6 +53,10 @@ NETWORKS = {  # name -> (model, dataset, checkpoint, conversion)
                             "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
     "resnet20_45k_l1kd": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs1_kd_cifar10_45k.pt",
                           {"method": "qcfs", "signed": True}, "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
+    # 40 distilled epochs at L=1 from resnet20_45k_l2kd24 (train_resnet20_cifar10_qcfs1_kd40_45k.md)
+    "resnet20_45k_l1kd40": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs1_kd40_cifar10_45k.pt",
+                            {"method": "qcfs", "signed": True},
+                            "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
 }
 
 
@@ -164,8 +168,8 @@ def markdown(data: dict) -> str:
              "columns. `mnist_cnn_l2_55k` was trained on the training part only: its validation numbers are clean. `ANN test` is "
              "the ANN the network came from (for `resnet20_45k_l2`, the L=4 `resnet20_45k` it was fine-tuned from at "
              "L=2; its own L=2 ANN is in `own ANN`; `resnet20_45k_l2kd` and `resnet20_45k_l1kd` are the same L=4 ANN fine-tuned "
-             "at L=2 and L=1 with distillation from it, `snnconv finetune --teacher`, and `resnet20_45k_l2kd24` the L=2 one after a second "
-             "distilled cycle of 12 epochs). `KD`: the weight of knowledge distillation from the `ANN test` network "
+             "at L=2 and L=1 with distillation from it, `snnconv finetune --teacher`, `resnet20_45k_l2kd24` the L=2 one after a second "
+             "distilled cycle of 12 epochs, and `resnet20_45k_l1kd40` 40 distilled epochs at L=1 from it). `KD`: the weight of knowledge distillation from the `ANN test` network "
              "(Hinton et al. 2015; temperature in the JSON), `-` for labels only. `BPTT MB/batch` is the estimate the run printed; rows "
              "before 2026-12-05 (second half) counted layer outputs only, about a third of what autograd keeps "
              "([bptt_memory.md](bptt_memory.md)).", "",
