@@ -329,7 +329,8 @@ FINETUNE_TARGETS = [(R20_ROUTES, 2, 1.0), (R20_ROUTES, 1, 3.0), (("mnist_cnn_l2_
 def route(r: dict) -> str:
     """A fine-tuning route in words: network, where it started, epochs, distillation."""
     kd = f", KD {r['distill']:g}" if r.get("distill") else ""
-    return f"`{r['network']}` ({r.get('started_from', 'conversion')}, {r['epochs']} ep{kd})"
+    kept = f", kept epoch {r['best_epoch']}" if "best_epoch" in r else ""
+    return f"`{r['network']}` ({r.get('started_from', 'conversion')}, {r['epochs']} ep{kd}{kept})"
 
 
 def finetune_section(ft: dict | None) -> list[str]:
