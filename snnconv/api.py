@@ -27,6 +27,7 @@ from snnconv.ir import Graph
 from snnconv.models.zoo import MODELS, build_model
 from snnconv.output import atomic_dir
 from snnconv.passes import PassContext, Pipeline
+from snnconv.recipes import get_recipe
 from snnconv.progress import progress
 from snnconv.report import environment, write_report
 from snnconv.runtime.interpreter import run_ann
@@ -52,19 +53,22 @@ def checkpoint_key(dataset: str) -> str:
     return "mnist" if dataset == "mnist-bundled" else dataset.replace(":", "_").replace("/", "_")
 
 
-def train_command(model: str, dataset: str) -> str:
-    """The `snnconv train` command for a zoo model, with its time on this kind of CPU (``--bf16`` where the CPU
-    runs bf16 natively, fp32 where oneDNN would emulate it)."""
+def train_command(model: str, dataset: str, method: str = "percentile") -> str:
+    """The `snnconv train` command for a zoo model, trained as conversion ``method`` wants it
+    (:attr:`Recipe.trained_as`: QCFS for ``qcfs`` and ``sfn``), with its time on this kind of CPU (``--bf16``
+    where the CPU runs bf16 natively, fp32 where oneDNN would emulate it)."""
     from snnconv.training.ann import bf16_native
 
     epochs, fp32, bf16 = TRAIN_PLAN.get(model, (30, 10, 6))
     native = bf16_native()
     per_epoch = bf16 if native else fp32
-    return (f"snnconv train --model {model} --dataset {dataset} --epochs {epochs}{' --bf16' if native else ''} "
+    activation, levels = get_recipe(method).trained_as
+    qcfs = f" --activation qcfs --levels {levels}" if activation == "qcfs" else ""
+    hint = ("" if qcfs else "; for few timesteps add --activation qcfs --levels 4 and convert with --method qcfs")
+    return (f"snnconv train --model {model} --dataset {dataset} --epochs {epochs}{qcfs}{' --bf16' if native else ''} "
             f"(about {epochs * per_epoch / 60:.1f} h at {per_epoch:g} min per epoch on a 2-core CPU "
             f"{'with native bf16' if native else 'without bf16 hardware (fp32)'}; "
-            f"minutes on a GPU with --device cuda; for few timesteps add --activation qcfs --levels 4 and convert "
-            f"with --method qcfs)")
+            f"minutes on a GPU with --device cuda{hint})")
 
 
 def zoo_weights(model: str, dataset: str) -> Path:
@@ -157,11 +161,13 @@ class ZooFrontend(Frontend):
                 places = ", ".join(str(p) for p in (path.parent, checkpoints.BUNDLED_DIR, checkpoints.REPO_CHECKPOINTS))
                 raise SnnconvError(f"no trained weights for {name} on {cfg.dataset} (looked for {path.name} in {places}); "
                                    f"get them with: "
-                                   f"{train_command(name, cfg.dataset)}, or pass --weights PATH, "
-                                   f"or add --train-if-missing")
-            log_fn(f"no weights for {name}/{cfg.dataset}: training first ({train_command(name, cfg.dataset)})")
+                                   f"{train_command(name, cfg.dataset, cfg.conversion.method)}, or pass "
+                                   f"--weights PATH, or add --train-if-missing")
+            log_fn(f"no weights for {name}/{cfg.dataset}: training first "
+                   f"({train_command(name, cfg.dataset, cfg.conversion.method)})")
+            activation, levels = get_recipe(cfg.conversion.method).trained_as  # what the recipe converts best
             train(name, cfg.dataset, cfg.data_dir, epochs=TRAIN_PLAN.get(name, (30,))[0], bf16=True,
-                  log_fn=log_fn)  # bf16 where native, else fp32 (train_ann decides)
+                  log_fn=log_fn, activation=activation, levels=levels)  # bf16 where native, else fp32
         ckpt = checkpoints.load_checkpoint(path)
         if ckpt.get("model") not in (None, name):
             raise SnnconvError(f"checkpoint {path} is for model '{ckpt['model']}', not '{name}'")
@@ -677,8 +683,6 @@ def conversion_warnings(snn: Graph) -> list[str]:
 def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_fn) -> dict:
     """One conversion run for every kind of model: the task (snnconv.tasks) loads the model and data and
     scores the SNN; everything else (pipeline, recipe contract, spiking check, exports, report) is shared."""
-    from snnconv.recipes import get_recipe
-
     torch.manual_seed(cfg.seed)
     t_start = time.time()
     recipe = get_recipe(task.recipe(cfg))

@@ -31,6 +31,9 @@ class Recipe:
     summary = ""  # the method in one line, with its citation
     requires = "ReLU-like activations (ReLU, ReLU6, clamp(0, hi))"
     guarantees = ""
+    #: what a zoo network is trained with for this recipe (``snnconv train --activation A --levels L``): what
+    #: ``--train-if-missing`` trains and the "no trained weights" message suggests
+    trained_as: tuple[str, int] = ("relu", 0)
 
     def neuron_pass(self, c) -> dict:
         return {"name": "threshold_balance", "method": "percentile", "percentile": c.percentile,
@@ -101,6 +104,7 @@ class Qcfs(Recipe):
     summary = ("thresholds = the trained QCFS lambda, initial membrane = the trained shift "
                "(Bu et al., ICLR 2022)")
     requires = "QCFS-trained activations (snnconv train --activation qcfs, or finetune)"
+    trained_as = ("qcfs", 4)
     guarantees = "the SNN's expected output equals the QCFS ANN's at every T (no calibration data needed)"
 
     def check(self, graph, c) -> None:
@@ -119,6 +123,7 @@ class Sfn(Recipe):
     summary = ("scale-and-fire multi-level neurons: T = 1 inference with graded spikes (exact on QCFS nets; "
                "percentile thresholds and `levels` otherwise)")
     guarantees = "on a QCFS net, the SNN at T=1 computes the QCFS ANN exactly"
+    trained_as = ("qcfs", 4)
 
     def neuron_pass(self, c) -> dict:
         return {"name": "sfn", "levels": c.levels, "method": "percentile", "percentile": c.percentile,

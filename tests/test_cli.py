@@ -346,6 +346,11 @@ BAD = {
                           lambda t: {"SNNCONV_CACHE_DIR": str(t / "empty-cache")},
                           ["resnet20", "snnconv train --model resnet20 --dataset cifar10",
                            "looked for resnet20-cifar10.pt in", "empty-cache"]),
+    # a recipe that needs QCFS activations is told the QCFS training command (Recipe.trained_as)
+    "no-cached-weights-qcfs": (lambda t: ["--model", "resnet20", "--dataset", "cifar10", "--method", "qcfs"],
+                               lambda t: {"SNNCONV_CACHE_DIR": str(t / "empty-cache")},
+                               ["snnconv train --model resnet20 --dataset cifar10 --epochs 30 --activation qcfs "
+                                "--levels 4"]),
     "timesteps-zero": (lambda t: [*MNIST, "--timesteps", "0"], None, ["timesteps", "'0'"]),
     "timesteps-not-a-number": (lambda t: [*MNIST, "--timesteps", "abc"], None, ["timesteps", "'abc'"]),
 }
@@ -388,6 +393,31 @@ def test_convert_bad_input_gives_one_line_error(case, tmp_path, monkeypatch, cap
     check_user_error(proc, out, fragments)
     if case == "empty-data-dir":  # the failed download left nothing behind: no partial files, no MNIST/raw/ tree
         assert list((tmp_path / "empty").rglob("*")) == []
+
+
+@pytest.mark.parametrize("method,activation,levels", [("percentile", "relu", 0), ("qcfs", "qcfs", 4),
+                                                       ("sfn", "qcfs", 4)])
+def test_train_if_missing_trains_what_the_recipe_converts(method, activation, levels, tmp_path, snnconv_cli,
+                                                          monkeypatch):
+    """--train-if-missing trains the activation the chosen recipe needs (a QCFS net for qcfs and sfn, which
+    would refuse or lose the exactness on a ReLU one after hours of training); the training itself is stubbed:
+    the call's arguments are the subject, and the stub's error ends the run."""
+    from snnconv import api
+    from snnconv.errors import SnnconvError
+
+    calls = []
+
+    def fake_train(*args, **kwargs):
+        calls.append(kwargs)
+        raise SnnconvError("training stubbed")
+
+    monkeypatch.setattr(api, "train", fake_train)
+    monkeypatch.setenv("SNNCONV_CACHE_DIR", str(tmp_path / "empty-cache"))
+    proc = snnconv_cli("convert", "--model", "resnet20", "--dataset", "cifar10", "--method", method,
+                       "--train-if-missing", "--output-dir", tmp_path / "out")
+    assert proc.returncode == 2 and "training stubbed" in proc.stderr, proc.stderr
+    assert len(calls) == 1 and (calls[0]["activation"], calls[0]["levels"]) == (activation, levels), calls
+    assert ("--epochs 30 --activation qcfs --levels 4" in proc.stderr) == (activation == "qcfs"), proc.stderr
 
 
 def test_other_commands_bad_input(tmp_path, snnconv_cli):
