@@ -27,8 +27,8 @@ from snnconv.ir import Graph
 from snnconv.models.zoo import MODELS, build_model
 from snnconv.output import atomic_dir
 from snnconv.passes import PassContext, Pipeline
-from snnconv.recipes import get_recipe
 from snnconv.progress import progress
+from snnconv.recipes import get_recipe
 from snnconv.report import environment, write_report
 from snnconv.runtime.interpreter import run_ann
 from snnconv.runtime.device import resolve_device
