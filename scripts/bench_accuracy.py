@@ -103,11 +103,13 @@ QCFS_SRC = ("Bu et al., ICLR 2022, arXiv:2303.04347 (code github.com/putshua/SNN
             "values as quoted in issue 3, not re-read from the paper's tables here")
 ANCHORS = [
     {"what": "QCFS ResNet-20 (ANN 91.77)", "dataset": "cifar10", "acc": {"4": 83.75, "8": 89.55}, "source": QCFS_SRC},
-    {"what": "QCFS ResNet-18", "dataset": "cifar10", "acc": {"4": 90.43}, "source": QCFS_SRC},
+    {"what": "QCFS ResNet-18 (ANN 96.04)", "dataset": "cifar10", "acc": {"4": 90.43, "8": 94.82},
+     "source": QCFS_SRC.replace("issue 3", "issues 3 and 21")},
     {"what": "ECL ResNet-18 (Liu et al., ICML 2025, 'Efficient ANN-SNN Conversion with Error Compensation "
              "Learning')", "dataset": "cifar10", "acc": {"2": 94.75},
      "source": "arXiv:2506.01968, abstract (checked)"},
-    {"what": "NQ ResNet-18", "dataset": "cifar10", "acc": {"4": 95.37}, "source": "as quoted in issue 3 (not verified here)"},
+    {"what": "NQ ResNet-18 (ANN 95.52)", "dataset": "cifar10", "acc": {"1": 89.64, "4": 95.37},
+     "source": "as quoted in issues 3 and 21 (not verified here)"},
 ]
 
 
