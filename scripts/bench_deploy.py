@@ -15,6 +15,7 @@ writes docs/benchmarks/deploy.json and deploy.md (command, data, checkpoint hash
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ TARGETS = ("spikingjelly", "snntorch", "norse", "sinabs")
 MNIST_QCFS = "snnconv/assets/mnist_cnn_qcfs4-mnist.pt"
 R20_QCFS = "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_swa.pt"
 VGG_MAXPOOL = "docs/benchmarks/checkpoints/vgg11mp_qcfs16_cifar10.pt"
+R18_QCFS = "docs/benchmarks/checkpoints/resnet18-cifar10.pt"  # the headline network (issue 21)
 
 #: network -> (model, dataset, checkpoint, [(row name, ConversionConfig kwargs)])
 NETWORKS = {
@@ -52,6 +54,12 @@ NETWORKS = {
         ("qcfs_l4_signed_bc4", {"method": "qcfs", "signed": True, "calibrate": True, "calibration_timesteps": 4}),
         ("clip_reset_zero_bc4", {"method": "percentile", "qcfs_as_clip": True, "reset": "zero", "v_init": 0.0,
                                  "calibrate": True, "calibration_timesteps": 4}),
+    ]),
+    # the headline `snnconv convert --model resnet18 --dataset cifar10`: its recipe card's choice (graded spikes,
+    # which only sinabs' multi-spike neurons honour) and the binary route at T=4 (signed spikes)
+    "resnet18": ("resnet18", "cifar10", R18_QCFS, [
+        ("sfn", {"method": "sfn"}),
+        ("qcfs_signed", {"method": "qcfs", "signed": True}),
     ]),
     # max pooling kept (maxpool.md): the count mode is an operator NIR cannot write; the tree builds it from
     # signed IF neurons (ternary units on binary spikes; 2-level units on signed spikes: graded)
@@ -121,18 +129,20 @@ def markdown(data: dict) -> str:
              "NIR convention (`docs/nir.md`). Agreement: top-1 prediction of the target vs snnconv on the same "
              "image; spike mismatch: (step, neuron) entries whose spike differs, over all spiking layers.", "",
              checkpoints_line(data["checkpoints"]), "",
-             f"Data: {data['data']}", "",
+             f"Data (last run): {data['data']}; test images per network (rows of earlier runs kept): "
+             + ", ".join(f"{k} {v}" for k, v in {r["network"]: r["samples"] for r in data["rows"]}.items()), "",
              "| network | method | dynamics | T | target | target acc (%) | snnconv acc, file (%) | "
              "snnconv acc, graph (%) | agreement (%) | spike mismatch rate |",
              "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in data["rows"]:
+        ts = sorted(int(t) for t in r.get("snnconv_graph_accuracy", {})) or data["timesteps"]  # each run's own T
         if "targets" not in r:  # the export was refused: what snnconv's own simulation of the graph reaches
-            for t in data["timesteps"]:
+            for t in ts:
                 ga = r.get("snnconv_graph_accuracy", {}).get(str(t))
                 lines.append(f"| {r['network']} | {r['method']} | - | {t} | all | {r.get('export', '')} | | "
                              + (f"{ga:.2f}" if ga is not None else "") + " | | |")
             continue
-        for t in data["timesteps"]:
+        for t in ts:
             for name, e in r["targets"].items():
                 fa = r["snnconv_file_accuracy"].get(str(t))
                 ga = r["snnconv_graph_accuracy"][str(t)]
@@ -175,9 +185,12 @@ def main() -> None:
     rows = []
     for key in args.networks.split(","):
         rows += run_network(key, args, ts, lambda m: print(m, file=sys.stderr, flush=True))
+    # the checkpoints of rows kept from earlier runs stay listed next to this run's
+    old = Path(args.out).with_suffix(".json")
+    kept = json.loads(old.read_text()).get("checkpoints", {}) if old.is_file() else {}
     save(args.out, rows, key=lambda r: (r["network"], r["method"]), markdown=markdown, script="bench_deploy.py",
          data_dir=args.data_dir, timesteps=ts,
-         checkpoints={NETWORKS[k][2]: sha256(NETWORKS[k][2]) for k in args.networks.split(",")},
+         checkpoints={**kept, **{NETWORKS[k][2]: sha256(NETWORKS[k][2]) for k in args.networks.split(",")}},
          data=", ".join(({"mnist": f"MNIST test set ({args.mnist_samples or 'all 10000'} images)",
                           "cifar10": f"CIFAR-10 test set (seeded subset of {args.cifar_samples}, seed 0)"}[d]
                          for d in dict.fromkeys(NETWORKS[k][1] for k in args.networks.split(","))))
