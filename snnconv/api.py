@@ -532,7 +532,30 @@ def spike_format(graph: Graph) -> dict:
     if info["signed"]:
         needs.append("signed spikes (a sign bit per spike, or two axons per neuron on binary-spike chips)")
     info["hardware"] = "; ".join(needs) or "binary spikes"
+    info["frameworks"] = framework_fit(graph)
     return info
+
+
+def framework_fit(graph: Graph) -> dict[str, list[str]]:
+    """For each registered deployment target (:data:`snnconv.interop.TARGETS`): what the graph's spiking
+    neurons need that the target's own neurons do not provide (``[]``: it runs them as written). Read from the
+    targets' declared capabilities (``Target.supports``, the same set ``Target.check`` refuses a NIR neuron
+    with); nothing is imported. Spiking nodes other than IF/LIF neurons (function, Izhikevich, ...), refractory
+    periods and SRP pre-runs are needs no target provides. ``snnconv verify`` runs an exported file in them."""
+    from snnconv.interop import TARGETS
+
+    need: set[str] = set()
+    for n in graph.nodes.values():
+        if not n.spiking:
+            continue
+        if n.kind != "neuron":
+            need.add(n.kind.replace("_", " "))
+            continue
+        need.add(n.reset)
+        need.update(k for k, on in (("v_init", bool(n.v_init)), ("lif", n.model == "lif"), ("graded", n.levels > 1),
+                                    ("signed", n.signed), ("refractory", bool(n.refractory)),
+                                    ("SRP pre-run", bool(n.presim))) if on)
+    return {name: sorted(need - set(t.supports)) for name, t in TARGETS.items()}
 
 
 def held_out_split(dataset: str, data_dir, n: int, seed: int, size: int | None = None) -> Split:
@@ -711,6 +734,10 @@ def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_
     report.update(task.score(job, snn, cfg, log_fn))
     report.update({"spikes": spike_format(snn), "passes": records, "coverage": job.coverage, "config": cfg.to_dict(),
                    "environment": environment(), "warnings": warnings})
+    if any(report["spikes"]["frameworks"].values()):  # a target that cannot run the result: say so now
+        from snnconv.report import framework_line
+
+        log_fn(framework_line(report["spikes"]["frameworks"]))
     if any(getattr(n, "operator", False) for n in snn.nodes.values()):  # operator nodes are not neurons: say so
         from snnconv.passes.spiking_transformer import census_counts, spiking_census
 

@@ -293,8 +293,19 @@ def _spike_lines(spikes: dict | None) -> list[str]:
     if not spikes:
         return []
     graded = f"yes, max {spikes['max_levels']} levels per step" if spikes["graded"] else "no (binary)"
-    return [f"- graded spikes: {graded}; signed spikes: {'yes' if spikes['signed'] else 'no'}; "
-            f"hardware must support: {spikes['hardware']}"]
+    lines = [f"- graded spikes: {graded}; signed spikes: {'yes' if spikes['signed'] else 'no'}; "
+             f"hardware must support: {spikes['hardware']}"]
+    if spikes.get("frameworks"):
+        lines.append("- " + framework_line(spikes["frameworks"]))
+    return lines
+
+
+def framework_line(fit: dict[str, list[str]]) -> str:
+    """One line from :func:`snnconv.api.framework_fit`: which deployment targets run the neurons as converted."""
+    runs = [k for k, missing in fit.items() if not missing]
+    refused = [f"{k} (no {', '.join(missing)})" for k, missing in fit.items() if missing]
+    return (f"frameworks whose own neurons run these neurons as converted: {', '.join(runs) or 'none'}"
+            + (f"; not: {'; '.join(refused)}" if refused else "") + " (check the exported file with `snnconv verify`)")
 
 
 def environment() -> dict:

@@ -310,6 +310,26 @@ def test_cli_method_selection(snnconv_cli_factory, tmp_path, method, extra, grad
     assert rep["spikes"]["graded"] is graded and rep["spikes"]["signed"] is (method == "max")
     md = (out / "report.md").read_text()
     assert ("graded spikes: yes, max 4 levels per step" in md) is graded
+    # which deployment targets run the neurons as converted (their declared capabilities): graded spikes only
+    # sinabs (measured in docs/benchmarks/deploy.md), binary and signed ones all four; said in the log too
+    fit = rep["spikes"]["frameworks"]
+    assert set(fit) >= {"spikingjelly", "snntorch", "norse", "sinabs"} and fit["sinabs"] == []
+    assert all(fit[k] == (["graded"] if graded else []) for k in ("spikingjelly", "snntorch", "norse"))
+    assert ("not: spikingjelly (no graded)" in md) is graded and ("not: spikingjelly (no graded)" in r.stdout + r.stderr) is graded
+
+
+def test_framework_fit_names_what_no_target_provides():
+    """Refractory periods and non-IF spiking nodes are needs no registered target's neurons provide."""
+    from snnconv.api import framework_fit
+    from snnconv.ir import Graph, Input, SpikingNeuron
+
+    g = Graph()
+    g.add("x", Input(shape=(4,)))
+    g.add("n", SpikingNeuron(torch.ones(1), reset="subtract", refractory=2), ["x"])
+    g.outputs = ["n"]
+    assert all(missing == ["refractory"] for missing in framework_fit(g).values())
+    g.replace("n", g.nodes["n"].replace(refractory=0, levels=3))
+    assert framework_fit(g)["sinabs"] == [] and framework_fit(g)["norse"] == ["graded"]
 
 
 def test_cli_unknown_method_is_one_line_error(snnconv_cli_factory):
