@@ -15,7 +15,6 @@ writes docs/benchmarks/deploy.json and deploy.md (command, data, checkpoint hash
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, checkpoints_line, environment_block, save, sha256  # noqa: E402
+from benchlib import REPO, checkpoints_line, environment_block, row_checkpoints, save, sha256  # noqa: E402
 
 from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model, simulate  # noqa: E402
 from snnconv.backends.nir import export_nir  # noqa: E402
@@ -128,7 +127,7 @@ def markdown(data: dict) -> str:
              "`IAF(MembraneSubtract)`). Files with subtractive reset / initial membrane use the snnconv-dynamics "
              "NIR convention (`docs/nir.md`). Agreement: top-1 prediction of the target vs snnconv on the same "
              "image; spike mismatch: (step, neuron) entries whose spike differs, over all spiking layers.", "",
-             checkpoints_line(data["checkpoints"]), "",
+             checkpoints_line(row_checkpoints(data["rows"])), "",
              f"Data (last run): {data['data']}; test images per network (rows of earlier runs kept): "
              + ", ".join(f"{k} {v}" for k, v in {r["network"]: r["samples"] for r in data["rows"]}.items()), "",
              "| network | method | dynamics | T | target | target acc (%) | snnconv acc, file (%) | "
@@ -185,12 +184,8 @@ def main() -> None:
     rows = []
     for key in args.networks.split(","):
         rows += run_network(key, args, ts, lambda m: print(m, file=sys.stderr, flush=True))
-    # the checkpoints of rows kept from earlier runs stay listed next to this run's
-    old = Path(args.out).with_suffix(".json")
-    kept = json.loads(old.read_text()).get("checkpoints", {}) if old.is_file() else {}
     save(args.out, rows, key=lambda r: (r["network"], r["method"]), markdown=markdown, script="bench_deploy.py",
          data_dir=args.data_dir, timesteps=ts,
-         checkpoints={**kept, **{NETWORKS[k][2]: sha256(NETWORKS[k][2]) for k in args.networks.split(",")}},
          data=", ".join(({"mnist": f"MNIST test set ({args.mnist_samples or 'all 10000'} images)",
                           "cifar10": f"CIFAR-10 test set (seeded subset of {args.cifar_samples}, seed 0)"}[d]
                          for d in dict.fromkeys(NETWORKS[k][1] for k in args.networks.split(","))))

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_deploy import NETWORKS, load_network, parse_args  # noqa: E402  (same networks, rows, checkpoints, data)
-from benchlib import checkpoints_line, environment_block, save, sha256  # noqa: E402
+from benchlib import checkpoints_line, environment_block, row_checkpoints, save, sha256  # noqa: E402
 
 from snnconv.api import conversion_pipeline, convert_graph  # noqa: E402
 from snnconv.backends import lava  # noqa: E402
@@ -120,7 +120,7 @@ def markdown(data: dict) -> str:
              "with `Loihi2SimCfg(select_tag='fixed_pt')` in lava-nc 0.9.0. *float*: snnconv's simulation of the "
              "converted graph (float32); *integer*: snnconv's run of the exported integer network; *Lava*: the "
              "Lava run. Agreement: same top-1 class on the same image.", "",
-             checkpoints_line(data["checkpoints"]), "",
+             checkpoints_line(row_checkpoints(data["rows"])), "",
              f"Data: {data['data']}", "",
              "## IF route: the converted spiking network", "",
              "| network | method | images | T | ANN acc (%) | float acc (%) | integer acc (%) | Lava acc (%) | Lava vs "
@@ -164,7 +164,6 @@ def main() -> None:
         rows += run_network(key, args, ts, lambda m: print(m, file=sys.stderr, flush=True))
     save(args.out, rows, key=lambda r: (r["network"], r["method"], r.get("route", "if")), markdown=markdown,
          script="bench_lava.py", data_dir=args.data_dir, keep=lambda r: "route" in r or "per_t" in r,
-         checkpoints={NETWORKS[k][2]: sha256(NETWORKS[k][2]) for k in args.networks.split(",")},
          data=f"MNIST test set (seeded subset of {args.mnist_samples}, seed 0), CIFAR-10 test set (seeded "
               f"subset of {args.cifar_samples}, seed 0); calibration and the input's 8-bit scale: "
               f"{args.calib_samples} images of the training part (validation split excluded), seed 1")

@@ -79,8 +79,13 @@ def checkpoints_line(checkpoints: dict[str, str]) -> str:
 def footer(data: dict) -> list[str]:
     """The markdown tail of a page whose rows carry ``checkpoint`` / ``checkpoint_sha256``: the checkpoints
     with their hashes, then the environment."""
-    return ["", checkpoints_line({r["checkpoint"]: r["checkpoint_sha256"] for r in data["rows"]}),
-            *environment_block(data["environment"])]
+    return ["", checkpoints_line(row_checkpoints(data["rows"])), *environment_block(data["environment"])]
+
+
+def row_checkpoints(rows: list[dict]) -> dict[str, str]:
+    """``{checkpoint: sha256}`` of rows that carry ``checkpoint`` / ``checkpoint_sha256`` (rows of earlier runs
+    kept in the file included)."""
+    return {r["checkpoint"]: r["checkpoint_sha256"] for r in rows}
 
 
 def environment_block(env: dict) -> list[str]:

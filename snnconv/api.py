@@ -29,7 +29,7 @@ from snnconv.output import atomic_dir
 from snnconv.passes import PassContext, Pipeline
 from snnconv.progress import progress
 from snnconv.recipes import get_recipe
-from snnconv.report import environment, write_report
+from snnconv.report import environment, framework_line, write_report
 from snnconv.runtime.interpreter import run_ann
 from snnconv.runtime.device import resolve_device
 from snnconv.runtime.simulator import E_MAC_PJ, SimStats, Simulator
@@ -543,6 +543,7 @@ def framework_fit(graph: Graph) -> dict[str, list[str]]:
     with); nothing is imported. Spiking nodes other than IF/LIF neurons (function, Izhikevich, ...), refractory
     periods and SRP pre-runs are needs no target provides. ``snnconv verify`` runs an exported file in them."""
     from snnconv.interop import TARGETS
+    from snnconv.interop.base import neuron_needs
 
     need: set[str] = set()
     for n in graph.nodes.values():
@@ -551,10 +552,8 @@ def framework_fit(graph: Graph) -> dict[str, list[str]]:
         if n.kind != "neuron":
             need.add(n.kind.replace("_", " "))
             continue
-        need.add(n.reset)
-        need.update(k for k, on in (("v_init", bool(n.v_init)), ("lif", n.model == "lif"), ("graded", n.levels > 1),
-                                    ("signed", n.signed), ("refractory", bool(n.refractory)),
-                                    ("SRP pre-run", bool(n.presim))) if on)
+        need |= neuron_needs(n.reset, n.v_init, n.model, n.levels, n.signed)
+        need.update(k for k, on in (("refractory", bool(n.refractory)), ("SRP pre-run", bool(n.presim))) if on)
     return {name: sorted(need - set(t.supports)) for name, t in TARGETS.items()}
 
 
@@ -735,8 +734,6 @@ def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_
     report.update({"spikes": spike_format(snn), "passes": records, "coverage": job.coverage, "config": cfg.to_dict(),
                    "environment": environment(), "warnings": warnings})
     if any(report["spikes"]["frameworks"].values()):  # a target that cannot run the result: say so now
-        from snnconv.report import framework_line
-
         log_fn(framework_line(report["spikes"]["frameworks"]))
     if any(getattr(n, "operator", False) for n in snn.nodes.values()):  # operator nodes are not neurons: say so
         from snnconv.passes.spiking_transformer import census_counts, spiking_census

@@ -29,6 +29,16 @@ class NeuronSpec:
     signed: bool = False
 
 
+def neuron_needs(reset: str, v_init: float, model: str, levels: int, signed: bool) -> set[str]:
+    """What a target's neurons must provide (names of :attr:`Target.supports`) to run an IF/LIF neuron with these
+    dynamics as written: its reset, a non-zero initial membrane, a leak, graded or signed spikes. Shared by
+    :meth:`Target.check` (a NIR neuron) and ``snnconv.api.framework_fit`` (an IR graph)."""
+    need = {reset}
+    need.update(k for k, on in (("v_init", bool(v_init)), ("lif", model == "lif"), ("graded", levels > 1),
+                                ("signed", bool(signed))) if on)
+    return need
+
+
 class Target:
     """A framework a converted SNN is delivered to. Subclasses build that framework's neuron module
     for a :class:`NeuronSpec` and say how to start and step it."""
@@ -55,16 +65,7 @@ class Target:
 
     def check(self, spec: NeuronSpec) -> None:
         """Refuse (one line) a neuron the target cannot run as written."""
-        need = {spec.reset}
-        if spec.v_init:
-            need.add("v_init")
-        if spec.model == "lif":
-            need.add("lif")
-        if spec.levels > 1:
-            need.add("graded")
-        if spec.signed:
-            need.add("signed")
-        missing = sorted(need - set(self.supports))
+        missing = sorted(neuron_needs(spec.reset, spec.v_init, spec.model, spec.levels, spec.signed) - set(self.supports))
         if missing:
             raise SnnconvError(f"{self.name}: neuron '{spec.name}' needs {', '.join(missing)}, which {self.name}'s "
                                f"neurons do not provide")
