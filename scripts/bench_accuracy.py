@@ -4,7 +4,7 @@
     python scripts/bench_accuracy.py --suite cifar10 --data-dir ../shared/datasets --eval-samples 1000 \\
         --methods qcfs,sfn
     python scripts/bench_accuracy.py --suite resnet18 --data-dir ../shared/datasets \\
-        --methods qcfs,qcfs_signed,sfn,qcfs_l4_signed_bc4 --timesteps 1,2,4,8,16,32   # issue 21's suite
+        --methods qcfs,qcfs_signed,sfn,qcfs_signed_bc4 --timesteps 1,2,4,8,16,32   # issue 21's suite
 
 For each suite (model/dataset) it loads the ANN checkpoints, converts with each method and
 simulates once to max(T); accuracy, firing rate, SynOps and energy at every smaller T come from
