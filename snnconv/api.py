@@ -243,7 +243,7 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
           out: str | None = None, seed: int = 0, log_fn=print, activation: str = "relu", levels: int = 0,
           init_from: str | None = None, bf16: bool = False, device: str = "cpu", overwrite: bool = False,
           keep_maxpool: bool = False, teacher: str | None = None, distill: float = 0.5,
-          temperature: float = 4.0) -> dict:
+          temperature: float = 4.0, label_smoothing: float = 0.0, cutout: int = 0) -> dict:
     """Train a zoo model with ``snnconv.training.ann`` and store it in the model cache (or ``out``).
 
     ``activation='qcfs'`` trains conversion-aware (QCFS, Bu et al. 2022) with ``levels`` steps; as in
@@ -257,6 +257,12 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
     from snnconv.training.ann import TrainConfig, train_ann
 
     resolve_device(device)  # fail before loading data
+    if not 0 <= label_smoothing < 1 or cutout < 0:
+        raise SnnconvError(f"--label-smoothing must be in [0, 1) (got {label_smoothing}) and --cutout >= 0 "
+                           f"(got {cutout})")
+    if cutout and dataset.startswith("mnist"):
+        raise SnnconvError(f"--cutout: {dataset} is trained without augmentation; Cutout is for the augmented "
+                           "image datasets (cifar10, cifar100, imagefolder)")
     if teacher is not None and (not 0 < distill <= 1 or temperature <= 0):
         raise SnnconvError(f"--distill must be in (0, 1] (got {distill}) and --temperature > 0 (got {temperature})")
     path = Path(out) if out else checkpoints.cached_checkpoint(model_name, checkpoint_key(dataset))
@@ -294,7 +300,8 @@ def train(model_name: str, dataset: str, data_dir: str | None, epochs: int, batc
                "--keep-maxpool keeps them)" if to_avg else "kept as max pooling (--keep-maxpool)"))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       augment=not dataset.startswith("mnist"), bf16=bf16, device=device,
-                      distill=distill if teacher is not None else 0.0, temperature=temperature)
+                      distill=distill if teacher is not None else 0.0, temperature=temperature,
+                      label_smoothing=label_smoothing, cutout=cutout)
     meta = {"model": model_name, "dataset": dataset, "activation": activation, "levels": levels if activation == "qcfs" else 0,
             "maxpool_to_avgpool": bool(activation == "qcfs" and to_avg)}
     if teacher is not None:

@@ -136,6 +136,8 @@ KEEP_MAXPOOL = typer.Option(False, "--keep-maxpool", help="with qcfs: keep max p
                             "average pooling, as in Bu et al. 2022)")
 BF16 = typer.Option(False, help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)")
 TRAIN_DEVICE = typer.Option("cpu", help="cpu, cuda or cuda:N (the checkpoint is saved for CPU either way)")
+LABEL_SMOOTHING = typer.Option(0.0, help="label smoothing of the cross-entropy (Szegedy et al. 2016), e.g. 0.1")
+CUTOUT = typer.Option(0, help="Cutout square side in pixels (DeVries & Taylor 2017), e.g. 16 for CIFAR; 0 = off")
 OVERWRITE_CHECKPOINT = typer.Option(False, "--overwrite",
                                     help="replace an existing checkpoint at --out (or in the model cache)")
 
@@ -158,6 +160,8 @@ def train(
     teacher: Optional[str] = TEACHER,
     distill: float = DISTILL,
     temperature: float = TEMPERATURE,
+    label_smoothing: float = LABEL_SMOOTHING,
+    cutout: int = CUTOUT,
     overwrite: bool = OVERWRITE_CHECKPOINT,
 ):
     """Train a zoo ANN (ReLU or QCFS), optionally distilling from a teacher network (Hinton et al. 2015);
@@ -169,7 +173,8 @@ def train(
     build_model(model)
     do_train(model, dataset, data_dir, epochs or TRAIN_PLAN.get(model, (30,))[0], batch_size, lr, out, seed,
              log_fn=_err, activation=activation, levels=levels, bf16=bf16, device=device, overwrite=overwrite,
-             keep_maxpool=keep_maxpool, teacher=teacher, distill=distill, temperature=temperature)
+             keep_maxpool=keep_maxpool, teacher=teacher, distill=distill, temperature=temperature,
+             label_smoothing=label_smoothing, cutout=cutout)
 
 
 @app.command()
@@ -190,6 +195,8 @@ def finetune(
     teacher: Optional[str] = TEACHER,
     distill: float = DISTILL,
     temperature: float = TEMPERATURE,
+    label_smoothing: float = LABEL_SMOOTHING,
+    cutout: int = CUTOUT,
     overwrite: bool = OVERWRITE_CHECKPOINT,
 ):
     """Fine-tune a trained ReLU ANN into QCFS form (thresholds start at the 99.9th percentile), or a
@@ -203,7 +210,7 @@ def finetune(
         raise SnnconvError(f"weights file {weights} not found")
     do_train(model, dataset, data_dir, epochs, batch_size, lr, out, seed, log_fn=_err, activation="qcfs",
              levels=levels, init_from=weights, bf16=bf16, device=device, overwrite=overwrite, keep_maxpool=keep_maxpool,
-             teacher=teacher, distill=distill, temperature=temperature)
+             teacher=teacher, distill=distill, temperature=temperature, label_smoothing=label_smoothing, cutout=cutout)
 
 
 @app.command()

@@ -55,6 +55,30 @@ def test_augment_keeps_shape_and_changes_images():
     assert set(aug.unique().tolist()) <= set(plain.unique().tolist()) | {0.0}
 
 
+def test_cutout_blanks_one_square_per_image_on_top_of_the_same_crops():
+    """Cutout (DeVries & Taylor 2017) adds to crop + flip without changing them: where the batches differ from
+    cutout=0's, the image is 0 (the dataset mean after normalisation), in one axis-aligned square of at most
+    size x size per image whose centre lies in the image."""
+    from snnconv.data.datasets import Split
+
+    split = Split(torch.full((64, 3, 16, 16), 200, dtype=torch.uint8), torch.zeros(64, dtype=torch.long),
+                  (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 10)
+    plain = torch.cat([x for x, _ in split.batches(32, shuffle=True, augment=True, seed=5)])
+    same = torch.cat([x for x, _ in split.batches(32, shuffle=True, augment=True, seed=5, cutout=0)])
+    cut = torch.cat([x for x, _ in split.batches(32, shuffle=True, augment=True, seed=5, cutout=6)])
+    assert torch.equal(plain, same)  # cutout=0: the batches every earlier run trained on
+    changed = (cut != plain).any(1)  # [N, H, W]
+    assert (cut[changed.unsqueeze(1).expand_as(cut)] == 0).all()
+    sizes = []
+    for m in changed:
+        ys, xs = m.nonzero(as_tuple=True)
+        if len(ys):  # a square that fell on the padding only changes nothing
+            h, w = int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
+            assert h <= 6 and w <= 6
+        sizes.append(int(m.sum()))
+    assert max(sizes) == 36 and sum(s > 0 for s in sizes) > 48  # whole squares inside, clipped ones at borders
+
+
 def test_unknown_dataset_and_missing_dir():
     with pytest.raises(SnnconvError, match="unknown dataset 'imagenet'"):
         load_dataset("imagenet", data_dir=None)

@@ -248,7 +248,7 @@ def test_a_teacher_for_other_classes_is_refused_before_any_data(monkeypatch):
         api.load_teacher("three.pt", "mnist-bundled", None)
 
 
-def test_finetune_refuses_a_bad_distillation_before_any_work(tmp_path, monkeypatch, capsys):
+def test_finetune_refuses_bad_distillation_or_regularisation_before_any_work(tmp_path, monkeypatch, capsys):
     from test_cli import run_main
 
     from snnconv.checkpoints import BUNDLED_DIR
@@ -257,7 +257,9 @@ def test_finetune_refuses_a_bad_distillation_before_any_work(tmp_path, monkeypat
     base = ["finetune", "--model", "mnist_cnn", "--dataset", "mnist-bundled", "--weights", src, "--levels", "2",
             "--epochs", "1"]
     for extra, word in ((["--teacher", src, "--distill", "0"], "--distill"),
-                        (["--teacher", tmp_path / "nope.pt"], "nope.pt")):
+                        (["--teacher", tmp_path / "nope.pt"], "nope.pt"),
+                        (["--label-smoothing", "1"], "--label-smoothing"),
+                        (["--cutout", "8"], "--cutout")):  # MNIST trains without augmentation
         out = tmp_path / "never.pt"
         proc = run_main(*base, "--out", out, *extra, monkeypatch=monkeypatch, capsys=capsys)
         assert proc.returncode == 2 and word in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -104,6 +104,18 @@ def test_cli_writes_the_tuned_graph_and_refuses_existing_out(tmp_path, monkeypat
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
 
 
+def test_label_smoothing_mixes_the_uniform_target_into_the_cross_entropy():
+    """Label smoothing eps (Szegedy et al. 2016): (1 - eps) * CE(y) + eps * mean over classes of -log p."""
+    from snnconv.training.ann import distillation_loss
+
+    g = torch.Generator().manual_seed(1)
+    s, y = torch.randn(8, 10, generator=g), torch.randint(0, 10, (8,), generator=g)
+    logp = torch.log_softmax(s, 1)
+    want = (0.9 * -logp[torch.arange(8), y] + 0.1 * -logp.mean(1)).mean()
+    assert torch.allclose(distillation_loss(s, y, smoothing=0.1), want, atol=1e-6)
+    assert not torch.allclose(distillation_loss(s, y), want, atol=1e-3)
+
+
 def test_distillation_loss_is_cross_entropy_plus_the_softened_kl():
     from snnconv.training.ann import distillation_loss
 

@@ -74,8 +74,11 @@ class Split:
         return (x - m) / s
 
     def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False, seed: int = 0,
-                start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield normalised ``(x, y)`` batches; ``augment`` applies random crop (pad 4) + flip.
+                start: int = 0, cutout: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield normalised ``(x, y)`` batches; ``augment`` applies random crop (pad 4) + flip, and with
+        ``cutout`` > 0 also Cutout (DeVries & Taylor 2017, arXiv:1708.04552): one ``cutout`` x ``cutout``
+        square per image, centred anywhere (clipped at the border), set to 0 after normalisation (the
+        dataset mean). Crop and flip draw first, so ``cutout=0`` gives the batches it always gave.
 
         Batch ``k``'s augmentation draws from its own generator (seeded by ``seed`` and ``k``), so
         ``start=k`` yields exactly the batches ``k, k+1, ...`` of the full run (a resumed epoch)."""
@@ -87,7 +90,11 @@ class Split:
             idx = order[i:i + batch_size]
             x = self.images[idx]
             if augment:
-                x = _augment(x, torch.Generator().manual_seed(seed * 1_000_003 + k + 1))
+                gen = torch.Generator().manual_seed(seed * 1_000_003 + k + 1)
+                x = _augment(x, gen)
+                if cutout > 0:
+                    yield self.normalize(x) * _cutout_keep(x.shape, cutout, gen), self.labels[idx]
+                    continue
             yield self.normalize(x), self.labels[idx]
 
     def take(self, idx: torch.Tensor) -> "Split":
@@ -106,6 +113,17 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     flip = torch.rand(b, generator=gen) < 0.5
     out[flip] = out[flip].flip(-1)
     return out
+
+
+def _cutout_keep(shape: torch.Size, size: int, gen: torch.Generator) -> torch.Tensor:
+    """[b, 1, h, w] mask, 0 inside one ``size`` x ``size`` square per image (centre uniform over the image)."""
+    b, _, h, w = shape
+    cy = torch.randint(0, h, (b, 1, 1), generator=gen)
+    cx = torch.randint(0, w, (b, 1, 1), generator=gen)
+    lo = size // 2
+    ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    inside = (ys >= cy - lo) & (ys < cy - lo + size) & (xs >= cx - lo) & (xs < cx - lo + size)
+    return (~inside).unsqueeze(1).float()
 
 
 def default_data_dir() -> Path:

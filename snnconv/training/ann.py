@@ -1,4 +1,5 @@
-"""Plain ANN training for the model zoo (SGD + momentum, cosine LR, crop/flip augmentation).
+"""Plain ANN training for the model zoo (SGD + Nesterov momentum, OneCycle LR, crop/flip augmentation,
+optional Cutout and label smoothing, optional knowledge distillation).
 
 Resumable: the full training state is saved after every epoch next to the final checkpoint
 (``<name>.state.pt``); re-running the same command continues from the last finished epoch.
@@ -35,6 +36,10 @@ class TrainConfig:
     # knowledge distillation from a teacher ANN passed to train_ann (0 = labels only): loss weight and temperature
     distill: float = 0.0
     temperature: float = 4.0
+    # regularisation: label smoothing of the cross-entropy (Szegedy et al. 2016) and Cutout squares of this
+    # side in pixels (DeVries & Taylor 2017; with augment); 0 = off, what every run before them used
+    label_smoothing: float = 0.0
+    cutout: int = 0
 
 
 def optimizer_step(opt, sched, loss: torch.Tensor) -> float:
@@ -47,10 +52,11 @@ def optimizer_step(opt, sched, loss: torch.Tensor) -> float:
 
 
 def distillation_loss(student: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None = None,
-                      alpha: float = 0.0, temperature: float = 4.0) -> torch.Tensor:
-    """Cross-entropy, mixed with weight ``alpha`` with the teacher's softened distribution
-    (Hinton et al. 2015; the ``temperature ** 2`` factor keeps the soft term's gradient scale)."""
-    ce = nn.functional.cross_entropy(student, target)
+                      alpha: float = 0.0, temperature: float = 4.0, smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy (with label smoothing ``smoothing``, Szegedy et al. 2016), mixed with weight ``alpha``
+    with the teacher's softened distribution (Hinton et al. 2015; the ``temperature ** 2`` factor keeps the
+    soft term's gradient scale)."""
+    ce = nn.functional.cross_entropy(student, target, label_smoothing=smoothing)
     if teacher is None or alpha == 0:
         return ce
     kl = nn.functional.kl_div(nn.functional.log_softmax(student / temperature, dim=1),
@@ -60,18 +66,18 @@ def distillation_loss(student: torch.Tensor, target: torch.Tensor, teacher: torc
 
 
 def loss_with_teacher(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, teacher=None, alpha: float = 0.0,
-                      temperature: float = 4.0, who: str = "training") -> torch.Tensor:
+                      temperature: float = 4.0, who: str = "training", smoothing: float = 0.0) -> torch.Tensor:
     """:func:`distillation_loss` of the student's ``out`` with ``teacher``'s logits on the same batch ``x`` (no
     gradient through the teacher); cross-entropy alone without a teacher or with ``alpha`` = 0. A teacher whose
     outputs have another shape is an error naming ``who`` ran it."""
     if teacher is None or alpha == 0:
-        return distillation_loss(out, y)
+        return distillation_loss(out, y, smoothing=smoothing)
     with torch.no_grad():
         soft = teacher(x).float()
     if soft.shape != out.shape:
         raise SnnconvError(f"{who}: the teacher gives outputs of shape {tuple(soft.shape)}, the student "
                            f"{tuple(out.shape)}; the teacher must be a network for the same classes")
-    return distillation_loss(out.float(), y, soft, alpha, temperature)
+    return distillation_loss(out.float(), y, soft, alpha, temperature, smoothing)
 
 
 def cpu_state(model: nn.Module) -> dict:
@@ -155,14 +161,16 @@ def train_ann(model: nn.Module, train: Split, val: Split | None, test: Split | N
         total, seen, train_seconds = partial if epoch == start and first else (0.0, 0, 0.0)
         t0 = last_save = time.time()
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        batches = train.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed + epoch, start=first)
+        batches = train.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed + epoch, start=first,
+                                cutout=cfg.cutout)
         bar = progress(batches, total=steps_per_epoch, initial=first, desc=desc)
         lines = ProgressLines(log, desc, steps_per_epoch, first)
         for k, (x, y) in enumerate(bar, start=first):
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(dev, non_blocking=True)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_with_teacher(model(x), x, y, teacher, cfg.distill, cfg.temperature, "train")
+                loss = loss_with_teacher(model(x), x, y, teacher, cfg.distill, cfg.temperature, "train",
+                                         cfg.label_smoothing)
             total += optimizer_step(opt, sched, loss) * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.3f}")
