@@ -6,7 +6,8 @@ ReLU, QCFS L=4, QCFS L=2; ``snnconv train ... --epochs 5 --seed 0``, the validat
 the conversion recipes that suit them. Each is converted with 1,024 calibration
 images of the training part and simulated on the 5,000-image validation split (never trained on); the
 test set is not read. Criterion, fixed before looking: the mean validation accuracy over T = 1, 2, 4, 8
-(the few-timestep regime the project is for). Writes ``snnconv/assets/embedded_default.json``, which
+(the few-timestep regime the project is for). Each candidate lists the deployment targets that run it
+(``runs_in``; ``--targets-only`` adds them to the existing file). Writes ``snnconv/assets/embedded_default.json``, which
 ``snnconv.api.apply_run_defaults`` reads.
 
     python scripts/choose_embedded_default.py --data-dir ../shared/datasets
@@ -23,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO, command, sha256  # noqa: E402
 
-from choose_recipe import criterion_text, score  # noqa: E402
+from choose_recipe import add_targets, criterion_text, score  # noqa: E402
 
 from snnconv.checkpoints import BUNDLED_DIR  # noqa: E402
 
@@ -46,8 +47,14 @@ def main() -> None:
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "snnconv" / "assets" / "embedded_default.json"))
+    ap.add_argument("--targets-only", action="store_true",
+                    help="only add the targets that run each candidate (runs_in) to the existing file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.targets_only:
+        add_targets(Path(args.out), lambda c: BUNDLED_DIR / c["weights"], "mnist_cnn", "mnist", args.data_dir,
+                    args.calib_samples)
+        return
     rows, n_val = score({k: (BUNDLED_DIR / c, conv) for k, (c, conv) in CANDIDATES.items()}, "mnist_cnn", "mnist",
                         args.data_dir, args.calib_samples)
     best = max(rows, key=lambda k: rows[k]["criterion"])

@@ -6,10 +6,15 @@ simulated on the validation split (held out of the training split, never trained
 read. Criterion, fixed before looking: the mean validation accuracy over T = 1, 2, 4, 8 (the few-timestep
 regime the project is for). The card, ``<checkpoint stem>.recipe.json`` beside the checkpoint, is what
 ``snnconv convert`` uses for those weights when no conversion option is given (``snnconv.api.recipe_card``);
-it records the checkpoint's sha256, so a card is never applied to other weights.
+it records the checkpoint's sha256, so a card is never applied to other weights. Each candidate also lists
+the deployment targets whose own neurons run its converted network (``runs_in``, from
+``snnconv.api.framework_fit``): ``snnconv convert --target T`` takes the best candidate that T runs.
 
     python scripts/choose_recipe.py --model resnet18 --dataset cifar10 \\
         --weights docs/benchmarks/checkpoints/resnet18-cifar10.pt --data-dir ../shared/datasets
+
+``--targets-only`` adds ``runs_in`` to an existing card (converting each candidate again, no simulation; the
+validation numbers and the choice stay as they were).
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO, command, sha256  # noqa: E402
 
-from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model, simulate  # noqa: E402
+from snnconv.api import (conversion_pipeline, convert_graph, framework_fit, ingest, resolve_model,  # noqa: E402
+                         simulate)
 from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
 from snnconv.data.datasets import load_train_val  # noqa: E402
 from snnconv.output import atomic_file, check_output_file  # noqa: E402
@@ -47,17 +53,43 @@ def score(candidates: dict[str, tuple[str, dict]], model: str, dataset: str, dat
     calib = [x for x, _ in train.subset(calib_samples, 1).batches(256)]
     rows = {}
     for name, (weights, conv) in candidates.items():
-        m, shape, _ = resolve_model(RunConfig(model=model, dataset=dataset, data_dir=data_dir, weights=str(weights)),
-                                    log_fn=lambda _: None)
-        graph, _ = ingest(m, shape)
-        snn, _ = convert_graph(graph, calib, conversion_pipeline(ConversionConfig(**conv)))
+        snn = convert_candidate(weights, conv, model, dataset, data_dir, calib)
         acc = simulate(snn, val, max(CRITERION_T), layer_error=False).accuracy()
         rows[name] = {"weights": Path(weights).name, "conversion": conv,
                       "val_accuracy": {str(t): acc[t - 1] for t in CRITERION_T},
-                      "criterion": sum(acc[t - 1] for t in CRITERION_T) / len(CRITERION_T)}
+                      "criterion": sum(acc[t - 1] for t in CRITERION_T) / len(CRITERION_T), "runs_in": runs_in(snn)}
         log(f"{name:<24} val {' / '.join(f'{acc[t - 1]:.2f}' for t in CRITERION_T)}  "
-            f"mean {rows[name]['criterion']:.2f}")
+            f"mean {rows[name]['criterion']:.2f}  runs in: {', '.join(rows[name]['runs_in']) or 'none'}")
     return rows, len(val)
+
+
+def convert_candidate(weights, conv: dict, model: str, dataset: str, data_dir: str | None, calib: list):
+    """The SNN graph of ``weights`` converted with settings ``conv`` on calibration batches ``calib``."""
+    m, shape, _ = resolve_model(RunConfig(model=model, dataset=dataset, data_dir=data_dir, weights=str(weights)),
+                                log_fn=lambda _: None)
+    graph, _ = ingest(m, shape)
+    return convert_graph(graph, calib, conversion_pipeline(ConversionConfig(**conv)))[0]
+
+
+def runs_in(snn) -> list[str]:
+    """The deployment targets whose own neurons run ``snn``'s neurons as converted."""
+    return sorted(t for t, missing in framework_fit(snn).items() if not missing)
+
+
+def add_targets(card_path: Path, weights_of, model: str, dataset: str, data_dir: str | None,
+                calib_samples: int) -> dict:
+    """Add ``runs_in`` to every candidate of the card at ``card_path`` (``weights_of(candidate)``: its checkpoint
+    path), converting each with the card's calibration images; nothing else in the card changes. Atomic."""
+    card = json.loads(card_path.read_text())
+    train, _ = load_train_val(dataset, data_dir)
+    calib = [x for x, _ in train.subset(calib_samples, 1).batches(256)]
+    for name, cand in card["candidates"].items():
+        cand["runs_in"] = runs_in(convert_candidate(weights_of(cand), cand["conversion"], model, dataset, data_dir,
+                                                    calib))
+        print(f"{name:<24} runs in: {', '.join(cand['runs_in']) or 'none'}", file=sys.stderr, flush=True)
+    with atomic_file(card_path, True) as tmp:
+        Path(tmp).write_text(json.dumps(card, indent=1) + "\n")
+    return card
 
 
 def criterion_text() -> str:
@@ -74,10 +106,18 @@ def main() -> None:
     ap.add_argument("--val-samples", type=int, default=None, help="default: the whole validation split")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--overwrite", action="store_true", help="replace an existing card")
+    ap.add_argument("--targets-only", action="store_true",
+                    help="only add the targets that run each candidate (runs_in) to the existing card")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     weights = Path(args.weights)
     out = weights.with_name(weights.stem + ".recipe.json")
+    if args.targets_only:
+        if not out.is_file():
+            sys.exit(f"{out}: no recipe card to add targets to")
+        add_targets(out, lambda c: weights.with_name(c["weights"]), args.model, args.dataset, args.data_dir,
+                    args.calib_samples)
+        return
     check_output_file(out, args.overwrite)
     _, _, source = resolve_model(RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
                                            weights=str(weights)), log_fn=lambda _: None)

@@ -584,13 +584,45 @@ def embedded_default() -> dict:
     return json.loads((BUNDLED_DIR / "embedded_default.json").read_text())
 
 
+def recipe_for_target(card: dict, target: str, where: str) -> tuple[str, dict]:
+    """``(name, candidate)``: of the recipes a card was chosen among (a recipe card or the embedded default's,
+    each candidate scored on the validation split), the best by the card's criterion among those whose converted
+    network ``target``'s own neurons run as converted (``runs_in``: :func:`framework_fit` of each candidate's
+    conversion, written by ``scripts/choose_recipe.py``). The test set plays no part. ``where`` names the card
+    in the one-line errors: a target snnconv does not know, a card without ``runs_in``, no candidate that fits."""
+    from snnconv.interop import TARGETS
+
+    if target not in TARGETS:
+        raise SnnconvError(f"--target {target!r}: not a deployment target (known: {', '.join(TARGETS)})")
+    cands = card.get("candidates") or {}
+    if not cands or any("runs_in" not in c for c in cands.values()):
+        raise SnnconvError(f"{where}: its candidates do not list the targets that run them ('runs_in'); re-run "
+                           f"scripts/choose_recipe.py with --targets-only, or give the recipe with --method")
+    fit = {k: c for k, c in cands.items() if target in c["runs_in"]}
+    if not fit:
+        raise SnnconvError(f"--target {target}: none of the recipes chosen among for these weights "
+                           f"({', '.join(cands)}) runs in {target}; {where}")
+    name = max(fit, key=lambda k: fit[k]["criterion"])
+    return name, fit[name]
+
+
+def _for_target(card: dict, name: str, target: str | None) -> str:
+    """The log's words on a recipe taken for ``target`` instead of the card's overall choice."""
+    if target is None:
+        return ""
+    if name == card["chosen"]:
+        return f"; {target} runs it"
+    return f"; the best that {target} runs: '{card['chosen']}' scores higher but {target} cannot run it"
+
+
 def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: bool = False,
                        log_fn=lambda *_: None, conversion_given: bool = False) -> RunConfig:
     """Fill what ``snnconv convert`` leaves to defaults: with ``embedded`` (no model, dataset or config given)
     the bundled MNIST CNN on the full MNIST test set when the data dir holds it, else on the MNIST subset
     shipped in the package (offline), converted with the checkpoint and recipe chosen on the validation
     split (:func:`embedded_default`, said through ``log_fn``) unless weights or conversion options were given
-    (``recipe_given``); the output folder ``artifacts/<model>-<dataset>``.
+    (``recipe_given``); the output folder ``artifacts/<model>-<dataset>``. With ``cfg.target`` the recipe is
+    the card's best that the target runs (:func:`recipe_for_target`).
 
     Any other zoo model or checkpoint whose weights have a recipe card (:func:`recipe_card`) is converted
     with the card's recipe, chosen on the validation split, unless conversion settings were given
@@ -600,11 +632,13 @@ def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: boo
 
     if embedded and not recipe_given:
         choice = embedded_default()
-        cfg.weights = str(BUNDLED_DIR / choice["weights"])
-        for key, value in choice["conversion"].items():
+        name, cand = (choice["chosen"], choice) if cfg.target is None else \
+            recipe_for_target(choice, cfg.target, "snnconv/assets/embedded_default.json")
+        cfg.weights = str(BUNDLED_DIR / cand["weights"])
+        for key, value in cand["conversion"].items():
             setattr(cfg.conversion, key, value)
-        log_fn(f"embedded default: {choice['weights']} with recipe '{choice['chosen']}', chosen on the MNIST "
-               f"validation split ({choice['criterion']}; snnconv/assets/embedded_default.json)")
+        log_fn(f"embedded default: {cand['weights']} with recipe '{name}', chosen on the MNIST validation split "
+               f"({choice['criterion']}{_for_target(choice, name, cfg.target)}; snnconv/assets/embedded_default.json)")
     elif not conversion_given and cfg.passes is None:
         weights = (cfg.weights or (zoo_weights(cfg.model, cfg.dataset) if cfg.model in MODELS else None)
                    or (cfg.model if cfg.model.endswith((".pt", ".pth")) else None))
@@ -613,11 +647,14 @@ def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: boo
             log_fn(f"note: {card['path']} was chosen for other weights than {weights} (sha256 differs): not used; "
                    f"the default conversion settings apply")
         elif card:
-            for key, value in card["conversion"].items():
+            name, cand = (card["chosen"], card) if cfg.target is None else \
+                recipe_for_target(card, cfg.target, card["path"])
+            for key, value in cand["conversion"].items():
                 setattr(cfg.conversion, key, value)
-            log_fn(f"recipe '{card['chosen']}' ({', '.join(f'{k}={v}' for k, v in card['conversion'].items())}), "
-                   f"chosen for these weights on the validation split ({card['criterion']}; {Path(card['path']).name}); "
-                   f"any conversion option replaces it")
+            log_fn(f"recipe '{name}' ({', '.join(f'{k}={v}' for k, v in cand['conversion'].items())}), "
+                   f"chosen for these weights on the validation split ({card['criterion']}"
+                   f"{_for_target(card, name, cfg.target)}; {Path(card['path']).name}); any conversion option "
+                   f"replaces it")
     if embedded:
         root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
         cfg.dataset = "mnist" if _find_mnist(root, "t10k-images-idx3-ubyte") else "mnist-bundled"
@@ -723,6 +760,14 @@ def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_
     snn, records = convert_graph(job.graph, job.calibration, pipeline, labelled=job.labelled, device=cfg.device)
     if cfg.passes is None:  # a default pipeline must produce a spiking network
         check_spiking(snn)
+    if cfg.target is not None:  # before the simulation: the network is for a framework that must run it
+        missing = framework_fit(snn)[cfg.target]
+        if missing:
+            raise SnnconvError(f"--target {cfg.target}: the converted network needs {', '.join(missing)}, which "
+                               f"{cfg.target}'s own neurons do not provide; choose a recipe whose neurons it runs "
+                               f"(snnconv methods) or drop --target")
+        log_fn(f"{cfg.target} runs this network's neurons as converted (snnconv.interop); --export nir writes the "
+               f"file it loads, `snnconv verify --targets {cfg.target}` runs it there")
     warnings = conversion_warnings(snn)
     for w in warnings:
         log_fn(f"warning: {w}")

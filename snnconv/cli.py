@@ -74,6 +74,9 @@ def convert(
                                                     "simulation run (default cpu)"),
     kernels: Optional[str] = typer.Option(None, help="fp32 | int8: run spike-fed layers with int8 weights (a "
                                           "quantize pass) on exact integer kernels, CPU (default fp32)"),
+    target: Optional[str] = typer.Option(None, help="spikingjelly | snntorch | norse | sinabs: the best recipe "
+                                         "chosen on validation that this framework's own neurons run (from the "
+                                         "weights' recipe card); an error if the network needs what they lack"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --output-dir when it is an earlier snnconv "
                                    "run folder (a folder snnconv did not create is never replaced)"),
 ):
@@ -88,7 +91,7 @@ def convert(
                  "timesteps": parse_timesteps(timesteps) if timesteps else None, "output_dir": output_dir,
                  "calib_samples": calib_samples, "eval_samples": eval_samples, "batch_size": batch_size,
                  "encoding": encoding, "train_if_missing": train_if_missing or None, "seed": seed, "device": device,
-                 "kernels": kernels, "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
+                 "kernels": kernels, "target": target, "conversion": {"method": method, "percentile": percentile, "granularity": granularity,
                                 "reset": reset, "v_init": v_init,
                                 "neuron": neuron, "leak": leak, "levels": levels, "calibration": calibration,
                                 "calibration_timesteps": calib_timesteps, "signed": signed, "calibrate": calibrate,

@@ -101,6 +101,9 @@ class RunConfig:
     output_dir: str | None = None
     output: OutputConfig = field(default_factory=OutputConfig)
     train_if_missing: bool = False
+    # a deployment target (spikingjelly | snntorch | norse | sinabs, snnconv.interop): the recipe card's best
+    # recipe that this target's own neurons run, and an error when the converted network needs what it lacks
+    target: str | None = None
 
     def pipeline_spec(self, recipe: str | None = None) -> list:
         """The passes of this run: ``passes`` (its ``conversion`` entries expanded) or the recipe's pipeline;
@@ -158,6 +161,10 @@ def _typed(cls, values: dict, where: str, prefix: str = ""):
         else:
             v = _check_type(key, v, fields[k].type, where)
             choices = tuple(RECIPES) if key == "conversion.method" else CHOICES.get(key)  # recipes register later too
+            if key == "target" and v is not None:
+                from snnconv.interop import TARGETS  # registered plug-ins, like the recipes
+
+                choices = tuple(TARGETS)
             if choices and v not in choices:
                 raise SnnconvError(f"{where}: key '{key}' expects one of {', '.join(choices)}, got {v!r}")
         out[k] = v

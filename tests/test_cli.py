@@ -238,6 +238,38 @@ def test_embedded_default_uses_the_recipe_chosen_on_validation(tmp_path, snnconv
     assert json.loads((tmp_path / "emb-max" / "report.json").read_text())["conversion"]["method"] == "max"
 
 
+def test_target_takes_the_best_recipe_the_framework_runs(tmp_path, snnconv_cli, monkeypatch):
+    """`convert --target T` converts with the best candidate on validation whose neurons T's own neurons run
+    (the card's runs_in); the report's framework check agrees. A recipe T cannot run is a one-line error before
+    the simulation with no run folder; so is an unknown target."""
+    from snnconv.api import embedded_default, recipe_for_target
+
+    monkeypatch.setenv("SNNCONV_DATA_DIR", str(tmp_path / "none"))  # offline: the bundled subset
+    choice = embedded_default()
+    assert all(c["runs_in"] for c in choice["candidates"].values())  # every candidate runs somewhere
+    assert choice["candidates"][choice["chosen"]]["runs_in"] == ["sinabs"]  # graded: only sinabs (deploy.md)
+    name, cand = recipe_for_target(choice, "spikingjelly", "embedded")
+    assert name != choice["chosen"] and "spikingjelly" in cand["runs_in"]
+    assert all(cand["criterion"] >= c["criterion"] for c in choice["candidates"].values()
+               if "spikingjelly" in c["runs_in"])
+    out = tmp_path / "sj"
+    proc = snnconv_cli("convert", "--target", "spikingjelly", "--timesteps", "2", "--eval-samples", "32",
+                       "--calib-samples", "32", "--output-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"recipe '{name}'" in proc.stderr and f"'{choice['chosen']}' scores higher" in proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    assert all(r["conversion"][k] == v for k, v in cand["conversion"].items())
+    assert r["spikes"]["frameworks"]["spikingjelly"] == [] and r["config"]["target"] == "spikingjelly"
+    proc = snnconv_cli("convert", "--method", "sfn", "--target", "snntorch", "--timesteps", "2", "--eval-samples",
+                       "32", "--calib-samples", "32", "--output-dir", tmp_path / "no")
+    last = proc.stderr.strip().splitlines()[-1]  # after the conversion (what it needs is known then), no traceback
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "ANN accuracy" not in proc.stderr
+    assert last.startswith("error: --target snntorch") and "graded" in last and not (tmp_path / "no").exists()
+    proc = snnconv_cli("convert", "--target", "loihi3", "--output-dir", tmp_path / "no")
+    assert proc.returncode == 2 and "loihi3" in proc.stderr and "spikingjelly" in proc.stderr
+    assert not (tmp_path / "no").exists()
+
+
 def test_a_recipe_card_beside_the_weights_chooses_the_conversion(tmp_path, snnconv_cli, monkeypatch):
     """scripts/choose_recipe.py scores the candidate recipes on the validation split and writes the card beside
     the checkpoint; `convert --model M --dataset D` then uses it, unless a conversion option is given, the card
@@ -260,6 +292,9 @@ def test_a_recipe_card_beside_the_weights_chooses_the_conversion(tmp_path, snnco
     card = json.loads(card_path.read_text())
     assert card["chosen"] == max(card["candidates"], key=lambda k: card["candidates"][k]["criterion"])
     assert len(card["candidates"]) == 4 and "test set was not read" in card["validation"]
+    # which targets run each candidate, from its converted network: graded spikes only sinabs
+    assert card["candidates"]["sfn (graded)"]["runs_in"] == ["sinabs"]
+    assert card["candidates"]["qcfs_signed"]["runs_in"] == ["norse", "sinabs", "snntorch", "spikingjelly"]
     run = ["convert", "--model", "mnist_cnn", "--dataset", "mnist-bundled", "--timesteps", "2", "--eval-samples",
            "16", "--calib-samples", "32", "--output-dir"]
     proc = snnconv_cli(*run, tmp_path / "a")
@@ -270,6 +305,19 @@ def test_a_recipe_card_beside_the_weights_chooses_the_conversion(tmp_path, snnco
     proc = snnconv_cli(*run, tmp_path / "b", "--method", "max")  # an explicit option wins
     assert proc.returncode == 0 and "recipe '" not in proc.stderr
     assert json.loads((tmp_path / "b" / "report.json").read_text())["conversion"]["method"] == "max"
+    proc = snnconv_cli(*run, tmp_path / "t", "--target", "norse")  # the card's best that Norse runs
+    best = max((k for k, c in card["candidates"].items() if "norse" in c["runs_in"]),
+               key=lambda k: card["candidates"][k]["criterion"])
+    assert proc.returncode == 0 and f"recipe '{best}'" in proc.stderr, proc.stderr
+    stripped = {**card, "candidates": {k: {f: v for f, v in c.items() if f != "runs_in"}
+                                       for k, c in card["candidates"].items()}}
+    card_path.write_text(json.dumps(stripped))  # a card from before runs_in: --target says how to add them
+    proc = snnconv_cli(*run, tmp_path / "u", "--target", "norse")
+    assert proc.returncode == 2 and "--targets-only" in proc.stderr and not (tmp_path / "u").exists()
+    proc = subprocess.run([sys.executable, str(script), "--model", "mnist_cnn", "--dataset", "mnist-bundled",
+                           "--weights", str(weights), "--data-dir", str(tmp_path), "--calib-samples", "64",
+                           "--threads", "1", "--targets-only"], capture_output=True, text=True)
+    assert proc.returncode == 0 and json.loads(card_path.read_text()) == card, proc.stderr  # the same lists back
     card_path.write_text(json.dumps({**card, "checkpoint_sha256": "0" * 64}))  # chosen for other weights
     proc = snnconv_cli(*run, tmp_path / "c")
     assert proc.returncode == 0 and "sha256 differs" in proc.stderr and "recipe '" not in proc.stderr
