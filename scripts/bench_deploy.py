@@ -55,10 +55,12 @@ NETWORKS = {
                                  "calibrate": True, "calibration_timesteps": 4}),
     ]),
     # the headline `snnconv convert --model resnet18 --dataset cifar10`: its recipe card's choice (graded spikes,
-    # which only sinabs' multi-spike neurons honour) and the binary route at T=4 (signed spikes)
+    # which only sinabs' multi-spike neurons honour), the binary route at T=4 (signed spikes) and what
+    # `--target spikingjelly|snntorch|norse` takes from the card (the best on validation those run)
     "resnet18": ("resnet18", "cifar10", R18_QCFS, [
         ("sfn", {"method": "sfn"}),
         ("qcfs_signed", {"method": "qcfs", "signed": True}),
+        ("qcfs_signed_bc4", {"method": "qcfs", "signed": True, "calibrate": True, "calibration_timesteps": 4}),
     ]),
     # max pooling kept (maxpool.md): the count mode is an operator NIR cannot write; the tree builds it from
     # signed IF neurons (ternary units on binary spikes; 2-level units on signed spikes: graded)
