@@ -309,6 +309,18 @@ def test_a_recipe_card_beside_the_weights_chooses_the_conversion(tmp_path, snnco
     best = max((k for k, c in card["candidates"].items() if "norse" in c["runs_in"]),
                key=lambda k: card["candidates"][k]["criterion"])
     assert proc.returncode == 0 and f"recipe '{best}'" in proc.stderr, proc.stderr
+    # a batch item with no conversion converts as `convert --config` does: with the card (or --target's pick)
+    from snnconv.batch import run_batch
+
+    for name, extra in (("plain", ""), ("norse", "target: norse\n")):
+        (tmp_path / f"{name}.yaml").write_text("model: mnist_cnn\ndataset: mnist-bundled\ntimesteps: [2]\n"
+                                               "eval_samples: 16\ncalib_samples: 32\n" + extra)
+    summary = run_batch([tmp_path / "plain.yaml", tmp_path / "norse.yaml"], tmp_path / "batch", log_fn=lambda *_: None)
+    assert summary["ok"] == 2, summary
+    for name, want in (("plain", card["chosen"]), ("norse", best)):
+        conv = json.loads((tmp_path / "batch" / name / "report.json").read_text())["conversion"]
+        assert all(conv[k] == v for k, v in card["candidates"][want]["conversion"].items())
+    assert card["candidates"][card["chosen"]]["conversion"] != card["candidates"][best]["conversion"]
     stripped = {**card, "candidates": {k: {f: v for f, v in c.items() if f != "runs_in"}
                                        for k, c in card["candidates"].items()}}
     card_path.write_text(json.dumps(stripped))  # a card from before runs_in: --target says how to add them
