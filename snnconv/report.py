@@ -305,7 +305,8 @@ def framework_line(fit: dict[str, list[str]]) -> str:
     runs = [k for k, missing in fit.items() if not missing]
     refused = [f"{k} (no {', '.join(missing)})" for k, missing in fit.items() if missing]
     return (f"frameworks whose own neurons run these neurons as converted: {', '.join(runs) or 'none'}"
-            + (f"; not: {'; '.join(refused)}" if refused else "") + " (check the exported file with `snnconv verify`)")
+            + (f"; not: {'; '.join(refused)}" if refused else "") + " (check the exported file with `snnconv verify`"
+            + ("; --target <framework> converts with the best recipe it runs" if refused else "") + ")")
 
 
 def environment() -> dict:

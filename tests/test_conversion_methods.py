@@ -316,6 +316,7 @@ def test_cli_method_selection(snnconv_cli_factory, tmp_path, method, extra, grad
     assert set(fit) >= {"spikingjelly", "snntorch", "norse", "sinabs"} and fit["sinabs"] == []
     assert all(fit[k] == (["graded"] if graded else []) for k in ("spikingjelly", "snntorch", "norse"))
     assert ("not: spikingjelly (no graded)" in md) is graded and ("not: spikingjelly (no graded)" in r.stdout + r.stderr) is graded
+    assert ("--target <framework>" in md) is graded  # how to get a network the others run
 
 
 def test_framework_fit_names_what_no_target_provides():
