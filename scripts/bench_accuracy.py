@@ -209,8 +209,10 @@ def run_method(suite, method, args, ts, test, calib_batches, store, val=None) ->
         row["per_t"] = per_t(stats, ts, acc, offset=args.srp_tau, val_acc=val_acc)
         row["srp_tau"] = args.srp_tau
     else:
-        stats = simulate(snn, test, max(ts), args.batch_size, layer_error=False)
-        val_acc = simulate(snn, val, max(ts), args.batch_size, layer_error=False).accuracy() if val is not None else None
+        say = lambda m: print(f"[{suite}/{method}] {m}", flush=True)  # noqa: E731 - progress of a long row
+        stats = simulate(snn, test, max(ts), args.batch_size, layer_error=False, log_fn=say)
+        val_acc = (simulate(snn, val, max(ts), args.batch_size, layer_error=False, log_fn=say).accuracy()
+                   if val is not None else None)
         row["per_t"] = per_t(stats, ts, stats.accuracy(), val_acc=val_acc)
     if val is not None:
         row["val_samples"] = len(val)

@@ -27,7 +27,7 @@ from snnconv.ir import Graph
 from snnconv.models.zoo import MODELS, build_model
 from snnconv.output import atomic_dir
 from snnconv.passes import PassContext, Pipeline
-from snnconv.progress import progress
+from snnconv.progress import ProgressLines, progress
 from snnconv.recipes import get_recipe
 from snnconv.report import environment, framework_line, write_report
 from snnconv.runtime.interpreter import run_ann
@@ -482,12 +482,17 @@ def ann_macs(graph: Graph) -> float:
     return total
 
 
+#: a simulation shorter than this prints no progress lines (short commands keep their output as it is)
+SIM_QUIET_SECONDS = 30.0
+
+
 def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, chunk: int = 8,
              layer_error: bool = True, encoder: Encoder | None = None, device=None, kernels: str = "fp32",
              log_fn=None) -> SimStats:
     """Run the SNN on ``split`` for ``timesteps`` steps (on ``device``, default cpu); accuracy for every
     t <= T comes from this one run. ``kernels="int8"``: the layers :mod:`snnconv.runtime.lowp` can run exactly on
-    integer kernels do (``log_fn`` is told which and why the others cannot)."""
+    integer kernels do (``log_fn`` is told which and why the others cannot). Off a terminal, ``log_fn`` also gets
+    a progress line (batches done, ETA) every 5 % once the run has taken 30 s."""
     from snnconv.passes.srp import presim_steps
     from snnconv.runtime import distributed as dist
 
@@ -500,9 +505,13 @@ def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, 
     part, first = _batch_shard(split, batch_size)  # under torchrun: this process's block of batches
     sim._batches = first  # global batch index: seeds of stochastic encoders match a one-process run
     nb = -(-len(part) // batch_size)
+    # off a terminal (logs, CI) a long simulation still says how far it is, after its first 30 s
+    lines = ProgressLines(log_fn, f"SNN T={timesteps}", nb, quiet_seconds=SIM_QUIET_SECONDS) if log_fn else None
     for i, (x, y) in enumerate(progress(part.batches(batch_size), total=nb, desc=f"SNN T={timesteps}"),
                                start=first):
         sim.run(x, y, layer_error=layer_error and i < 4)  # layer error from the first batches only
+        if lines is not None:
+            lines.update(i - first + 1)
     return dist.all_reduce_stats(sim.stats)
 
 

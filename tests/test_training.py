@@ -124,3 +124,27 @@ def test_progress_lines_when_not_on_a_terminal(tmp_path, monkeypatch):
     h = res["history"][0]
     assert h["images_per_second"] > 0 and h["val_acc"] is not None and res["accuracy"] is not None
     assert res["train_samples"] == len(tr) and res["val_samples"] == len(val)
+
+
+def test_simulation_progress_lines_only_for_long_runs(monkeypatch):
+    """simulate() with a log: off a terminal, long runs print batches done and ETA (no loss); runs shorter than
+    the quiet period print nothing, so short commands keep their output."""
+    from snnconv import api
+    from snnconv import progress as prog
+    from snnconv.api import conversion_pipeline, convert_graph, ingest, resolve_model, simulate
+    from snnconv.checkpoints import BUNDLED_DIR
+    from snnconv.config import ConversionConfig, RunConfig
+
+    monkeypatch.delenv("SNNCONV_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(prog.sys.stderr, "isatty", lambda: False)
+    m, shape, _ = resolve_model(RunConfig(model="mnist_cnn", dataset="mnist-bundled",
+                                          weights=str(BUNDLED_DIR / "mnist_cnn_qcfs4-mnist.pt")), log_fn=lambda _: None)
+    snn, _ = convert_graph(ingest(m, shape)[0], [], conversion_pipeline(ConversionConfig(method="qcfs")))
+    test = load_dataset("mnist-bundled", None, train=False).subset(64)
+    quiet = []
+    simulate(snn, test, 2, batch_size=16, log_fn=quiet.append)
+    assert quiet == []  # well under 30 s
+    lines = []
+    monkeypatch.setattr(api, "SIM_QUIET_SECONDS", 0.0)  # as if the run had been long
+    simulate(snn, test, 2, batch_size=16, log_fn=lines.append)
+    assert lines and lines[-1].startswith("SNN T=2: 100% (4/4 batches)") and "loss" not in lines[-1]
