@@ -50,7 +50,7 @@ def score(candidates: dict[str, tuple[str, dict]], model: str, dataset: str, dat
     converted with ``calib_samples`` training-part images (seed 1) and simulated on the validation split."""
     train, val = load_train_val(dataset, data_dir)
     val = val.subset(val_samples, 0)
-    calib = [x for x, _ in train.subset(calib_samples, 1).batches(256)]
+    calib = calibration_batches(train, calib_samples)
     rows = {}
     for name, (weights, conv) in candidates.items():
         snn = convert_candidate(weights, conv, model, dataset, data_dir, calib)
@@ -61,6 +61,11 @@ def score(candidates: dict[str, tuple[str, dict]], model: str, dataset: str, dat
         log(f"{name:<24} val {' / '.join(f'{acc[t - 1]:.2f}' for t in CRITERION_T)}  "
             f"mean {rows[name]['criterion']:.2f}  runs in: {', '.join(rows[name]['runs_in']) or 'none'}")
     return rows, len(val)
+
+
+def calibration_batches(train, n: int) -> list:
+    """The card's calibration images: ``n`` of the training part (seed 1), the same for every candidate."""
+    return [x for x, _ in train.subset(n, 1).batches(256)]
 
 
 def convert_candidate(weights, conv: dict, model: str, dataset: str, data_dir: str | None, calib: list):
@@ -81,8 +86,7 @@ def add_targets(card_path: Path, weights_of, model: str, dataset: str, data_dir:
     """Add ``runs_in`` to every candidate of the card at ``card_path`` (``weights_of(candidate)``: its checkpoint
     path), converting each with the card's calibration images; nothing else in the card changes. Atomic."""
     card = json.loads(card_path.read_text())
-    train, _ = load_train_val(dataset, data_dir)
-    calib = [x for x, _ in train.subset(calib_samples, 1).batches(256)]
+    calib = calibration_batches(load_train_val(dataset, data_dir)[0], calib_samples)
     for name, cand in card["candidates"].items():
         cand["runs_in"] = runs_in(convert_candidate(weights_of(cand), cand["conversion"], model, dataset, data_dir,
                                                     calib))

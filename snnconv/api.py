@@ -599,10 +599,9 @@ def recipe_for_target(card: dict, target: str, where: str) -> tuple[str, dict]:
     network ``target``'s own neurons run as converted (``runs_in``: :func:`framework_fit` of each candidate's
     conversion, written by ``scripts/choose_recipe.py``). The test set plays no part. ``where`` names the card
     in the one-line errors: a target snnconv does not know, a card without ``runs_in``, no candidate that fits."""
-    from snnconv.interop import TARGETS
+    from snnconv.interop.base import get_target
 
-    if target not in TARGETS:
-        raise SnnconvError(f"--target {target!r}: not a deployment target (known: {', '.join(TARGETS)})")
+    get_target(target)  # an unknown name is a one-line error listing the registered targets
     cands = card.get("candidates") or {}
     if not cands or any("runs_in" not in c for c in cands.values()):
         raise SnnconvError(f"{where}: its candidates do not list the targets that run them ('runs_in'); re-run "
@@ -635,7 +634,8 @@ def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: boo
 
     Any other zoo model or checkpoint whose weights have a recipe card (:func:`recipe_card`) is converted
     with the card's recipe, chosen on the validation split, unless conversion settings were given
-    (``conversion_given``: options or a config file's ``conversion``) or the config lists its passes."""
+    (``conversion_given``: options on the command line, or ``cfg.conversion`` differing from the defaults, e.g.
+    a config file's ``conversion``) or the config lists its passes."""
     from snnconv.checkpoints import BUNDLED_DIR
     from snnconv.data.datasets import _find_mnist, default_data_dir
 
@@ -648,7 +648,7 @@ def apply_run_defaults(cfg: RunConfig, embedded: bool = False, recipe_given: boo
             setattr(cfg.conversion, key, value)
         log_fn(f"embedded default: {cand['weights']} with recipe '{name}', chosen on the MNIST validation split "
                f"({choice['criterion']}{_for_target(choice, name, cfg.target)}; snnconv/assets/embedded_default.json)")
-    elif not conversion_given and cfg.passes is None:
+    elif not (conversion_given or cfg.conversion != ConversionConfig()) and cfg.passes is None:
         weights = (cfg.weights or (zoo_weights(cfg.model, cfg.dataset) if cfg.model in MODELS else None)
                    or (cfg.model if cfg.model.endswith((".pt", ".pth")) else None))
         card = recipe_card(weights) if weights else None

@@ -175,7 +175,6 @@ def run_item(item: BatchItem, out_dir: str, resume: bool = False, threads: int |
              overwrite: bool = False) -> dict:
     """Run one item; never raises for the item's own failures (they are returned as ``status: failed``)."""
     from snnconv.api import apply_run_defaults, run_convert
-    from snnconv.config import ConversionConfig
 
     if threads:
         import torch
@@ -191,7 +190,7 @@ def run_item(item: BatchItem, out_dir: str, resume: bool = False, threads: int |
         cfg.output_dir = out_dir
         # the defaults `snnconv convert --config` applies: a recipe card beside the weights (or --target's
         # pick from it) when the item sets no conversion, so a batch item converts as that command would
-        apply_run_defaults(cfg, recipe_given=False, log_fn=log, conversion_given=cfg.conversion != ConversionConfig())
+        apply_run_defaults(cfg, log_fn=log)
         cfg.output.overwrite = overwrite or resume  # only ever an snnconv run folder inside this batch folder
         report_path = Path(out_dir) / "report.json"
         if resume and report_path.is_file() and _same_config(report_path, cfg):

@@ -85,7 +85,7 @@ def convert(
     With no --model/--dataset/--config it converts the bundled MNIST CNN (offline, < 1 min)."""
     from snnconv.api import run_convert
     from snnconv.backends.exports import parse_exports
-    from snnconv.config import ConversionConfig, load_config, parse_timesteps
+    from snnconv.config import load_config, parse_timesteps
 
     overrides = {"model": model, "weights": weights, "dataset": dataset, "data_dir": data_dir,
                  "timesteps": parse_timesteps(timesteps) if timesteps else None, "output_dir": output_dir,
@@ -109,7 +109,7 @@ def convert(
     options_given = any(v is not None for v in overrides["conversion"].values())
     apply_run_defaults(cfg, embedded=model is None and dataset is None and config is None,
                        recipe_given=weights is not None or options_given, log_fn=log,
-                       conversion_given=options_given or cfg.conversion != ConversionConfig())
+                       conversion_given=options_given)
     run_convert(cfg, log_fn=log, coverage_fn=lambda t: log("op coverage:\n" + t))
 
 
