@@ -7,8 +7,9 @@ read. Criterion, fixed before looking: the mean validation accuracy over T = 1, 
 regime the project is for). The card, ``<checkpoint stem>.recipe.json`` beside the checkpoint, is what
 ``snnconv convert`` uses for those weights when no conversion option is given (``snnconv.api.recipe_card``);
 it records the checkpoint's sha256, so a card is never applied to other weights. Each candidate also lists
-the deployment targets whose own neurons run its converted network (``runs_in``, from
-``snnconv.api.framework_fit``): ``snnconv convert --target T`` takes the best candidate that T runs.
+the deployment targets that run its converted network as converted (``runs_in``, from
+``snnconv.api.target_refusal``: the target's own neurons, and the export that carries it there):
+``snnconv convert --target T`` takes the best candidate that T runs.
 
     python scripts/choose_recipe.py --model resnet18 --dataset cifar10 \\
         --weights docs/benchmarks/checkpoints/resnet18-cifar10.pt --data-dir ../shared/datasets
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO, command, sha256  # noqa: E402
 
 from snnconv.api import (conversion_pipeline, convert_graph, framework_fit, ingest, resolve_model,  # noqa: E402
-                         simulate)
+                         simulate, target_refusal)
 from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
 from snnconv.data.datasets import load_train_val  # noqa: E402
 from snnconv.output import atomic_file, check_output_file  # noqa: E402
@@ -77,8 +78,9 @@ def convert_candidate(weights, conv: dict, model: str, dataset: str, data_dir: s
 
 
 def runs_in(snn) -> list[str]:
-    """The deployment targets whose own neurons run ``snn``'s neurons as converted."""
-    return sorted(t for t, missing in framework_fit(snn).items() if not missing)
+    """The deployment targets that run ``snn`` as converted (their own neurons, and the export that carries it)."""
+    fit = framework_fit(snn)
+    return sorted(t for t in fit if target_refusal(snn, t, fit) is None)
 
 
 def add_targets(card_path: Path, weights_of, model: str, dataset: str, data_dir: str | None,

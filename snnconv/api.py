@@ -535,7 +535,7 @@ def evaluate(snn: str | None = None, model: str | None = None, weights: str | No
     return {"ann_accuracy": ann_accuracy(graph, split, device=device)[0]}
 
 
-def spike_format(graph: Graph) -> dict:
+def spike_format(graph: Graph, fit: dict[str, list[str]] | None = None) -> dict:
     """What the hardware must carry per spike: graded (multi-level) and/or signed spikes."""
     from snnconv.passes.sfn import graded_spikes
 
@@ -548,17 +548,18 @@ def spike_format(graph: Graph) -> dict:
     if info["signed"]:
         needs.append("signed spikes (a sign bit per spike, or two axons per neuron on binary-spike chips)")
     info["hardware"] = "; ".join(needs) or "binary spikes"
-    info["frameworks"] = framework_fit(graph)
+    info["frameworks"] = fit or framework_fit(graph)
     return info
 
 
 def framework_fit(graph: Graph) -> dict[str, list[str]]:
-    """For each registered deployment target (:data:`snnconv.interop.TARGETS`): what the graph's spiking
-    neurons need that the target's own neurons do not provide (``[]``: it runs them as written). Read from the
-    targets' declared capabilities (``Target.supports``, the same set ``Target.check`` refuses a NIR neuron
-    with); nothing is imported. Spiking nodes other than IF/LIF neurons (function, Izhikevich, ...), refractory
-    periods and SRP pre-runs are needs no target provides. ``snnconv verify`` runs an exported file in them."""
-    from snnconv.interop import TARGETS
+    """For each deployment target (:func:`snnconv.interop.deployment_targets`: the frameworks that run a NIR
+    file, and Lava): what the graph's spiking neurons need that the target's own neurons do not provide
+    (``[]``: it runs them as written). Read from the targets' declared capabilities (``Target.supports``, the
+    same set ``Target.check`` refuses a NIR neuron with); nothing is imported. Spiking nodes other than IF/LIF
+    neurons (function, Izhikevich, ...), refractory periods and SRP pre-runs are needs no target provides.
+    ``snnconv verify`` runs an exported file in them; :func:`target_refusal` adds the export's own check."""
+    from snnconv.backends.exports import deployment_targets
     from snnconv.interop.base import neuron_needs
 
     need: set[str] = set()
@@ -570,7 +571,24 @@ def framework_fit(graph: Graph) -> dict[str, list[str]]:
             continue
         need |= neuron_needs(n.reset, n.v_init, n.model, n.levels, n.signed)
         need.update(k for k, on in (("refractory", bool(n.refractory)), ("SRP pre-run", bool(n.presim))) if on)
-    return {name: sorted(need - set(t.supports)) for name, t in TARGETS.items()}
+    return {name: sorted(need - set(supports)) for name, supports in deployment_targets().items()}
+
+
+def target_refusal(snn: Graph, target: str, fit: dict[str, list[str]] | None = None) -> str | None:
+    """Why ``target`` cannot run the converted ``snn`` as converted (one line), or ``None`` when it can: its
+    neurons (:func:`framework_fit`, or ``fit`` when already computed), then the check of the export that
+    carries the network there (the NIR file for the frameworks, Lava's own network for Lava: the layout its
+    synapse processes map)."""
+    from snnconv.backends.exports import EXPORT_TARGETS, deployment_export
+
+    missing = (fit or framework_fit(snn))[target]
+    if missing:
+        return f"the converted network needs {', '.join(missing)}, which {target}'s own neurons do not provide"
+    try:
+        EXPORT_TARGETS[deployment_export(target)].backend().check_export(snn)
+    except SnnconvError as e:
+        return str(e)
+    return None
 
 
 def held_out_split(dataset: str, data_dir, n: int, seed: int, size: int | None = None) -> Split:
@@ -599,9 +617,9 @@ def recipe_for_target(card: dict, target: str, where: str) -> tuple[str, dict]:
     network ``target``'s own neurons run as converted (``runs_in``: :func:`framework_fit` of each candidate's
     conversion, written by ``scripts/choose_recipe.py``). The test set plays no part. ``where`` names the card
     in the one-line errors: a target snnconv does not know, a card without ``runs_in``, no candidate that fits."""
-    from snnconv.interop.base import get_target
+    from snnconv.backends.exports import check_deployment_target
 
-    get_target(target)  # an unknown name is a one-line error listing the registered targets
+    check_deployment_target(target)  # an unknown name is a one-line error listing the deployment targets
     cands = card.get("candidates") or {}
     if not cands or any("runs_in" not in c for c in cands.values()):
         raise SnnconvError(f"{where}: its candidates do not list the targets that run them ('runs_in'); re-run "
@@ -769,14 +787,18 @@ def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_
     snn, records = convert_graph(job.graph, job.calibration, pipeline, labelled=job.labelled, device=cfg.device)
     if cfg.passes is None:  # a default pipeline must produce a spiking network
         check_spiking(snn)
-    if cfg.target is not None:  # before the simulation: the network is for a framework that must run it
-        missing = framework_fit(snn)[cfg.target]
-        if missing:
-            raise SnnconvError(f"--target {cfg.target}: the converted network needs {', '.join(missing)}, which "
-                               f"{cfg.target}'s own neurons do not provide; choose a recipe whose neurons it runs "
-                               f"(snnconv methods) or drop --target")
-        log_fn(f"{cfg.target} runs this network's neurons as converted (snnconv.interop); --export nir writes the "
-               f"file it loads, `snnconv verify --targets {cfg.target}` runs it there")
+    fit = framework_fit(snn)
+    if cfg.target is not None:  # before the simulation: the network is for a target that must run it
+        from snnconv.backends.exports import deployment_export
+
+        why = target_refusal(snn, cfg.target, fit)
+        if why:
+            raise SnnconvError(f"--target {cfg.target}: {why}; choose a recipe whose neurons it runs (snnconv methods) "
+                               f"or drop --target")
+        fmt = deployment_export(cfg.target)
+        log_fn(f"{cfg.target} runs this network's neurons as converted; --export {fmt} writes the network it "
+               + ("runs, with a Lava run compared to snnconv" if fmt == cfg.target
+                  else f"loads, `snnconv verify --targets {cfg.target}` runs it there"))
     warnings = conversion_warnings(snn)
     for w in warnings:
         log_fn(f"warning: {w}")
@@ -792,7 +814,7 @@ def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_
         "timesteps": cfg.timesteps, "max_T": T,
     }
     report.update(task.score(job, snn, cfg, log_fn))
-    report.update({"spikes": spike_format(snn), "passes": records, "coverage": job.coverage, "config": cfg.to_dict(),
+    report.update({"spikes": spike_format(snn, fit), "passes": records, "coverage": job.coverage, "config": cfg.to_dict(),
                    "environment": environment(), "warnings": warnings})
     if any(report["spikes"]["frameworks"].values()):  # a target that cannot run the result: say so now
         log_fn(framework_line(report["spikes"]["frameworks"]))

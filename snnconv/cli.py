@@ -74,7 +74,7 @@ def convert(
                                                     "simulation run (default cpu)"),
     kernels: Optional[str] = typer.Option(None, help="fp32 | int8: run spike-fed layers with int8 weights (a "
                                           "quantize pass) on exact integer kernels, CPU (default fp32)"),
-    target: Optional[str] = typer.Option(None, help="spikingjelly | snntorch | norse | sinabs: the best recipe "
+    target: Optional[str] = typer.Option(None, help="spikingjelly | snntorch | norse | sinabs | lava: the best recipe "
                                          "chosen on validation that this framework's own neurons run (from the "
                                          "weights' recipe card); an error if the network needs what they lack"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --output-dir when it is an earlier snnconv "

@@ -101,7 +101,7 @@ class RunConfig:
     output_dir: str | None = None
     output: OutputConfig = field(default_factory=OutputConfig)
     train_if_missing: bool = False
-    # a deployment target (spikingjelly | snntorch | norse | sinabs, snnconv.interop): the recipe card's best
+    # a deployment target (spikingjelly | snntorch | norse | sinabs | lava, snnconv.interop): the recipe card's best
     # recipe that this target's own neurons run, and an error when the converted network needs what it lacks
     target: str | None = None
 
@@ -162,9 +162,9 @@ def _typed(cls, values: dict, where: str, prefix: str = ""):
             v = _check_type(key, v, fields[k].type, where)
             choices = tuple(RECIPES) if key == "conversion.method" else CHOICES.get(key)  # recipes register later too
             if key == "target" and v is not None:
-                from snnconv.interop import TARGETS  # registered plug-ins, like the recipes
+                from snnconv.backends.exports import deployment_targets  # registered plug-ins, like the recipes
 
-                choices = tuple(TARGETS)
+                choices = tuple(deployment_targets())
             if choices and v not in choices:
                 raise SnnconvError(f"{where}: key '{key}' expects one of {', '.join(choices)}, got {v!r}")
         out[k] = v

@@ -247,7 +247,7 @@ def test_target_takes_the_best_recipe_the_framework_runs(tmp_path, snnconv_cli, 
     monkeypatch.setenv("SNNCONV_DATA_DIR", str(tmp_path / "none"))  # offline: the bundled subset
     choice = embedded_default()
     assert all(c["runs_in"] for c in choice["candidates"].values())  # every candidate runs somewhere
-    assert choice["candidates"][choice["chosen"]]["runs_in"] == ["sinabs"]  # graded: only sinabs (deploy.md)
+    assert choice["candidates"][choice["chosen"]]["runs_in"] == ["lava", "sinabs"]  # graded: sinabs, Lava (deploy.md)
     name, cand = recipe_for_target(choice, "spikingjelly", "embedded")
     assert name != choice["chosen"] and "spikingjelly" in cand["runs_in"]
     assert all(cand["criterion"] >= c["criterion"] for c in choice["candidates"].values()
@@ -268,6 +268,29 @@ def test_target_takes_the_best_recipe_the_framework_runs(tmp_path, snnconv_cli, 
     proc = snnconv_cli("convert", "--target", "loihi3", "--output-dir", tmp_path / "no")
     assert proc.returncode == 2 and "loihi3" in proc.stderr and "spikingjelly" in proc.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_convert_target_lava_delivers_the_network_lava_runs(tmp_path, snnconv_cli, monkeypatch):
+    """`convert --target lava --export lava` on the embedded default: the card's best recipe that Lava runs (the
+    overall choice: Lava runs graded spikes), its Lava network run in Lava equal to snnconv's integer reference,
+    and nothing left in the export folder but what the export writes."""
+    from snnconv.api import embedded_default
+    from snnconv.backends import lava
+
+    lava.lava_python()  # CI installs Lava: a missing venv fails here, it does not skip
+    monkeypatch.setenv("SNNCONV_DATA_DIR", str(tmp_path / "none"))  # offline: the bundled subset
+    choice = embedded_default()
+    assert "lava" in choice["candidates"][choice["chosen"]]["runs_in"]
+    out = tmp_path / "run"
+    proc = snnconv_cli("convert", "--target", "lava", "--export", "lava", "--timesteps", "2", "--eval-samples", "32",
+                       "--calib-samples", "32", "--output-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"recipe '{choice['chosen']}'" in proc.stderr and "lava runs it" in proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    assert r["config"]["target"] == "lava" and r["spikes"]["frameworks"]["lava"] == []
+    cmp = json.loads((out / "lava" / "comparison.json").read_text())
+    assert cmp["comparison"]["readout_identical"], cmp
+    assert not (out / "lava" / "__pycache__").exists()
 
 
 def test_a_recipe_card_beside_the_weights_chooses_the_conversion(tmp_path, snnconv_cli, monkeypatch):
@@ -292,9 +315,9 @@ def test_a_recipe_card_beside_the_weights_chooses_the_conversion(tmp_path, snnco
     card = json.loads(card_path.read_text())
     assert card["chosen"] == max(card["candidates"], key=lambda k: card["candidates"][k]["criterion"])
     assert len(card["candidates"]) == 4 and "test set was not read" in card["validation"]
-    # which targets run each candidate, from its converted network: graded spikes only sinabs
-    assert card["candidates"]["sfn (graded)"]["runs_in"] == ["sinabs"]
-    assert card["candidates"]["qcfs_signed"]["runs_in"] == ["norse", "sinabs", "snntorch", "spikingjelly"]
+    # which targets run each candidate, from its converted network: graded spikes only sinabs and Lava
+    assert card["candidates"]["sfn (graded)"]["runs_in"] == ["lava", "sinabs"]
+    assert card["candidates"]["qcfs_signed"]["runs_in"] == ["lava", "norse", "sinabs", "snntorch", "spikingjelly"]
     run = ["convert", "--model", "mnist_cnn", "--dataset", "mnist-bundled", "--timesteps", "2", "--eval-samples",
            "16", "--calib-samples", "32", "--output-dir"]
     proc = snnconv_cli(*run, tmp_path / "a")

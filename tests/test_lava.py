@@ -184,3 +184,35 @@ def test_verify_gate_runs_lava_as_a_target(tmp_path):
     e = rep["targets"]["lava"]
     assert e["status"] == "ran" and e["readout_equals_integer_reference"] and e["spike_mismatches"] == 0, e
     assert not gate(rep, min_agreement=80.0), gate(rep)
+
+
+class _Skip(nn.Module):
+    """The readout reads a spiking layer and the (analog) input: a layout Lava's synapse processes cannot map."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.fc, self.skip = nn.Conv2d(1, 2, 3, padding=1), nn.Linear(2 * 36, 3), nn.Linear(36, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.c(x)), 1)) + self.skip(torch.flatten(x, 1))
+
+
+def test_target_lava_checks_the_neurons_and_the_layout():
+    """Lava is a deployment target (`convert --target lava`): it runs graded, signed, subtract-reset neurons
+    (framework_fit), and target_refusal adds the Lava export's own check of the layout."""
+    from snnconv.api import framework_fit, target_refusal
+    from snnconv.backends.exports import check_deployment_target, deployment_export
+
+    check_deployment_target("lava")
+    assert deployment_export("lava") == "lava" and deployment_export("sinabs") == "nir"
+    graded = _net(ConversionConfig(method="sfn", levels=4))
+    fit = framework_fit(graded)
+    assert fit["lava"] == [] and fit["spikingjelly"] == ["graded"]
+    assert target_refusal(graded, "lava") is None and "graded" in target_refusal(graded, "spikingjelly")
+    torch.manual_seed(2)
+    skip = convert_module(_Skip().eval(), (1, 6, 6), [CALIB], ConversionConfig())
+    assert framework_fit(skip)["lava"] == []  # its neurons are fine; the layout is not
+    assert "readout must read one spiking layer" in target_refusal(skip, "lava")
+    with pytest.raises(SnnconvError, match="unknown target 'loihi3'.*lava"):
+        check_deployment_target("loihi3")
+

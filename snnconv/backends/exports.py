@@ -10,6 +10,10 @@ before the slow simulation) and ``write_export(path, snn, ann, input_shape, data
 * ``lava`` -> ``lava/``: the converted SNN as one integer Lava network for Loihi 2, its hardware report and a
   Lava run compared with snnconv (:mod:`snnconv.backends.lava`).
 
+An export whose written network runs the converted neurons itself (``supports``: the neuron features it keeps,
+the names of ``snnconv.interop.Target.supports``) is also a deployment target of ``snnconv convert --target``
+(:func:`deployment_targets`); ``lava`` is one.
+
 :func:`write_exports` is called inside the run's atomic folder: if an export fails, the whole run folder is
 discarded. This module imports nothing heavy (the config validates export names against it).
 """
@@ -28,6 +32,8 @@ class ExportTarget:
     file: str  # file or folder name inside a run folder
     module: str  # the backend module with check_export(snn) and write_export(...)
     help: str
+    #: the neuron features the written network runs as converted, when it is a deployment target of its own
+    supports: frozenset | None = None
 
     def backend(self):
         return importlib.import_module(self.module)
@@ -43,7 +49,10 @@ def register_export(target: ExportTarget) -> ExportTarget:
 
 register_export(ExportTarget("onnx", "ann.onnx", "snnconv.backends.onnx_export", "the ANN before conversion (ONNX)"))
 register_export(ExportTarget("nir", "snn.nir", "snnconv.backends.nir", "the converted SNN in NIR (docs/nir.md)"))
-register_export(ExportTarget("lava", "lava", "snnconv.backends.lava", "the converted SNN as a Lava network (docs/lava.md)"))
+register_export(ExportTarget("lava", "lava", "snnconv.backends.lava", "the converted SNN as a Lava network (docs/lava.md)",
+                             # SnnconvIF (backends/lava_runner.py): both resets, initial membrane, leak, graded and
+                             # signed spikes in Loihi 2 fixed point; no refractory period or SRP pre-run
+                             supports=frozenset({"subtract", "zero", "v_init", "lif", "graded", "signed"})))
 
 
 def parse_exports(v, where: str = "export") -> list[str]:
@@ -79,3 +88,25 @@ def write_exports(folder: str | Path, formats, snn, ann, input_shape: tuple, dat
         t.backend().write_export(folder / t.file, snn, ann, input_shape, dataset, data_dir, log_fn)
         written.append(t.file)
     return written
+
+
+def deployment_targets() -> dict[str, frozenset]:
+    """Every target ``snnconv convert --target`` can deliver to, with the neuron features its own neurons run
+    as converted: the frameworks of :mod:`snnconv.interop` (through the NIR file) and the export targets whose
+    written network runs the neurons itself (``ExportTarget.supports``, e.g. Lava). Nothing heavy is imported."""
+    from snnconv.interop import TARGETS
+
+    out = {name: t.supports for name, t in TARGETS.items()}
+    out.update({name: e.supports for name, e in EXPORT_TARGETS.items() if e.supports is not None})
+    return out
+
+
+def deployment_export(target: str) -> str:
+    """The export format that carries a network to ``target``: its own (Lava), else the NIR file."""
+    return target if target in EXPORT_TARGETS else "nir"
+
+
+def check_deployment_target(name: str) -> None:
+    """A one-line error for a name that is not a deployment target, listing them."""
+    if name not in deployment_targets():
+        raise SnnconvError(f"unknown target '{name}' (known: {', '.join(deployment_targets())})")

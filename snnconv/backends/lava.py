@@ -635,7 +635,8 @@ def run_lava(folder: Path, x_int: np.ndarray, timeout: float | None = None) -> d
     runner = folder / "lava_runner.py"  # run from the export folder: Lava scans the runner's folder for models
     if not runner.is_file():
         shutil.copyfile(Path(__file__).with_name("lava_runner.py"), runner)
-    r = subprocess.run([str(py), "-I", str(runner), str(folder / "network.npz"), str(folder / "inputs.npz"),
+    r = subprocess.run([str(py), "-I", "-B", str(runner),  # -B: no __pycache__ left in the export folder
+                        str(folder / "network.npz"), str(folder / "inputs.npz"),
                         str(folder / "lava_result.npz")], capture_output=True, text=True, timeout=timeout)
     if r.returncode:
         tail = " | ".join(r.stderr.strip().splitlines()[-3:])

@@ -21,11 +21,14 @@ depth-first executor), batched, one step at a time; the readout integrates the `
 steps (the prediction at step t is the mean of outputs 1..t, as in snnconv).
 
 Targets are registered plug-ins (:func:`register_target`); ``snnconv verify --targets`` and
-``scripts/bench_deploy.py`` use them.
+``scripts/bench_deploy.py`` use them. ``snnconv convert --target`` also takes the export targets that run the
+network themselves (Lava: :func:`snnconv.backends.exports.deployment_targets`).
 """
 from __future__ import annotations
 
 from snnconv.interop.base import TARGETS, NeuronSpec, Target, load, register_target, run_file
 from snnconv.interop import spikingjelly, snntorch, norse, sinabs  # noqa: E402,F401 - registers the targets
+
+
 
 __all__ = ["TARGETS", "Target", "NeuronSpec", "register_target", "load", "run_file"]
