@@ -832,6 +832,6 @@ def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_
             from snnconv.backends.exports import write_exports
 
             report["exports"] = write_exports(out, cfg.output.export, snn, job.graph, job.data["shape"], cfg.dataset,
-                                              cfg.data_dir, log_fn)
+                                              cfg.data_dir, log_fn, timesteps=T)
         write_report(out, report, html_page=cfg.output.html)
     return report

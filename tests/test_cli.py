@@ -272,8 +272,8 @@ def test_target_takes_the_best_recipe_the_framework_runs(tmp_path, snnconv_cli, 
 
 def test_convert_target_lava_delivers_the_network_lava_runs(tmp_path, snnconv_cli, monkeypatch):
     """`convert --target lava --export lava` on the embedded default: the card's best recipe that Lava runs (the
-    overall choice: Lava runs graded spikes), its Lava network run in Lava equal to snnconv's integer reference,
-    and nothing left in the export folder but what the export writes."""
+    overall choice: Lava runs graded spikes), its Lava network run in Lava at the run's T equal to snnconv's
+    integer reference, and nothing left in the export folder but what the export writes."""
     from snnconv.api import embedded_default
     from snnconv.backends import lava
 
@@ -289,7 +289,7 @@ def test_convert_target_lava_delivers_the_network_lava_runs(tmp_path, snnconv_cl
     r = json.loads((out / "report.json").read_text())
     assert r["config"]["target"] == "lava" and r["spikes"]["frameworks"]["lava"] == []
     cmp = json.loads((out / "lava" / "comparison.json").read_text())
-    assert cmp["comparison"]["readout_identical"], cmp
+    assert cmp["comparison"]["readout_identical"] and cmp["timesteps"] == 2, cmp  # Lava runs the run's T
     assert not (out / "lava" / "__pycache__").exists()
 
 

@@ -191,7 +191,7 @@ def test_an_export_target_is_one_module_plus_one_registration(tmp_path, monkeypa
 
     (tmp_path / "my_target.py").write_text(
         "def check_export(snn):\n    assert snn is not None\n\n"
-        "def write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn=print):\n"
+        "def write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn=print, timesteps=None):\n"
         "    open(path, 'w').write(str(len(snn.nodes)))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(exports.EXPORT_TARGETS, "mine", exports.ExportTarget("mine", "mine.txt", "my_target", "test"))

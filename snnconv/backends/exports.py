@@ -1,7 +1,8 @@
 """Export targets: what ``snnconv convert --export F`` writes into the run folder and ``snnconv export --format F``
 writes alone. A target is a registered :class:`ExportTarget` (one line below) naming the backend module that
 implements it; the module provides ``check_export(snn)`` (the cheap one-line refusal, run right after conversion,
-before the slow simulation) and ``write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn)``:
+before the slow simulation) and ``write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn, timesteps)``
+(``timesteps``: the run's largest T, for a format whose network is run for a fixed number of steps):
 
 * ``onnx`` -> ``ann.onnx``: the ANN before conversion (:mod:`snnconv.backends.onnx_export`, checked with
   ``onnx.checker`` and onnxruntime).
@@ -79,13 +80,13 @@ def check_exports(formats, snn) -> None:
 
 
 def write_exports(folder: str | Path, formats, snn, ann, input_shape: tuple, dataset: str, data_dir=None,
-                  log_fn=print) -> list[str]:
+                  log_fn=print, timesteps: int | None = None) -> list[str]:
     """Write each of ``formats`` into ``folder``; returns the names written."""
     folder = Path(folder)
     written = []
     for fmt in parse_exports(list(formats), "export"):
         t = EXPORT_TARGETS[fmt]
-        t.backend().write_export(folder / t.file, snn, ann, input_shape, dataset, data_dir, log_fn)
+        t.backend().write_export(folder / t.file, snn, ann, input_shape, dataset, data_dir, log_fn, timesteps=timesteps)
         written.append(t.file)
     return written
 

@@ -788,6 +788,7 @@ def check_export(snn: Graph) -> None:
     lava_python()
 
 
-def write_export(path, snn: Graph, ann, input_shape, dataset, data_dir, log_fn=print) -> None:
-    """``--export lava`` (:mod:`snnconv.backends.exports`): the Lava network folder ``lava/``."""
-    export_lava(snn, path, dataset=dataset, data_dir=data_dir, log_fn=log_fn)
+def write_export(path, snn: Graph, ann, input_shape, dataset, data_dir, log_fn=print, timesteps=None) -> None:
+    """``--export lava`` (:mod:`snnconv.backends.exports`): the Lava network folder ``lava/``, its sample window
+    the run's largest T (``timesteps``; default 16): the network runs in Lava at the T the run reports."""
+    export_lava(snn, path, dataset=dataset, data_dir=data_dir, log_fn=log_fn, timesteps=timesteps or 16)

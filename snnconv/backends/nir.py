@@ -651,7 +651,7 @@ def check_export(snn: Graph) -> None:
     lower_for_nir(snn, dynamics="snnconv" if needs_snnconv_dynamics(snn) else "nir")
 
 
-def write_export(path, snn: Graph, ann, input_shape, dataset, data_dir, log_fn=print) -> None:
+def write_export(path, snn: Graph, ann, input_shape, dataset, data_dir, log_fn=print, timesteps=None) -> None:
     """``--export nir`` (:mod:`snnconv.backends.exports`): the converted SNN as ``snn.nir``."""
     info = export_nir(snn, path)
     log_fn(f"export nir: {Path(path).name} (NIR {info['nir_version']}, {info['dynamics']} dynamics, "

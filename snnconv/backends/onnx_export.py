@@ -228,7 +228,7 @@ def check_export(snn) -> None:
     """``--export onnx`` writes the ANN, which ingested already: nothing to refuse after conversion."""
 
 
-def write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn=print) -> None:
+def write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn=print, timesteps=None) -> None:
     """``--export onnx`` (:mod:`snnconv.backends.exports`): the ANN before conversion as ``ann.onnx``."""
     info = export_onnx(ann, path, input_shape)
     log_fn(f"export onnx: {Path(path).name} (opset {info['opset']}, {info['nodes']} nodes, onnxruntime vs "
