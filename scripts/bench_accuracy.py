@@ -36,7 +36,9 @@ ReLU methods (max, percentile, calibration*) use the suite's ReLU checkpoint whe
 quantized clips treated as plain clip(0, lambda) (``qcfs_as_clip``), the comparison Bu et al. make.
 
 Resumable: results are cached per (suite, method) in the JSON; a method already there with the
-same samples and timesteps is skipped unless --force. The markdown and the per-suite plots
+same samples, timesteps and checkpoint content is skipped unless --force. With ``--state-dir`` a row
+itself is resumable: its simulation keeps its totals there every few minutes, and the same command run
+again after a kill continues the row where it stopped (same totals as one uninterrupted run). The markdown and the per-suite plots
 (``accuracy_<suite>.png``: gap to the ANN vs T, accuracy vs energy) are re-rendered from the JSON
 (``--render-only`` does just that).
 """
@@ -61,7 +63,7 @@ from snnconv.frontends.torch import from_torch
 from snnconv.passes import Pipeline
 from snnconv.runtime.simulator import E_AC_PJ, E_MAC_PJ
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import shown_path  # noqa: E402
+from benchlib import REPO, shown_path  # noqa: E402
 
 RELU_METHODS = ("max", "percentile", "calibration", "calibration_pc")
 METHODS = ("max", "percentile", "calibration", "calibration_pc", "qcfs", "sfn", "qcfs_signed", "qcfs_srp")
@@ -210,9 +212,10 @@ def run_method(suite, method, args, ts, test, calib_batches, store, val=None) ->
         row["srp_tau"] = args.srp_tau
     else:
         say = lambda m: print(f"[{suite}/{method}] {m}", flush=True)  # noqa: E731 - progress of a long row
-        stats = simulate(snn, test, max(ts), args.batch_size, layer_error=False, log_fn=say)
-        val_acc = (simulate(snn, val, max(ts), args.batch_size, layer_error=False, log_fn=say).accuracy()
-                   if val is not None else None)
+        state = (lambda part: Path(args.state_dir) / f"{suite}-{method}-{part}.pt" if args.state_dir else None)
+        stats = simulate(snn, test, max(ts), args.batch_size, layer_error=False, log_fn=say, state=state("test"))
+        val_acc = (simulate(snn, val, max(ts), args.batch_size, layer_error=False, log_fn=say,
+                            state=state("val")).accuracy() if val is not None else None)
         row["per_t"] = per_t(stats, ts, stats.accuracy(), val_acc=val_acc)
     if val is not None:
         row["val_samples"] = len(val)
@@ -466,6 +469,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true", help="re-run methods already in the JSON")
+    ap.add_argument("--state-dir", default=None,
+                    help="keep each row's simulation totals here as it runs (snnconv.api.simulate's state): a row "
+                         "killed part-way continues where it was when the same command is run again")
     ap.add_argument("--out", default="docs/benchmarks")
     ap.add_argument("--render-only", action="store_true", help="re-render the markdown and plots from the JSON")
     args = ap.parse_args()
@@ -501,7 +507,7 @@ def main() -> None:
     calib_batches = [x for x, _ in calib.batches(256)]
     for m in methods:
         old = store.setdefault("methods", {}).get(m)
-        if old and not args.force and old["samples"] == len(test) and old["timesteps"] == ts:
+        if old and not args.force and old["samples"] == len(test) and old["timesteps"] == ts and same_weights(old):
             print(f"[{args.suite}/{m}] cached", flush=True)
             continue
         row = run_method(args.suite, m, args, ts, test, calib_batches, store, val)
@@ -520,6 +526,13 @@ def main() -> None:
         jpath.write_text(json.dumps(data, indent=1))
         (out / "accuracy.md").write_text(render(data, read_finetune(out)))
     write_outputs(out)
+
+
+def same_weights(row: dict) -> bool:
+    """Whether the checkpoint a stored row was measured on is the one at its path now (the digest in its
+    ``ann_key``): a retrained checkpoint under the same name re-runs the row."""
+    path = REPO / row["weights"]
+    return path.is_file() and row["ann_key"].split(":")[2] == hashlib.sha1(path.read_bytes()).hexdigest()[:8]
 
 
 def read_finetune(out: Path) -> dict | None:

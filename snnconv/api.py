@@ -9,6 +9,7 @@ The CLI is a thin layer over these functions::
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Iterable
@@ -488,31 +489,101 @@ SIM_QUIET_SECONDS = 30.0
 
 def simulate(graph: Graph, split: Split, timesteps: int, batch_size: int = 128, chunk: int = 8,
              layer_error: bool = True, encoder: Encoder | None = None, device=None, kernels: str = "fp32",
-             log_fn=None) -> SimStats:
+             log_fn=None, state: str | Path | None = None, save_seconds: float = 300.0) -> SimStats:
     """Run the SNN on ``split`` for ``timesteps`` steps (on ``device``, default cpu); accuracy for every
     t <= T comes from this one run. ``kernels="int8"``: the layers :mod:`snnconv.runtime.lowp` can run exactly on
     integer kernels do (``log_fn`` is told which and why the others cannot). Off a terminal, ``log_fn`` also gets
-    a progress line (batches done, ETA) every 5 % once the run has taken 30 s."""
+    a progress line (batches done, ETA) every 5 % once the run has taken 30 s.
+
+    ``state``: a file where a long run keeps its totals after the batches done so far (at most every
+    ``save_seconds``, written atomically); a run killed part-way and started again with the same ``state``
+    continues after those batches, with the same totals as one uninterrupted run. The file records a digest of
+    the graph, the data and the settings (:func:`_simulation_key`); one written for anything else is refused
+    in one line. It is removed when the run completes. One process only (not under torchrun)."""
     from snnconv.passes.srp import presim_steps
     from snnconv.runtime import distributed as dist
 
     if presim_steps(graph):
         raise SnnconvError("this SNN has an SRP pre-run; simulate it with snnconv.passes.srp.simulate_srp, "
                            "which scores the readout after the pre-run")
+    if state is not None and dist.is_active():
+        raise SnnconvError("a resumable simulation (state file) runs in one process, not under torchrun")
     sim = Simulator(graph, timesteps, chunk=chunk, encoder=encoder, device=resolve_device(device), kernels=kernels)
     if kernels != "fp32" and log_fn is not None:
         log_fn(int8_summary(sim._int8, sim.int8_skipped))
     part, first = _batch_shard(split, batch_size)  # under torchrun: this process's block of batches
-    sim._batches = first  # global batch index: seeds of stochastic encoders match a one-process run
     nb = -(-len(part) // batch_size)
+    key = None if state is None else _simulation_key(graph, part, timesteps, batch_size, chunk, encoder, kernels)
+    done = 0 if state is None else _resume_simulation(Path(state), key, sim, log_fn)
+    sim._batches = first + done  # global batch index: seeds of stochastic encoders match a one-process run
     # off a terminal (logs, CI) a long simulation still says how far it is, after its first 30 s
-    lines = ProgressLines(log_fn, f"SNN T={timesteps}", nb, quiet_seconds=SIM_QUIET_SECONDS) if log_fn else None
+    lines = ProgressLines(log_fn, f"SNN T={timesteps}", nb, start=done, quiet_seconds=SIM_QUIET_SECONDS) \
+        if log_fn else None
+    saved = time.time()
     for i, (x, y) in enumerate(progress(part.batches(batch_size), total=nb, desc=f"SNN T={timesteps}"),
                                start=first):
+        if i - first < done:
+            continue
         sim.run(x, y, layer_error=layer_error and i < 4)  # layer error from the first batches only
         if lines is not None:
             lines.update(i - first + 1)
+        if state is not None and time.time() - saved >= save_seconds and i - first + 1 < nb:
+            _save_simulation(Path(state), key, i - first + 1, sim.stats)
+            saved = time.time()
+    if state is not None:
+        Path(state).unlink(missing_ok=True)
     return dist.all_reduce_stats(sim.stats)
+
+
+def _simulation_key(graph: Graph, split: Split, timesteps: int, batch_size: int, chunk: int, encoder,
+                    kernels: str) -> str:
+    """A digest of what a simulation's totals depend on: every tensor and attribute of the graph, the images
+    and labels, T, the batching, the encoder and the kernels."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for name, node in graph.nodes.items():
+        h.update(json.dumps([name, node.kind, graph.edges.get(name, []), repr(node.attrs()), list(node.shape)],
+                            default=str).encode())
+        for k, t in node.tensors().items():
+            h.update(k.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    for t in (split.images, split.labels):
+        h.update(t.contiguous().numpy().tobytes())
+    h.update(json.dumps([timesteps, batch_size, chunk, repr(encoder), kernels, split.mean, split.std]).encode())
+    return h.hexdigest()
+
+
+def _save_simulation(path: Path, key: str, done: int, stats: SimStats) -> None:
+    """The totals after ``done`` batches, written to a temporary file and renamed over ``path``."""
+    import dataclasses
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"key": key, "batches": done, "stats": dataclasses.asdict(stats)}, tmp)
+    os.replace(tmp, path)
+
+
+def _resume_simulation(path: Path, key: str, sim, log_fn) -> int:
+    """The batches a state file says are done (0 when there is none), their totals put into ``sim.stats``."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return 0
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        ok = isinstance(d, dict) and isinstance(d.get("stats"), dict) and isinstance(d.get("batches"), int)
+    except Exception:  # noqa: BLE001 - any unreadable file is refused in one line below
+        ok = False
+    if not ok:
+        raise SnnconvError(f"simulation state {path}: not a state file written by snnconv's simulate (remove it "
+                           f"to start the run afresh)")
+    if d.get("key") != key:
+        raise SnnconvError(f"simulation state {path}: written for another graph, data or settings (remove it to "
+                           f"start this run afresh)")
+    sim.stats = SimStats(**d["stats"])
+    if log_fn is not None:
+        log_fn(f"resuming the simulation after {d['batches']} batches ({path.name})")
+    return d["batches"]
 
 
 def evaluate(snn: str | None = None, model: str | None = None, weights: str | None = None,

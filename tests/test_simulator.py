@@ -320,6 +320,50 @@ def test_bundled_mnist_cnn_end_to_end():
     assert all(math.isfinite(v) for v in long.values())
 
 
+def test_a_killed_simulation_resumes_from_its_state_with_the_same_totals(tmp_path, monkeypatch):
+    """simulate(state=F) keeps its totals after the batches done; a run killed part-way and started again
+    continues after them and ends with exactly the totals of one uninterrupted run (rate coding: the encoder's
+    per-batch seeds continue too). The file is removed at the end; one written for another graph is refused."""
+    from snnconv.encoders import Encoder
+    from snnconv.errors import SnnconvError
+
+    model, shape, _ = resolve_model(RunConfig(model="mnist_cnn", dataset="mnist-bundled"), lambda *_: None)
+    graph, _ = from_torch(model, shape)
+    calib = [x for x, _ in load_dataset("mnist-bundled", train=True).batches(128)]
+    snn = convert_graph(graph, calib, conversion_pipeline())[0]
+    test = load_dataset("mnist-bundled", train=False).subset(120)
+    enc = Encoder("rate", seed=3)
+    whole = simulate(snn, test, 6, batch_size=20, encoder=enc)
+    state = tmp_path / "sim" / "state.pt"
+    real_run, calls = Simulator.run, []
+
+    def killed_after_4(self, *a, **kw):
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # the process dies here
+        calls.append(1)
+        return real_run(self, *a, **kw)
+
+    monkeypatch.setattr(Simulator, "run", killed_after_4)
+    with pytest.raises(KeyboardInterrupt):
+        simulate(snn, test, 6, batch_size=20, encoder=enc, state=state, save_seconds=0)
+    assert state.is_file()
+    monkeypatch.setattr(Simulator, "run", real_run)
+    said = []
+    resumed = simulate(snn, test, 6, batch_size=20, encoder=enc, state=state, log_fn=said.append)
+    assert any("after 4 batches" in m for m in said) and not state.exists()
+    assert resumed.samples == whole.samples == 120 and torch.equal(resumed.correct, whole.correct)
+    assert all(torch.equal(resumed.spikes[k], whole.spikes[k]) for k in whole.spikes)
+    assert all(torch.equal(resumed.synops[k], whole.synops[k]) for k in whole.synops)
+    monkeypatch.setattr(Simulator, "run", killed_after_4)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        simulate(snn, test, 6, batch_size=20, encoder=enc, state=state, save_seconds=0)
+    monkeypatch.setattr(Simulator, "run", real_run)
+    with pytest.raises(SnnconvError, match="written for another graph"):  # other data: refused, file kept
+        simulate(snn, test.subset(100), 6, batch_size=20, encoder=enc, state=state)
+    assert state.is_file()
+
+
 def test_running_sum_does_not_depend_on_the_chunking():
     """Max pooling (count mode) and spiking operators difference running totals: equal totals must stay
     bit-equal whatever the chunk size, or an ulp becomes an output event (torch.cumsum rounds differently)."""
