@@ -26,6 +26,7 @@ from benchlib import REPO, command, sha256  # noqa: E402
 
 from choose_recipe import add_targets, criterion_text, score  # noqa: E402
 
+from snnconv.backends.exports import deployment_targets  # noqa: E402
 from snnconv.checkpoints import BUNDLED_DIR  # noqa: E402
 
 #: name -> (bundled checkpoint, conversion settings)
@@ -64,7 +65,7 @@ def main() -> None:
                           f"calibration: {args.calib_samples} images of the training part (seed 1)",
             "command": command("choose_embedded_default.py", args.data_dir),
             "checkpoints": {c: sha256(BUNDLED_DIR / c) for c in sorted({v[0] for v in CANDIDATES.values()})},
-            "candidates": rows}
+            "targets_checked": sorted(deployment_targets()), "candidates": rows}
     Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
     print(json.dumps({k: data[k] for k in ("chosen", "weights", "conversion", "criterion")}, indent=1))
 

@@ -31,6 +31,7 @@ from benchlib import REPO, command, sha256  # noqa: E402
 
 from snnconv.api import (conversion_pipeline, convert_graph, framework_fit, ingest, resolve_model,  # noqa: E402
                          simulate, target_refusal)
+from snnconv.backends.exports import deployment_targets  # noqa: E402
 from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
 from snnconv.data.datasets import load_train_val  # noqa: E402
 from snnconv.output import atomic_file, check_output_file  # noqa: E402
@@ -93,6 +94,7 @@ def add_targets(card_path: Path, weights_of, model: str, dataset: str, data_dir:
         cand["runs_in"] = runs_in(convert_candidate(weights_of(cand), cand["conversion"], model, dataset, data_dir,
                                                     calib))
         print(f"{name:<24} runs in: {', '.join(cand['runs_in']) or 'none'}", file=sys.stderr, flush=True)
+    card["targets_checked"] = sorted(deployment_targets())  # a target added later: --target says to re-run this
     with atomic_file(card_path, True) as tmp:
         Path(tmp).write_text(json.dumps(card, indent=1) + "\n")
     return card
@@ -137,7 +139,7 @@ def main() -> None:
                           "part (seed 1); the test set was not read",
             "checkpoint": weights.name, "checkpoint_sha256": sha256(weights.resolve()),
             "command": command("choose_recipe.py", args.data_dir).replace(str(REPO) + "/", ""),
-            "candidates": rows}
+            "targets_checked": sorted(deployment_targets()), "candidates": rows}
     with atomic_file(out, args.overwrite) as tmp:
         Path(tmp).write_text(json.dumps(card, indent=1) + "\n")
     print(json.dumps({k: card[k] for k in ("chosen", "conversion", "criterion")}, indent=1))

@@ -695,6 +695,10 @@ def recipe_for_target(card: dict, target: str, where: str) -> tuple[str, dict]:
     if not cands or any("runs_in" not in c for c in cands.values()):
         raise SnnconvError(f"{where}: its candidates do not list the targets that run them ('runs_in'); re-run "
                            f"scripts/choose_recipe.py with --targets-only, or give the recipe with --method")
+    if target not in card.get("targets_checked", []):
+        raise SnnconvError(f"{where}: its candidates were not checked against target '{target}' (it lists "
+                           f"{', '.join(card.get('targets_checked', [])) or 'no checked targets'}); re-run "
+                           f"scripts/choose_recipe.py with --targets-only, or give the recipe with --method")
     fit = {k: c for k, c in cands.items() if target in c["runs_in"]}
     if not fit:
         raise SnnconvError(f"--target {target}: none of the recipes chosen among for these weights "

@@ -353,6 +353,12 @@ def test_a_recipe_card_beside_the_weights_chooses_the_conversion(tmp_path, snnco
                            "--weights", str(weights), "--data-dir", str(tmp_path), "--calib-samples", "64",
                            "--threads", "1", "--targets-only"], capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads(card_path.read_text()) == card, proc.stderr  # the same lists back
+    assert card["targets_checked"] == ["lava", "norse", "sinabs", "snntorch", "spikingjelly"]
+    older = {**card, "targets_checked": [t for t in card["targets_checked"] if t != "lava"]}
+    card_path.write_text(json.dumps(older))  # a card written before Lava was a target: not "nothing runs there"
+    proc = snnconv_cli(*run, tmp_path / "l", "--target", "lava")
+    assert proc.returncode == 2 and "not checked against target 'lava'" in proc.stderr and "--targets-only" in proc.stderr
+    assert not (tmp_path / "l").exists()
     card_path.write_text(json.dumps({**card, "checkpoint_sha256": "0" * 64}))  # chosen for other weights
     proc = snnconv_cli(*run, tmp_path / "c")
     assert proc.returncode == 0 and "sha256 differs" in proc.stderr and "recipe '" not in proc.stderr
