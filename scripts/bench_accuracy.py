@@ -63,7 +63,7 @@ from snnconv.frontends.torch import from_torch
 from snnconv.passes import Pipeline
 from snnconv.runtime.simulator import E_AC_PJ, E_MAC_PJ
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, shown_path  # noqa: E402
+from benchlib import REPO, command, shown_path  # noqa: E402
 
 RELU_METHODS = ("max", "percentile", "calibration", "calibration_pc")
 METHODS = ("max", "percentile", "calibration", "calibration_pc", "qcfs", "sfn", "qcfs_signed", "qcfs_srp")
@@ -497,7 +497,7 @@ def main() -> None:
             sys.exit(f"--qcfs-weights {item!r}: expected L=PATH")
         s["qcfs_levels"][int(lv)] = path
     store = data.setdefault("suites", {}).setdefault(args.suite, {"title": f"{s['model']} on {s['dataset']}"})
-    cmd = "python " + " ".join(sys.argv)
+    cmd = command("bench_accuracy.py", args.data_dir, hide={"<state-dir>": args.state_dir})  # no machine paths
     if args.reset:
         store = data["suites"][args.suite] = {"title": store["title"]}
     test = load_dataset(s["dataset"], args.data_dir, train=False).subset(args.eval_samples, 0)
