@@ -624,8 +624,8 @@ def spike_format(graph: Graph, fit: dict[str, list[str]] | None = None) -> dict:
 
 
 def framework_fit(graph: Graph) -> dict[str, list[str]]:
-    """For each deployment target (:func:`snnconv.interop.deployment_targets`: the frameworks that run a NIR
-    file, and Lava): what the graph's spiking neurons need that the target's own neurons do not provide
+    """For each deployment target (:func:`snnconv.backends.exports.deployment_targets`: the frameworks that run
+    a NIR file, and Lava): what the graph's spiking neurons need that the target's own neurons do not provide
     (``[]``: it runs them as written). Read from the targets' declared capabilities (``Target.supports``, the
     same set ``Target.check`` refuses a NIR neuron with); nothing is imported. Spiking nodes other than IF/LIF
     neurons (function, Izhikevich, ...), refractory periods and SRP pre-runs are needs no target provides.
@@ -649,14 +649,15 @@ def target_refusal(snn: Graph, target: str, fit: dict[str, list[str]] | None = N
     """Why ``target`` cannot run the converted ``snn`` as converted (one line), or ``None`` when it can: its
     neurons (:func:`framework_fit`, or ``fit`` when already computed), then the check of the export that
     carries the network there (the NIR file for the frameworks, Lava's own network for Lava: the layout its
-    synapse processes map)."""
+    synapse processes map). A property of the network, not of this machine: whether the target is installed
+    is not asked (``--export`` and ``snnconv verify`` check that)."""
     from snnconv.backends.exports import EXPORT_TARGETS, deployment_export
 
     missing = (fit or framework_fit(snn))[target]
     if missing:
         return f"the converted network needs {', '.join(missing)}, which {target}'s own neurons do not provide"
     try:
-        EXPORT_TARGETS[deployment_export(target)].backend().check_export(snn)
+        EXPORT_TARGETS[deployment_export(target)].check_network(snn)
     except SnnconvError as e:
         return str(e)
     return None
@@ -685,8 +686,8 @@ def embedded_default() -> dict:
 def recipe_for_target(card: dict, target: str, where: str) -> tuple[str, dict]:
     """``(name, candidate)``: of the recipes a card was chosen among (a recipe card or the embedded default's,
     each candidate scored on the validation split), the best by the card's criterion among those whose converted
-    network ``target``'s own neurons run as converted (``runs_in``: :func:`framework_fit` of each candidate's
-    conversion, written by ``scripts/choose_recipe.py``). The test set plays no part. ``where`` names the card
+    network ``target`` runs as converted (``runs_in``: :func:`target_refusal` of each candidate's conversion,
+    written by ``scripts/choose_recipe.py`` for the targets it lists in ``targets_checked``). The test set plays no part. ``where`` names the card
     in the one-line errors: a target snnconv does not know, a card without ``runs_in``, no candidate that fits."""
     from snnconv.backends.exports import check_deployment_target
 

@@ -216,3 +216,15 @@ def test_target_lava_checks_the_neurons_and_the_layout():
     with pytest.raises(SnnconvError, match="unknown target 'loihi3'.*lava"):
         check_deployment_target("loihi3")
 
+
+def test_target_refusal_is_about_the_network_not_this_machine(monkeypatch, tmp_path):
+    """Without the Lava venv, Lava still runs a mappable network (runs_in is a property of the network); only
+    --export lava needs the venv."""
+    from snnconv.api import target_refusal
+
+    monkeypatch.setenv("SNNCONV_LAVA_VENV", str(tmp_path / "none"))
+    g = _net()
+    assert target_refusal(g, "lava") is None
+    with pytest.raises(SnnconvError, match="setup_lava.sh"):
+        lava.check_export(g)
+

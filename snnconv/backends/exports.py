@@ -1,8 +1,9 @@
 """Export targets: what ``snnconv convert --export F`` writes into the run folder and ``snnconv export --format F``
 writes alone. A target is a registered :class:`ExportTarget` (one line below) naming the backend module that
 implements it; the module provides ``check_export(snn)`` (the cheap one-line refusal, run right after conversion,
-before the slow simulation) and ``write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn, timesteps)``
-(``timesteps``: the run's largest T, for a format whose network is run for a fixed number of steps):
+before the slow simulation), ``write_export(path, snn, ann, input_shape, dataset, data_dir, log_fn, timesteps)``
+(``timesteps``: the run's largest T, for a format whose network is run for a fixed number of steps), and
+optionally ``check_network(snn)`` (the same refusal without checking that the format's tools are installed here):
 
 * ``onnx`` -> ``ann.onnx``: the ANN before conversion (:mod:`snnconv.backends.onnx_export`, checked with
   ``onnx.checker`` and onnxruntime).
@@ -38,6 +39,12 @@ class ExportTarget:
 
     def backend(self):
         return importlib.import_module(self.module)
+
+    def check_network(self, snn) -> None:
+        """The backend's ``check_network(snn)`` when it has one (whether the network maps, not whether the
+        target's tools are installed here), else its ``check_export``."""
+        b = self.backend()
+        getattr(b, "check_network", b.check_export)(snn)
 
 
 EXPORT_TARGETS: dict[str, ExportTarget] = {}

@@ -782,9 +782,15 @@ def export_lava(graph: Graph, out: str | Path, dataset: str = "mnist-bundled", d
     return report
 
 
+def check_network(snn: Graph) -> None:
+    """Whether the network maps to Lava's processes (``convert --target lava``, ``runs_in``), not whether the
+    Lava venv is installed on this machine."""
+    check_lava(snn)
+
+
 def check_export(snn: Graph) -> None:
     """``--export lava``: the mapping refusal and the Lava venv check, right after conversion."""
-    check_lava(snn)
+    check_network(snn)
     lava_python()
 
 

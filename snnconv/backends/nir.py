@@ -642,13 +642,18 @@ def import_nir(path: str | Path, dt: float | None = None) -> Graph:
     return from_nir(ng, dt)
 
 
+def check_network(snn: Graph) -> None:
+    """Whether the graph has a NIR form (``convert --target``, ``runs_in``), not whether nir is installed."""
+    lower_for_nir(snn, dynamics="snnconv" if needs_snnconv_dynamics(snn) else "nir")
+
+
 def check_export(snn: Graph) -> None:
     """``--export nir``: the one-line refusal now (right after conversion) when the graph has no NIR form."""
     try:
         import nir  # noqa: F401
     except ImportError:
         raise SnnconvError("--export nir needs the nir package: pip install 'snnconv[nir]'") from None
-    lower_for_nir(snn, dynamics="snnconv" if needs_snnconv_dynamics(snn) else "nir")
+    check_network(snn)
 
 
 def write_export(path, snn: Graph, ann, input_shape, dataset, data_dir, log_fn=print, timesteps=None) -> None:
