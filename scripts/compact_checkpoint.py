@@ -14,18 +14,25 @@ parked state copied next to its ``--out`` resumes the run from float16-rounded w
 """
 import argparse
 import hashlib
+import sys
 from pathlib import Path
 
 import torch
 
 from snnconv.checkpoints import load_checkpoint, save_checkpoint
+from snnconv.errors import SnnconvError
+from snnconv.output import check_output_file
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("src")
 ap.add_argument("dst")
 ap.add_argument("--overwrite", action="store_true")
 args = ap.parse_args()
-ck = load_checkpoint(args.src)
+try:  # bad input or an existing destination: one line, no traceback
+    check_output_file(args.dst, args.overwrite, "checkpoint")
+    ck = load_checkpoint(args.src)
+except SnnconvError as e:
+    sys.exit(f"error: {e}")
 ck["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
 ck["compact"] = "float16 weights (scripts/compact_checkpoint.py)"
 if isinstance(ck.get("optimizer"), dict):  # a training state: momentum buffers in bfloat16
