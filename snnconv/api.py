@@ -9,7 +9,6 @@ The CLI is a thin layer over these functions::
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Iterable
@@ -559,9 +558,10 @@ def _save_simulation(path: Path, key: str, done: int, stats: SimStats) -> None:
     """The totals after ``done`` batches, written to a temporary file and renamed over ``path``."""
     import dataclasses
 
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"key": key, "batches": done, "stats": dataclasses.asdict(stats)}, tmp)
-    os.replace(tmp, path)
+    from snnconv.output import atomic_file
+
+    with atomic_file(path, True, what="simulation state") as tmp:
+        torch.save({"key": key, "batches": done, "stats": dataclasses.asdict(stats)}, tmp)
 
 
 def _resume_simulation(path: Path, key: str, sim, log_fn) -> int:
@@ -865,16 +865,16 @@ def _run_convert(cfg: RunConfig, task: Task, out: Path | None, log_fn, coverage_
         check_spiking(snn)
     fit = framework_fit(snn)
     if cfg.target is not None:  # before the simulation: the network is for a target that must run it
-        from snnconv.backends.exports import deployment_export
+        from snnconv.backends.exports import EXPORT_TARGETS, deployment_export
 
         why = target_refusal(snn, cfg.target, fit)
         if why:
             raise SnnconvError(f"--target {cfg.target}: {why}; choose a recipe whose neurons it runs (snnconv methods) "
                                f"or drop --target")
         fmt = deployment_export(cfg.target)
-        log_fn(f"{cfg.target} runs this network's neurons as converted; --export {fmt} writes the network it "
-               + ("runs, with a Lava run compared to snnconv" if fmt == cfg.target
-                  else f"loads, `snnconv verify --targets {cfg.target}` runs it there"))
+        log_fn(f"{cfg.target} runs this network's neurons as converted; --export {fmt} writes "
+               f"{EXPORT_TARGETS[fmt].help}" + ("" if fmt == cfg.target else
+                                                f", `snnconv verify --targets {cfg.target}` runs it there"))
     warnings = conversion_warnings(snn)
     for w in warnings:
         log_fn(f"warning: {w}")

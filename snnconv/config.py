@@ -101,7 +101,7 @@ class RunConfig:
     output_dir: str | None = None
     output: OutputConfig = field(default_factory=OutputConfig)
     train_if_missing: bool = False
-    # a deployment target (spikingjelly | snntorch | norse | sinabs | lava, snnconv.interop): the recipe card's best
+    # a deployment target (spikingjelly | snntorch | norse | sinabs | lava; backends.exports.deployment_targets): the card's best
     # recipe that this target's own neurons run, and an error when the converted network needs what it lacks
     target: str | None = None
 
