@@ -166,8 +166,7 @@ def run_method(suite, method, args, ts, test, calib_batches, store, val=None) ->
     model, shape, source = resolve_model(cfg, log_fn=lambda m: None)
     graph, _ = from_torch(model, shape)
     # the content hash keeps a retrained checkpoint (same file name) from reusing the old ANN accuracy
-    digest = hashlib.sha1(Path(weights).read_bytes()).hexdigest()[:8]
-    key = f"ann:{Path(weights).name}:{digest}:{len(test)}"
+    key = f"ann:{Path(weights).name}:{weights_digest(weights)}:{len(test)}"
     if key not in store.setdefault("ann", {}):
         acc, macs = ann_accuracy(graph, test)
         # the validation split is what checkpoints are chosen on; it is held out only if the checkpoint was
@@ -532,7 +531,13 @@ def same_weights(row: dict) -> bool:
     """Whether the checkpoint a stored row was measured on is the one at its path now (the digest in its
     ``ann_key``): a retrained checkpoint under the same name re-runs the row."""
     path = REPO / row["weights"]
-    return path.is_file() and row["ann_key"].split(":")[2] == hashlib.sha1(path.read_bytes()).hexdigest()[:8]
+    return path.is_file() and row["ann_key"].split(":")[2] == weights_digest(path)
+
+
+def weights_digest(path: str | Path) -> str:
+    """The short content digest a row's ``ann_key`` records for its checkpoint (sha1, 8 hex digits: the rows
+    in accuracy.json carry it, so it stays sha1)."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:8]
 
 
 def read_finetune(out: Path) -> dict | None:

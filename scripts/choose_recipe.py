@@ -8,7 +8,7 @@ regime the project is for). The card, ``<checkpoint stem>.recipe.json`` beside t
 ``snnconv convert`` uses for those weights when no conversion option is given (``snnconv.api.recipe_card``);
 it records the checkpoint's sha256, so a card is never applied to other weights. Each candidate also lists
 the deployment targets that run its converted network as converted (``runs_in``, from
-``snnconv.api.target_refusal``: the target's own neurons, and the export that carries it there):
+``snnconv.api.target_refusals``: the target's own neurons, and the export that carries it there):
 ``snnconv convert --target T`` takes the best candidate that T runs.
 
     python scripts/choose_recipe.py --model resnet18 --dataset cifar10 \\
@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO, command, sha256  # noqa: E402
 
-from snnconv.api import (conversion_pipeline, convert_graph, framework_fit, ingest, resolve_model,  # noqa: E402
-                         simulate, target_refusal)
+from snnconv.api import (conversion_pipeline, convert_graph, ingest, resolve_model, simulate,  # noqa: E402
+                         target_refusals)
 from snnconv.backends.exports import deployment_targets  # noqa: E402
 from snnconv.config import ConversionConfig, RunConfig  # noqa: E402
 from snnconv.data.datasets import load_train_val  # noqa: E402
@@ -80,8 +80,7 @@ def convert_candidate(weights, conv: dict, model: str, dataset: str, data_dir: s
 
 def runs_in(snn) -> list[str]:
     """The deployment targets that run ``snn`` as converted (their own neurons, and the export that carries it)."""
-    fit = framework_fit(snn)
-    return sorted(t for t in fit if target_refusal(snn, t, fit) is None)
+    return sorted(t for t, why in target_refusals(snn).items() if why is None)
 
 
 def add_targets(card_path: Path, weights_of, model: str, dataset: str, data_dir: str | None,

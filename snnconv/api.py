@@ -651,16 +651,33 @@ def target_refusal(snn: Graph, target: str, fit: dict[str, list[str]] | None = N
     carries the network there (the NIR file for the frameworks, Lava's own network for Lava: the layout its
     synapse processes map). A property of the network, not of this machine: whether the target is installed
     is not asked (``--export`` and ``snnconv verify`` check that)."""
+    return target_refusals(snn, fit, only=(target,))[target]
+
+
+def target_refusals(snn: Graph, fit: dict[str, list[str]] | None = None,
+                    only: tuple[str, ...] | None = None) -> dict[str, str | None]:
+    """:func:`target_refusal` for every deployment target (or those in ``only``), running each carrying
+    export's check of the network once however many targets it carries (NIR for all the frameworks)."""
     from snnconv.backends.exports import EXPORT_TARGETS, deployment_export
 
-    missing = (fit or framework_fit(snn))[target]
-    if missing:
-        return f"the converted network needs {', '.join(missing)}, which {target}'s own neurons do not provide"
-    try:
-        EXPORT_TARGETS[deployment_export(target)].check_network(snn)
-    except SnnconvError as e:
-        return str(e)
-    return None
+    fit = fit or framework_fit(snn)
+    checked: dict[str, str | None] = {}
+    out: dict[str, str | None] = {}
+    for target in only or tuple(fit):
+        missing = fit[target]
+        if missing:
+            out[target] = (f"the converted network needs {', '.join(missing)}, which {target}'s own neurons do "
+                           "not provide")
+            continue
+        export = deployment_export(target)
+        if export not in checked:
+            try:
+                EXPORT_TARGETS[export].check_network(snn)
+                checked[export] = None
+            except SnnconvError as e:
+                checked[export] = str(e)
+        out[target] = checked[export]
+    return out
 
 
 def held_out_split(dataset: str, data_dir, n: int, seed: int, size: int | None = None) -> Split:

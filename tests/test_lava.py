@@ -217,6 +217,25 @@ def test_target_lava_checks_the_neurons_and_the_layout():
         check_deployment_target("loihi3")
 
 
+def test_target_refusals_checks_each_carrying_export_once(monkeypatch):
+    """target_refusals (a recipe card's runs_in) answers as target_refusal does for every target, and runs the
+    NIR check once for the five frameworks it carries, Lava's once."""
+    from snnconv.api import target_refusal, target_refusals
+    from snnconv.backends.exports import EXPORT_TARGETS
+
+    torch.manual_seed(2)
+    skip = convert_module(_Skip().eval(), (1, 6, 6), [CALIB], ConversionConfig())
+    calls = []
+    for name in ("nir", "lava"):
+        backend = EXPORT_TARGETS[name].backend()
+        monkeypatch.setattr(backend, "check_network",
+                            lambda g, _f=backend.check_network, _n=name: (calls.append(_n), _f(g))[1])
+    every = target_refusals(skip)
+    assert sorted(calls) == ["lava", "nir"]
+    assert every == {t: target_refusal(skip, t) for t in every} and "lava" in every and "sinabs" in every
+    assert "readout must read one spiking layer" in every["lava"]
+
+
 def test_target_refusal_is_about_the_network_not_this_machine(monkeypatch, tmp_path):
     """Without the Lava venv, Lava still runs a mappable network (runs_in is a property of the network); only
     --export lava needs the venv."""
