@@ -64,3 +64,26 @@ def test_generality_choices_read_validation_not_test():
     r, t, gap = gen.chosen_on_validation(rows, 1.0, fixed_t=16)  # at T=16 the closest on validation: a
     assert (r["variant"], t) == ("a", "16") and abs(gap + 0.1) < 1e-9
     assert gen.chosen_on_validation(rows, 0.05) is None
+
+
+def test_rows_of_an_earlier_checkpoint_are_shown_apart():
+    """A row measured on an earlier checkpoint saved under the same name (its digest differs from the file's)
+    is listed apart, and takes no part in the best-method choice or the targets."""
+    import copy
+
+    bench = _bench()
+    data = json.loads((ROOT / "docs" / "benchmarks" / "accuracy.json").read_text())
+    sd = data["suites"]["mnist"]
+    old = copy.deepcopy(sd["methods"]["percentile"])
+    old_key = old["ann_key"].rsplit(":", 2)[0] + ":00000000:" + old["ann_key"].rsplit(":", 1)[1]
+    sd["ann"][old_key] = {**sd["ann"][old["ann_key"]], "acc": 12.34}
+    for t in old["per_t"].values():
+        t["val_acc"] = 100.0  # would win every T if it were compared with the current rows
+    sd["methods"]["stale_percentile"] = {**old, "method": "stale_percentile", "ann_key": old_key}
+    current, earlier = bench.split_rows(sd)
+    assert list(earlier["methods"]) == ["stale_percentile"] and "stale_percentile" not in current["methods"]
+    md = bench.render(data)
+    mnist = md.split("## mnist:")[1].split("\n## ")[0]
+    head, apart = mnist.split("### Rows of an earlier checkpoint")
+    assert "stale_percentile" not in head and "| stale_percentile | " in apart and "sha1 00000000" in apart
+    assert "12.34" not in head
