@@ -557,3 +557,20 @@ def test_zero_samples_rejected(flag, tmp_path, snnconv_cli):
     proc = snnconv_cli("convert", *MNIST, "--timesteps", "1", "--eval-samples", "8", "--calib-samples", "8", flag,
                        "0", "--output-dir", out)
     check_user_error(proc, out, [flag.lstrip("-").replace("-", "_")])
+
+
+def test_committed_recipe_cards_match_their_checkpoints():
+    """Every committed recipe card was chosen for the checkpoint committed beside it (a retrained checkpoint
+    without a re-chosen card would make the headline command fall back to the default conversion), and
+    names targets each candidate runs in among those it was checked against."""
+    from snnconv.api import recipe_card
+
+    root = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "checkpoints"
+    cards = sorted(root.glob("*.recipe.json"))
+    assert cards, "the headline's card is committed"
+    for path in cards:
+        card = recipe_card(path.with_name(path.name.replace(".recipe.json", ".pt")))
+        assert card is not None and not card["stale"], f"{path.name}: chosen for other weights; re-run choose_recipe.py"
+        assert card["chosen"] in card["candidates"]
+        for cand in card["candidates"].values():
+            assert set(cand["runs_in"]) <= set(card["targets_checked"])
