@@ -362,7 +362,7 @@ def plot_suite(path: Path, suite: str, sd: dict) -> None:
 # the routes from one ANN (the L=4 resnet20_45k): the conversion itself, or its L=2 / L=1 fine-tunes (with or
 # without distillation) converted; every one is judged against the L=4 ANN and the route is chosen on validation
 R20_ROUTES = ("resnet20_45k", "resnet20_45k_l2", "resnet20_45k_l2kd", "resnet20_45k_l2kd24", "resnet20_45k_l1kd",
-              "resnet20_45k_l1kd40")
+              "resnet20_45k_l1kd40", "resnet20_45k_l1kd60")
 FINETUNE_TARGETS = [(R20_ROUTES, 2, 1.0), (R20_ROUTES, 1, 3.0), (("mnist_cnn_l2_55k",), 1, 0.2)]
 
 

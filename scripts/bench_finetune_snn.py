@@ -57,6 +57,10 @@ NETWORKS = {  # name -> (model, dataset, checkpoint, conversion)
     "resnet20_45k_l1kd40": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs1_kd40_cifar10_45k.pt",
                             {"method": "qcfs", "signed": True},
                             "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
+    # 60 distilled epochs at L=1 from resnet20_45k_l2kd24, max lr 0.05 (train_resnet20_cifar10_qcfs1_kd60_45k.md)
+    "resnet20_45k_l1kd60": ("resnet20", "cifar10", "docs/benchmarks/checkpoints/resnet20_qcfs1_kd60_cifar10_45k.pt",
+                            {"method": "qcfs", "signed": True},
+                            "docs/benchmarks/checkpoints/resnet20_qcfs4_cifar10_45k.pt"),
 }
 
 
@@ -169,7 +173,7 @@ def markdown(data: dict) -> str:
              "the ANN the network came from (for `resnet20_45k_l2`, the L=4 `resnet20_45k` it was fine-tuned from at "
              "L=2; its own L=2 ANN is in `own ANN`; `resnet20_45k_l2kd` and `resnet20_45k_l1kd` are the same L=4 ANN fine-tuned "
              "at L=2 and L=1 with distillation from it, `snnconv finetune --teacher`, `resnet20_45k_l2kd24` the L=2 one after a second "
-             "distilled cycle of 12 epochs, and `resnet20_45k_l1kd40` 40 distilled epochs at L=1 from it). `KD`: the weight of knowledge distillation from the `ANN test` network "
+             "distilled cycle of 12 epochs, `resnet20_45k_l1kd40` 40 distilled epochs at L=1 from it, and `resnet20_45k_l1kd60` 60 at a higher learning rate). `KD`: the weight of knowledge distillation from the `ANN test` network "
              "(Hinton et al. 2015; temperature in the JSON), `-` for labels only. `BPTT MB/batch` is the estimate the run printed; rows "
              "before 2026-12-05 (second half) counted layer outputs only, about a third of what autograd keeps "
              "([bptt_memory.md](bptt_memory.md)).", "",
