@@ -45,6 +45,7 @@ again after a kill continues the row where it stopped (same totals as one uninte
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import re
@@ -553,18 +554,23 @@ def main() -> None:
     write_outputs(out)
 
 
-def same_weights(row: dict) -> bool:
-    """Whether the checkpoint a stored row was measured on is the one at its path now (the digest in its
-    ``ann_key``): a retrained checkpoint under the same name re-runs the row."""
+def recorded_digest_matches(row: dict) -> bool | None:
+    """Whether the checkpoint a stored row was measured on (the digest in its ``ann_key``) is the file at its
+    path now; ``None`` when that file is absent here."""
     path = REPO / row["weights"]
-    return path.is_file() and row["ann_key"].split(":")[2] == weights_digest(path)
+    return row["ann_key"].split(":")[2] == weights_digest(path) if path.is_file() else None
+
+
+def same_weights(row: dict) -> bool:
+    """Whether a stored row is of the checkpoint at its path now: a retrained checkpoint under the same name
+    re-runs the row."""
+    return recorded_digest_matches(row) is True
 
 
 def superseded(row: dict) -> bool:
     """Whether a stored row was measured on an earlier checkpoint of the file now at its path (the file is
     there and its content digest differs); a row whose checkpoint is absent here is not judged."""
-    path = REPO / row["weights"]
-    return path.is_file() and row["ann_key"].split(":")[2] != weights_digest(path)
+    return recorded_digest_matches(row) is False
 
 
 def split_rows(sd: dict) -> tuple[dict, dict]:
@@ -579,7 +585,14 @@ def split_rows(sd: dict) -> tuple[dict, dict]:
 
 def weights_digest(path: str | Path) -> str:
     """The short content digest a row's ``ann_key`` records for its checkpoint (sha1, 8 hex digits: the rows
-    in accuracy.json carry it, so it stays sha1)."""
+    in accuracy.json carry it, so it stays sha1). Each file is read once per content (size and mtime): the
+    report compares every row with its file, and several rows share one checkpoint."""
+    st = Path(path).stat()
+    return _file_digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:8]
 
 
