@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchlib import save, sha256, shown_path
+from benchlib import checkpoints_line, environment_block, save, sha256, shown_path
 from snnconv.api import resolve_model
 from snnconv.config import RunConfig
 from snnconv.data.datasets import load_part
@@ -36,23 +36,24 @@ def predictions(fn, split, batch_size: int) -> torch.Tensor:
 
 def markdown(data: dict) -> str:
     lines = ["# Float16 compaction and IR ingestion: effect on predictions", "",
-             f"Command: `{data['command']}`", "",
+             f"Last command: `{data['command']}` (rows of other runs are kept; each row names its two checkpoints, "
+             "the rest of its command)", "",
              "Validation split (held-out training images, never trained on); the test set is not read. "
              "Forms: the float32 training output as a PyTorch module, the committed float16 copy as a module, "
              "and that copy through the IR (batch norm folded).", "",
-             "| compact checkpoint | images | original module % | compact module % | compact IR % | "
+             "| compact checkpoint | original | images | original module % | compact module % | compact IR % | "
              "differ: original vs compact | differ: compact module vs IR |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in data["rows"]:
         a, d = r["accuracy"], r["differ"]
-        lines.append(f"| `{r['checkpoint']}` | {r['samples']} | {a['original_module']:.2f} | {a['compact_module']:.2f} "
+        lines.append(f"| `{r['checkpoint']}` | `{r['original']}` | {r['samples']} | {a['original_module']:.2f} | {a['compact_module']:.2f} "
                      f"| {a['compact_ir']:.2f} | {d['original_module/compact_module']} "
                      f"({100 * d['original_module/compact_module'] / r['samples']:.1f} %) "
                      f"| {d['compact_module/compact_ir']} |")
-    lines += ["", "Checkpoints: " + "; ".join(
-        f"`{r['checkpoint']}` sha256 `{r['checkpoint_sha256'][:16]}...` (from `{r['original']}` sha256 "
-        f"`{r['original_sha256'][:16]}...`)" for r in data["rows"]), ""]
-    return "\n".join(lines)
+    hashes = {}
+    for r in data["rows"]:
+        hashes.update({r["original"]: r["original_sha256"], r["checkpoint"]: r["checkpoint_sha256"]})
+    return "\n".join(lines + ["", checkpoints_line(hashes), *environment_block(data["environment"])])
 
 
 def main() -> None:
@@ -66,10 +67,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="docs/benchmarks/compaction")
     args = ap.parse_args()
+    if sha256(args.original) == sha256(args.compact):
+        raise SystemExit(f"error: {args.original} and {args.compact} have the same content: no compaction to measure")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     val = load_part(args.dataset, args.data_dir, "val")
-    labels = torch.cat([y for _, y in val.batches(args.batch_size)])
+    labels = val.labels  # batches() without shuffling keeps this order
     preds = {}
     for form, weights in (("original", args.original), ("compact", args.compact)):
         model, shape, _ = resolve_model(RunConfig(model=args.model, dataset=args.dataset, weights=weights),
