@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="docs/benchmarks/compaction")
     args = ap.parse_args()
-    if sha256(args.original) == sha256(args.compact):
+    original_sha256, compact_sha256 = sha256(args.original), sha256(args.compact)
+    if original_sha256 == compact_sha256:
         raise SystemExit(f"error: {args.original} and {args.compact} have the same content: no compaction to measure")
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -82,8 +83,8 @@ def main() -> None:
         if form == "compact":
             graph, _ = from_torch(model, shape)
             preds["compact_ir"] = predictions(lambda x: run_ann(graph, x), val, args.batch_size)
-    row = {"checkpoint": shown_path(args.compact), "checkpoint_sha256": sha256(args.compact),
-           "original": shown_path(args.original), "original_sha256": sha256(args.original),
+    row = {"checkpoint": shown_path(args.compact), "checkpoint_sha256": compact_sha256,
+           "original": shown_path(args.original), "original_sha256": original_sha256,
            "model": args.model, "dataset": args.dataset, "samples": len(labels),
            "accuracy": {f: round(100.0 * (preds[f] == labels).float().mean().item(), 2) for f in FORMS},
            "differ": {f"{a}/{b}": int((preds[a] != preds[b]).sum()) for i, a in enumerate(FORMS) for b in FORMS[i + 1:]},
